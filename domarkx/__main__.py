@@ -1,0 +1,3 @@
+from domarkx.cli.main import main
+
+raise SystemExit(main())

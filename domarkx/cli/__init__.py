@@ -1,0 +1,1 @@
+"""The ``domarkx`` command: one module per verb (``cmd_*.py``), wired in ``main``."""

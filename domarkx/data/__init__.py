@@ -1,0 +1,1 @@
+"""Data models (pydantic) and the on-disk store."""

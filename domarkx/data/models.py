@@ -1,0 +1,201 @@
+"""The snapshot and instance models: the JSON contract of spec sections 3 and 4.
+
+A snapshot is immutable and content-addressed; an instance is one run of a
+snapshot. Both are plain pydantic models so that their JSON Schema can be
+published (``domarkx schema``) and validated on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SNAPSHOT_VERSION = "1.0"
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class TextBlock(BaseModel):
+    """Markdown text kept verbatim (quote markers removed when ``quoted``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"] = "text"
+    value: str = Field(description="The Markdown source of the text, macros expanded.")
+    quoted: bool = Field(
+        default=False, description="The text was a blockquote (`> ...`); export writes it back so."
+    )
+
+
+class CodeBlock(BaseModel):
+    """A fenced code block; ``attrs``/``flags`` come from its info string."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["code"] = "code"
+    language: str = Field(default="", description="First word of the info string.")
+    name: str | None = Field(default=None, description="The `name=` attribute, if any.")
+    code: str = Field(description="The block's text, without the final newline.")
+    attrs: dict[str, str] = Field(
+        default_factory=dict, description="Other `key=value` attributes of the info string."
+    )
+    flags: list[str] = Field(
+        default_factory=list, description="Bare words of the info string (`run`, `norun`, ...)."
+    )
+
+
+class OutputBlock(BaseModel):
+    """What a code block printed on one stream; follows the code block it belongs to."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["output"] = "output"
+    stream: Literal["stdout", "stderr"] = "stdout"
+    text: str = Field(default="", description="The captured text.")
+    language: str = Field(default="text", description="Info-string language of the output fence.")
+    exit_code: int | None = Field(default=None, description="Exit status (on the stdout block).")
+    timed_out: bool = Field(default=False, description="The block was killed at its timeout.")
+    duration: float | None = Field(
+        default=None, description="Seconds the block ran; kept in instances, not exported."
+    )
+    attrs: dict[str, str] = Field(default_factory=dict)
+
+
+ContentBlock = Annotated[TextBlock | CodeBlock | OutputBlock, Field(discriminator="type")]
+
+
+class Message(BaseModel):
+    """One `## role` section of a session."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "tool"]
+    message_metadata: dict[str, Any] | None = Field(
+        default=None, description="The `msg-metadata` block (tool calls and the like)."
+    )
+    content: list[ContentBlock] = Field(default_factory=list)
+
+
+class ModelSettings(BaseModel):
+    """LLM settings of `session-config`'s `model` key."""
+
+    model_config = ConfigDict(extra="allow")
+    provider: str = Field(default="openai", description="A registered provider name.")
+    name: str | None = Field(default=None, description="The model name the server knows.")
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable that holds the API key."
+    )
+    temperature: float | None = None
+    max_turns: int = Field(default=4, ge=1, description="Model calls per run at most.")
+
+
+class ExecutionConfig(BaseModel):
+    """The `session-config` block. Unknown keys are kept, never dropped."""
+
+    model_config = ConfigDict(extra="allow")
+    engine: str = Field(default="local_shell", description="A registered engine name.")
+    timeout: float = Field(default=60, gt=0, description="Seconds per code block.")
+    on_error: Literal["continue", "stop"] = Field(
+        default="stop", description="What a run does after a block fails or times out."
+    )
+    workdir: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    image: str | None = Field(default=None, description="Docker image (docker engine).")
+    network: str = Field(default="none", description="Docker network mode.")
+    memory: str | None = Field(default=None, description="Docker memory limit, e.g. `256m`.")
+    cpus: float | None = Field(default=None, description="Docker CPU limit.")
+    model: ModelSettings | None = None
+
+
+class ScriptBlock(BaseModel):
+    """The `setup-script` block."""
+
+    model_config = ConfigDict(extra="forbid")
+    language: str
+    code: str
+
+
+class SnapshotMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source_file: str = Field(description="The document's path, relative to the project root.")
+    import_timestamp: str = Field(description="ISO 8601; honours SOURCE_DATE_EPOCH.")
+    user_metadata: dict[str, Any] = Field(default_factory=dict, description="The front matter.")
+
+
+class SessionSnapshot(BaseModel):
+    """An imported session: immutable, addressed by the hash of its content."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: str = SNAPSHOT_VERSION
+    snapshot_id: str = ""
+    metadata: SnapshotMetadata
+    execution_config: ExecutionConfig | None = None
+    config_format: Literal["json", "yaml"] = Field(
+        default="yaml", description="How `session-config` was written; export keeps it."
+    )
+    setup_script: ScriptBlock | None = None
+    preamble: str | None = Field(default=None, description="Content before the first role.")
+    conversation: list[Message] = Field(default_factory=list)
+
+    def config(self) -> ExecutionConfig:
+        """The execution settings with defaults filled in."""
+        return self.execution_config or ExecutionConfig()
+
+    def content_dict(self) -> dict[str, Any]:
+        """Everything that defines the snapshot's identity (spec section 3)."""
+        data = self.model_dump(mode="json", exclude_unset=False)
+        data.pop("snapshot_id", None)
+        data["metadata"].pop("import_timestamp", None)
+        data["metadata"].pop("source_file", None)
+        if self.execution_config is not None:
+            data["execution_config"] = dump_config(self.execution_config)
+        return data
+
+    def compute_id(self) -> str:
+        canonical = json.dumps(
+            self.content_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def with_id(self) -> SessionSnapshot:
+        return self.model_copy(update={"snapshot_id": self.compute_id()})
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json")
+        if self.execution_config is not None:
+            data["execution_config"] = dump_config(self.execution_config)
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def dump_config(config: ExecutionConfig) -> dict[str, Any]:
+    """The config as the user wrote it: only the keys that were set."""
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
+InstanceStatus = Literal["created", "running", "exited", "failed", "stopped"]
+
+
+class SessionInstance(BaseModel):
+    """One run of a snapshot: its sandbox, status and the conversation as it stands."""
+
+    model_config = ConfigDict(extra="forbid")
+    instance_id: str
+    snapshot_id: str
+    status: InstanceStatus = "created"
+    engine: str = "local_shell"
+    sandbox: dict[str, Any] = Field(
+        default_factory=dict, description="Engine-specific handle: folder, container id."
+    )
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = Field(default=None, description="Why the run failed, if it did.")
+    setup_output: list[OutputBlock] = Field(
+        default_factory=list, description="What the setup script printed."
+    )
+    conversation: list[Message] = Field(default_factory=list)
+    llm_records: list[str] = Field(
+        default_factory=list, description="Replay-cache keys of the model calls this run used."
+    )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"

@@ -1,0 +1,74 @@
+"""The errors a user can cause, each printed as one line without a traceback.
+
+Every error carries where it happened (file and line, when known) and what to
+do about it. ``domarkx.cli.main`` maps them to exit status 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DomarkxError(Exception):
+    """Base of every user-facing error: ``file:line: message`` plus a hint."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.hint = hint
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        text = f"{where}{self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def __reduce__(self):
+        # Keep keyword arguments when doit pickles errors between processes.
+        return (_rebuild, (type(self), self.message, self.file, self.line, self.hint))
+
+
+def _rebuild(cls, message, file, line, hint):
+    err = cls.__new__(cls)
+    DomarkxError.__init__(err, message, file=file, line=line, hint=hint)
+    return err
+
+
+class DocumentError(DomarkxError):
+    """The session document is malformed (front matter, blocks, headings)."""
+
+
+class MacroError(DomarkxError):
+    """A macro could not be expanded (missing include, cycle, unknown command)."""
+
+
+class RefError(DomarkxError):
+    """A snapshot or instance reference matches nothing, or more than one thing."""
+
+
+class StoreError(DomarkxError):
+    """The store under ``.domarkx/`` cannot be read or written."""
+
+
+class EngineError(DomarkxError):
+    """A sandbox could not be created or used (no Docker, missing image, bad language)."""
+
+
+class LLMError(DomarkxError):
+    """A model call failed: missing key, unreachable server, refused request, replay miss."""
+
+
+class BuildLockedError(DomarkxError):
+    """Another build holds the project's lock."""

@@ -1,0 +1,130 @@
+"""The Engine interface: a sandbox that runs code blocks and keeps state between them.
+
+An engine instance is one sandbox for one session instance. It is started
+once, runs blocks in order (each language in its own persistent process, so
+variables, functions and the working directory persist as in a notebook
+kernel), and is stopped once. Engines are found through the
+``domarkx.engines`` registry; a third-party engine subclasses ``Engine`` and
+registers an entry point.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from domarkx import registry
+from domarkx.data.models import ExecutionConfig
+from domarkx.errors import EngineError
+
+GROUP = "domarkx.engines"
+
+# Info-string languages and the interpreter that runs them.
+LANGUAGE_ALIASES: dict[str, str] = {
+    "bash": "bash",
+    "sh": "bash",
+    "shell": "bash",
+    "console": "bash",
+    "python": "python",
+    "python3": "python",
+    "py": "python",
+}
+
+# Docker label put on every container domarkx creates, so prune finds leftovers.
+SANDBOX_LABEL = "io.domarkx.sandbox"
+
+
+def canonical_language(language: str) -> str | None:
+    """``bash`` or ``python`` for a runnable info-string language, else None."""
+    return LANGUAGE_ALIASES.get(language.strip().lower())
+
+
+@dataclass
+class BlockResult:
+    """What one block did: its streams kept apart, its exit status, its time."""
+
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    duration: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class Engine(abc.ABC):
+    """One sandbox. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self, config: ExecutionConfig, workdir: Path, labels: dict[str, str] | None = None
+    ) -> None:
+        # ``workdir`` is the instance's own folder on the host; the sandbox works there
+        # (local shell) or mounts nothing and uses config.workdir (docker).
+        self.config = config
+        self.workdir = Path(workdir)
+        self.labels = dict(labels or {})
+
+    @abc.abstractmethod
+    def start(self) -> dict[str, Any]:
+        """Create the sandbox; return a JSON-able handle recorded in the instance."""
+
+    @abc.abstractmethod
+    def run(self, language: str, code: str, timeout: float) -> BlockResult:
+        """Run one block in the sandbox's persistent process for ``language``.
+
+        A block that outlives ``timeout`` is killed (with every process it
+        started) and reported with ``timed_out=True``; the sandbox stays usable.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Destroy the sandbox and everything it started. Safe to call twice."""
+
+    def supports(self, language: str) -> bool:
+        """Whether this engine can run blocks of ``language`` (an info-string word)."""
+        return canonical_language(language) is not None
+
+    @classmethod
+    def destroy(cls, handle: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Destroy a sandbox from its recorded handle (``domarkx stop`` in another process)."""
+
+    @classmethod
+    def prune(cls) -> list[str]:
+        """Remove sandboxes no instance owns any more; return what was removed."""
+        return []
+
+    @classmethod
+    def settings_key(cls, config: ExecutionConfig) -> dict[str, Any]:
+        """The settings that can change what blocks print (part of the run cache key)."""
+        return {
+            "engine": cls.name,
+            "env": dict(sorted(config.env.items())),
+            "workdir": config.workdir,
+            "image": config.image,
+            "network": config.network,
+        }
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The engine registered as ``name``, or a clear error listing the known ones."""
+    cls = registry.load(GROUP, name)
+    if cls is None:
+        known = ", ".join(registry.names(GROUP))
+        raise EngineError(
+            f"unknown engine {name!r}",
+            hint=f"set `engine:` in session-config to one of: {known}",
+        )
+    return cls

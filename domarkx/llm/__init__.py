@@ -1,0 +1,1 @@
+"""LLM providers, the record/replay cache and the assistant's code loop."""

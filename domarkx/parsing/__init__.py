@@ -1,0 +1,1 @@
+"""Session documents to data: the Markdown parser and the macro expander."""

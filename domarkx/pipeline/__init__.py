@@ -1,0 +1,1 @@
+"""The doit task graph over ``sessions/**/*.md`` and the watch loop."""

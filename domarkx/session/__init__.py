@@ -1,0 +1,1 @@
+"""Snapshot and instance managers: the verbs behind the command line and the build."""
