@@ -91,7 +91,7 @@ class Engine(abc.ABC):
         return canonical_language(language) is not None
 
     @classmethod
-    def destroy(cls, handle: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+    def destroy(cls, handle: dict[str, Any]) -> None:
         """Destroy a sandbox from its recorded handle (``domarkx stop`` in another process)."""
 
     @classmethod

@@ -1,0 +1,31 @@
+"""``domarkx export REF``: Markdown of an instance or a snapshot."""
+
+from __future__ import annotations
+
+import sys
+
+from domarkx.cli.options import add_command, open_store
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers, "export", run, help="write an instance or snapshot as Markdown"
+    )
+    parser.add_argument("ref", metavar="REF", help="instance or snapshot: id, id prefix, or tag")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    parser.add_argument("--template", metavar="T", help="a jinja2 template of your own")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from domarkx.data.atomic import write_atomic
+    from domarkx.session.export import export_ref
+
+    template = Path(args.template) if args.template else None
+    text = export_ref(open_store(), args.ref, template)
+    if args.output:
+        write_atomic(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,28 @@
+"""``domarkx import FILE``: parse, expand macros, store a snapshot; print its id."""
+
+from __future__ import annotations
+
+from domarkx.cli.options import add_command, open_store, parse_params
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "import", run, help="import a session document as a snapshot")
+    parser.add_argument("file", help="the session document (Markdown)")
+    parser.add_argument(
+        "--param", action="append", metavar="K=V", help="value of a parameter macro (repeatable)"
+    )
+    parser.add_argument(
+        "--tag", action="append", metavar="NAME", help="tag the snapshot (default: session name)"
+    )
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from domarkx.session.snapshot import SnapshotManager
+
+    result = SnapshotManager(open_store()).import_file(
+        Path(args.file), parse_params(args.param), args.tag
+    )
+    print(result.snapshot.snapshot_id)
+    return 0

@@ -1,0 +1,18 @@
+"""``domarkx schema``: the JSON Schema of snapshots (or instances)."""
+
+from __future__ import annotations
+
+from domarkx.cli.options import add_command, print_json
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "schema", run, help="print the JSON Schema of a snapshot")
+    parser.add_argument("--instance", action="store_true", help="the schema of an instance")
+
+
+def run(args) -> int:
+    from domarkx.data.models import SessionInstance, SessionSnapshot
+
+    model = SessionInstance if args.instance else SessionSnapshot
+    print_json(model.model_json_schema())
+    return 0

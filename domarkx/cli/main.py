@@ -1,0 +1,66 @@
+"""Entry point of the ``domarkx`` command: argument parsing and error handling.
+
+Each verb lives in its own ``cmd_<verb>.py`` module with ``register`` (its
+arguments) and ``run`` (its work). Those modules import nothing heavy at load
+time, so ``domarkx --help`` stays fast. Exit status: 0 done, 1 a user error
+(one message on stderr, no traceback unless ``--debug``), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from domarkx import __version__
+from domarkx.errors import DomarkxError
+
+COMMANDS = (
+    "import",
+    "snapshots",
+    "export",
+    "schema",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="domarkx",
+        description="Keep LLM sessions as Markdown; import them as snapshots, run them as "
+        "instances, build them like code.",
+    )
+    parser.add_argument("--version", action="version", version=f"domarkx {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"domarkx.cli.cmd_{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except DomarkxError as err:
+        if args.debug:
+            raise
+        print(f"domarkx: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("domarkx: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `domarkx export X | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""The store under ``.domarkx/``: snapshots, tags, instances, exports and caches.
+
+Snapshots are content-addressed files (``snapshots/<id>.json``) and never
+change once written; everything else is written atomically. References work
+as in Docker: a tag, a full id, or a unique prefix of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from domarkx.data.atomic import write_atomic
+from domarkx.data.models import SessionInstance, SessionSnapshot
+from domarkx.errors import RefError, StoreError
+
+STORE_DIR = ".domarkx"
+PROJECT_MARKERS = ("dodo.py", "sessions", STORE_DIR)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder (from ``start`` up) holding dodo.py, sessions/ or .domarkx/."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return folder
+    return here
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """What ``domarkx snapshots`` shows, read without validating the whole snapshot."""
+
+    snapshot_id: str
+    source_file: str
+    created: str
+
+
+class Store:
+    """The ``.domarkx/`` folder of one project (``DOMARKX_HOME`` moves it)."""
+
+    def __init__(self, home: Path, root: Path | None = None) -> None:
+        self.home = Path(home)
+        self.root = Path(root) if root else self.home.parent
+
+    @classmethod
+    def discover(cls, start: Path | None = None) -> Store:
+        root = find_project_root(start)
+        home = os.environ.get("DOMARKX_HOME")
+        return cls(Path(home) if home else root / STORE_DIR, root)
+
+    # Layout -----------------------------------------------------------------
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def tags_dir(self) -> Path:
+        return self.home / "tags"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.home / "instances"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.home / "exports"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def replay_dir(self) -> Path:
+        return self.home / "replay"
+
+    # Snapshots ----------------------------------------------------------------
+    def snapshot_path(self, snapshot_id: str) -> Path:
+        return self.snapshots_dir / f"{snapshot_id}.json"
+
+    def put_snapshot(self, snapshot: SessionSnapshot) -> Path:
+        """Store ``snapshot`` under its id; the same content is the same file."""
+        if not snapshot.snapshot_id:
+            snapshot = snapshot.with_id()
+        path = self.snapshot_path(snapshot.snapshot_id)
+        data = snapshot.to_json()
+        try:
+            if path.read_text(encoding="utf-8") == data:
+                return path
+        except OSError:
+            pass
+        write_atomic(path, data)
+        return path
+
+    def get_snapshot(self, snapshot_id: str) -> SessionSnapshot:
+        path = self.snapshot_path(snapshot_id)
+        try:
+            return SessionSnapshot.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise RefError(f"no snapshot {snapshot_id[:12]}") from None
+        except ValueError as err:
+            raise StoreError(
+                f"snapshot file is damaged: {str(err).splitlines()[0]}",
+                file=path,
+                hint="delete it and import the session again",
+            ) from None
+
+    def snapshot_ids(self) -> list[str]:
+        try:
+            return sorted(p.stem for p in self.snapshots_dir.glob("*.json"))
+        except OSError:
+            return []
+
+    def snapshot_summaries(self) -> list[SnapshotSummary]:
+        summaries = []
+        for snapshot_id in self.snapshot_ids():
+            try:
+                data = json.loads(self.snapshot_path(snapshot_id).read_bytes())
+                meta = data.get("metadata", {})
+            except (OSError, ValueError):
+                meta = {}
+            summaries.append(
+                SnapshotSummary(
+                    snapshot_id, meta.get("source_file", "?"), meta.get("import_timestamp", "?")
+                )
+            )
+        return summaries
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        self.snapshot_path(snapshot_id).unlink(missing_ok=True)
+        for name, target in self.tags().items():
+            if target == snapshot_id:
+                self.untag(name)
+
+    # Tags ---------------------------------------------------------------------
+    def _tag_path(self, name: str) -> Path:
+        return self.tags_dir / quote(name, safe="")
+
+    def tag(self, name: str, snapshot_id: str) -> None:
+        if not name or any(c.isspace() for c in name):
+            raise RefError(f"invalid tag {name!r}", hint="a tag is a name without spaces")
+        write_atomic(self._tag_path(name), snapshot_id + "\n")
+
+    def untag(self, name: str) -> None:
+        self._tag_path(name).unlink(missing_ok=True)
+
+    def tags(self) -> dict[str, str]:
+        result = {}
+        try:
+            entries = sorted(self.tags_dir.iterdir())
+        except OSError:
+            return {}
+        for path in entries:
+            if path.name.startswith("."):
+                continue
+            try:
+                result[unquote(path.name)] = path.read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+        return result
+
+    def resolve_snapshot(self, ref: str) -> str:
+        """The snapshot id that ``ref`` (tag, id or unique id prefix) names."""
+        tag_path = self._tag_path(ref)
+        if ref and tag_path.is_file():
+            return tag_path.read_text(encoding="utf-8").strip()
+        return _resolve(ref, self.snapshot_ids(), "snapshot", "domarkx snapshots")
+
+    # Instances ----------------------------------------------------------------
+    def instance_dir(self, instance_id: str) -> Path:
+        return self.instances_dir / instance_id
+
+    def put_instance(self, instance: SessionInstance) -> None:
+        write_atomic(self.instance_dir(instance.instance_id) / "instance.json", instance.to_json())
+
+    def get_instance(self, instance_id: str) -> SessionInstance:
+        path = self.instance_dir(instance_id) / "instance.json"
+        try:
+            return SessionInstance.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise RefError(f"no instance {instance_id[:12]}") from None
+        except ValueError as err:
+            raise StoreError(
+                f"instance file is damaged: {str(err).splitlines()[0]}",
+                file=path,
+                hint=f"remove it with `domarkx rm {instance_id[:12]}`",
+            ) from None
+
+    def instance_ids(self) -> list[str]:
+        try:
+            return sorted(p.parent.name for p in self.instances_dir.glob("*/instance.json"))
+        except OSError:
+            return []
+
+    def resolve_instance(self, ref: str) -> str:
+        return _resolve(ref, self.instance_ids(), "instance", "domarkx instances --all")
+
+    def remove_instance(self, instance_id: str) -> None:
+        shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
+
+
+def _resolve(ref: str, ids: list[str], kind: str, listing: str) -> str:
+    if not ref:
+        raise RefError(f"empty {kind} reference")
+    if ref in ids:
+        return ref
+    matches = [i for i in ids if i.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise RefError(f"no {kind} matches {ref!r}", hint=f"`{listing}` lists them")
+    shown = ", ".join(m[:12] for m in matches[:5])
+    raise RefError(
+        f"{ref!r} matches {len(matches)} {kind}s ({shown})",
+        hint="give more characters of the id",
+    )

@@ -1,0 +1,344 @@
+"""Between a domarkx conversation and the chat-completions protocol.
+
+What the model is sent (``to_chat_messages``):
+
+- Each message's text and code blocks are written back as Markdown, joined by a
+  blank line; code goes in a fenced block with its info string (language,
+  ``name=``, other attributes and flags), so the model sees the document as the
+  reader does.
+- The output blocks of an ``assistant`` message (what its code printed) are left
+  out of it and sent together as one ``user`` message right after it, starting
+  with ``OUTPUT_HEADER`` ("Output of the code block above (exit code 0):" and the
+  text in a fence; with several blocks, one "Block N" entry each). One domarkx
+  message is thus one chat message, plus its feedback. Output blocks of any other
+  message stay inline in that message, as "Output (exit code 0):".
+- ``system`` and ``user`` keep their role. A ``tool`` message is sent with role
+  ``tool`` only when its ``msg-metadata`` names the call it answers (``tool_call_id``,
+  or the older format's ``content`` list of results with ``call_id``) and the
+  assistant message before it made that call; otherwise it is sent as a ``user``
+  message starting with ``TOOL_HEADER``.
+- An assistant message's tool calls from ``msg-metadata`` (the older format's
+  ``content`` list of ``{id, name, arguments}``, or an OpenAI ``tool_calls`` list)
+  are sent as ``tool_calls`` when every call is answered by the ``tool`` messages
+  that follow; otherwise they are described in the message's text, since servers
+  refuse unanswered calls.
+
+What the model answers (``parse_reply``) is split into text and code blocks by a
+small fence scanner (CommonMark fences: three or more backticks or tildes,
+indented by at most three spaces, closed by a fence of the same kind at least as
+long, or by the end of the reply).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
+
+OUTPUT_HEADER = "Output of the code block"
+TOOL_HEADER = "Tool result:"
+
+_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
+
+
+# --- conversation -> chat messages -------------------------------------------------
+
+
+def to_chat_messages(conversation: list[Message]) -> list[dict[str, Any]]:
+    """The OpenAI chat messages that stand for ``conversation``, in order."""
+    out: list[dict[str, Any]] = []
+    for message in conversation:
+        if message.role == "assistant":
+            out.extend(_assistant_messages(message))
+        elif message.role == "tool":
+            out.extend(_tool_messages(message))
+        else:
+            out.append({"role": message.role, "content": render_blocks(message.content)})
+    return _pair_tool_calls(out)
+
+
+def is_output_message(message: dict[str, Any]) -> bool:
+    """Whether a chat message is code output fed back to the model (not a question)."""
+    content = message.get("content")
+    return (
+        message.get("role") == "user"
+        and isinstance(content, str)
+        and content.startswith(OUTPUT_HEADER)
+    )
+
+
+def render_blocks(blocks: list[Any]) -> str:
+    """Text and code blocks as Markdown; runs of output blocks rendered inline."""
+    parts: list[str] = []
+    i = 0
+    while i < len(blocks):
+        block = blocks[i]
+        if isinstance(block, OutputBlock):
+            group, i = _output_run(blocks, i)
+            parts.append(render_outputs(group))
+            continue
+        if isinstance(block, CodeBlock):
+            parts.append(render_code(block))
+        elif isinstance(block, TextBlock) and block.value.strip():
+            parts.append(block.value.strip("\n"))
+        i += 1
+    return "\n\n".join(parts)
+
+
+def render_code(block: CodeBlock) -> str:
+    """A fenced block with the block's info string, fence longer than any inside."""
+    words = [block.language] if block.language else []
+    if block.name is not None:
+        words.append(f"name={block.name}")
+    words += [f"{k}={v}" for k, v in block.attrs.items()]
+    words += block.flags
+    fence = _fence_for(block.code)
+    return f"{fence}{' '.join(words)}\n{block.code}\n{fence}"
+
+
+def render_outputs(outputs: list[OutputBlock], title: str = "Output") -> str:
+    """What one code block printed: ``title (exit code N):`` and the streams, fenced."""
+    exit_code = next((o.exit_code for o in outputs if o.exit_code is not None), None)
+    status = []
+    if any(o.timed_out for o in outputs):
+        status.append("timed out")
+    if exit_code is not None:
+        status.append(f"exit code {exit_code}")
+    head = title + (f" ({', '.join(status)})" if status else "")
+    stdout = "".join(o.text for o in outputs if o.stream == "stdout")
+    stderr = "".join(o.text for o in outputs if o.stream == "stderr")
+    if not stdout and not stderr:
+        return f"{head}: no output."
+    parts = [f"{head}:"]
+    if stdout:
+        parts.append(_fenced_text(stdout))
+    if stderr:
+        parts.append("Standard error:")
+        parts.append(_fenced_text(stderr))
+    return "\n".join(parts)
+
+
+def render_feedback(blocks: list[Any]) -> str | None:
+    """The ``user`` message that tells the model what an assistant message's code printed."""
+    runs: list[tuple[str, list[OutputBlock]]] = []
+    number, label = 0, "?"
+    i = 0
+    while i < len(blocks):
+        block = blocks[i]
+        if isinstance(block, OutputBlock):
+            group, i = _output_run(blocks, i)
+            runs.append((label, group))
+            continue
+        if isinstance(block, CodeBlock):
+            number += 1
+            label = f"Block {number}" + (f" (`{block.name}`)" if block.name else "")
+        i += 1
+    if not runs:
+        return None
+    if number == 1 and len(runs) == 1:
+        return render_outputs(runs[0][1], f"{OUTPUT_HEADER} above")
+    items = [render_outputs(group, label) for label, group in runs]
+    return "\n\n".join([f"{OUTPUT_HEADER}s above.", *items])
+
+
+def _output_run(blocks: list[Any], i: int) -> tuple[list[OutputBlock], int]:
+    group: list[OutputBlock] = []
+    while i < len(blocks) and isinstance(blocks[i], OutputBlock):
+        group.append(blocks[i])
+        i += 1
+    return group, i
+
+
+def _fence_for(text: str) -> str:
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _fenced_text(text: str) -> str:
+    body = text[:-1] if text.endswith("\n") else text
+    fence = _fence_for(body)
+    return f"{fence}text\n{body}\n{fence}"
+
+
+def _assistant_messages(message: Message) -> list[dict[str, Any]]:
+    """One assistant message, then (if its code ran) what the code printed, as ``user``."""
+    kept = [b for b in message.content if not isinstance(b, OutputBlock)]
+    entry: dict[str, Any] = {"role": "assistant", "content": render_blocks(kept)}
+    calls = _tool_calls(message.message_metadata)
+    if calls:
+        entry["tool_calls"] = calls
+        entry["content"] = entry["content"] or None
+    out = [entry]
+    feedback = render_feedback(message.content)
+    if feedback is not None:
+        out.append({"role": "user", "content": feedback})
+    return out
+
+
+def _tool_calls(metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Tool calls recorded in an assistant message's ``msg-metadata``, OpenAI-shaped."""
+    if not metadata:
+        return []
+    if isinstance(metadata.get("tool_calls"), list):
+        return [c for c in metadata["tool_calls"] if isinstance(c, dict) and "id" in c]
+    items = metadata.get("content")
+    if not isinstance(items, list):
+        return []
+    calls = []
+    for item in items:
+        if isinstance(item, dict) and {"id", "name"} <= item.keys():
+            arguments = item.get("arguments", "{}")
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            calls.append(
+                {
+                    "id": str(item["id"]),
+                    "type": "function",
+                    "function": {"name": str(item["name"]), "arguments": arguments},
+                }
+            )
+    return calls
+
+
+def _tool_messages(message: Message) -> list[dict[str, Any]]:
+    body = render_blocks(message.content)
+    metadata = message.message_metadata or {}
+    if metadata.get("tool_call_id"):
+        return [{"role": "tool", "tool_call_id": str(metadata["tool_call_id"]), "content": body}]
+    items = metadata.get("content")
+    if isinstance(items, list):
+        results = [i for i in items if isinstance(i, dict) and i.get("call_id")]
+        if results:
+            return [
+                {
+                    "role": "tool",
+                    "tool_call_id": str(r["call_id"]),
+                    "content": _result_text(r.get("content"), body if len(results) == 1 else ""),
+                }
+                for r in results
+            ]
+    return [_tool_as_user({"role": "tool", "content": body})]
+
+
+def _result_text(value: Any, fallback: str) -> str:
+    if value is None:
+        return fallback
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _tool_as_user(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content") or ""
+    return {"role": "user", "content": f"{TOOL_HEADER}\n\n{content}".rstrip()}
+
+
+def _calls_as_text(message: dict[str, Any]) -> dict[str, Any]:
+    lines = [
+        f"Called tool `{c.get('function', {}).get('name', '?')}` with arguments "
+        f"`{c.get('function', {}).get('arguments', '')}`."
+        for c in message["tool_calls"]
+    ]
+    text = "\n\n".join([p for p in [message.get("content") or "", *lines] if p])
+    return {"role": "assistant", "content": text}
+
+
+def _pair_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep ``tool_calls``/``tool`` pairs only where the server will accept them."""
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        if message.get("tool_calls"):
+            ids = {c["id"] for c in message["tool_calls"]}
+            j = i + 1
+            while j < len(messages) and messages[j]["role"] == "tool":
+                j += 1
+            answers = messages[i + 1 : j]
+            answered = {m["tool_call_id"] for m in answers}
+            if ids <= answered:
+                out.append(message)
+                out += [m for m in answers if m["tool_call_id"] in ids]
+                out += [_tool_as_user(m) for m in answers if m["tool_call_id"] not in ids]
+            else:
+                out.append(_calls_as_text(message))
+                out += [_tool_as_user(m) for m in answers]
+            i = j
+            continue
+        out.append(_tool_as_user(message) if message["role"] == "tool" else message)
+        i += 1
+    return out
+
+
+# --- model reply -> content blocks --------------------------------------------------
+
+
+def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
+    """Split a model's Markdown reply into text blocks and fenced code blocks, in order.
+
+    Text is marked ``quoted`` so that export writes it as a blockquote, as the
+    session format does for message text: a ``## heading`` in a reply then stays
+    part of the reply instead of starting a new message when the export is read back.
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
+    blocks: list[TextBlock | CodeBlock] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        while pending and not pending[0].strip():
+            pending.pop(0)
+        while pending and not pending[-1].strip():
+            pending.pop()
+        if pending:
+            blocks.append(TextBlock(value="\n".join(pending), quoted=True))
+        pending.clear()
+
+    i = 0
+    while i < len(lines):
+        opening = _OPEN.match(lines[i])
+        # A backtick fence's info string may not contain a backtick (CommonMark).
+        if opening is None or (opening.group(2)[0] == "`" and "`" in opening.group(3)):
+            pending.append(lines[i])
+            i += 1
+            continue
+        indent, fence, info = len(opening.group(1)), opening.group(2), opening.group(3).strip()
+        body: list[str] = []
+        i += 1
+        closed = False
+        while i < len(lines):
+            closing = _CLOSE.match(lines[i])
+            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
+                closed = True
+                i += 1
+                break
+            body.append(_dedent(lines[i], indent))
+            i += 1
+        if not closed and body and body[-1] == "":
+            body.pop()
+        flush()
+        blocks.append(_code_block(info, "\n".join(body)))
+    flush()
+    return blocks
+
+
+def _dedent(line: str, indent: int) -> str:
+    strip = len(line) - len(line.lstrip(" "))
+    return line[min(strip, indent) :]
+
+
+def _code_block(info: str, code: str) -> CodeBlock:
+    words = info.split()
+    language = words[0] if words else ""
+    name: str | None = None
+    attrs: dict[str, str] = {}
+    flags: list[str] = []
+    for word in words[1:]:
+        key, eq, value = word.partition("=")
+        if not eq:
+            flags.append(word)
+        elif key == "name":
+            name = value
+        else:
+            attrs[key] = value
+    return CodeBlock(language=language, name=name, code=code, attrs=attrs, flags=flags)

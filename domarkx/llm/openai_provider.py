@@ -1,0 +1,204 @@
+"""Any server that speaks the OpenAI chat-completions protocol, through the ``openai`` package.
+
+OpenAI itself, DeepSeek, OpenRouter, vLLM, llama.cpp's server, Ollama: set
+``base_url`` and ``name`` in ``model``. The ``openai`` package is an optional
+extra (``pip install 'domarkx[openai]'``) and is imported only when a model is
+called, so the command starts fast without it.
+
+Retries are ours, not the client's: 429, 5xx, timeouts and connection failures
+are retried ``DOMARKX_LLM_RETRIES`` times (default 4) after ``base * 2**n``
+seconds, ``base`` being ``DOMARKX_LLM_BACKOFF`` (default 1.0).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from domarkx.errors import LLMError
+from domarkx.llm.provider import Provider, Stream
+
+DEFAULT_RETRIES = 4
+DEFAULT_BACKOFF = 1.0
+DEFAULT_TIMEOUT = 120.0
+# Local servers (llama.cpp, Ollama, vLLM) want no key, but the client insists on one.
+PLACEHOLDER_KEY = "no-key"
+
+
+def _env_number(name: str, default: float, kind: type = float) -> Any:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise LLMError(
+            f"{name}={raw!r} is not a number", hint=f"unset {name} or give a number"
+        ) from None
+    if value < 0:
+        raise LLMError(f"{name}={raw!r} is negative", hint=f"unset {name} or give a number >= 0")
+    return value
+
+
+def retries() -> int:
+    """How many times a transient failure is retried (``DOMARKX_LLM_RETRIES``)."""
+    return _env_number("DOMARKX_LLM_RETRIES", DEFAULT_RETRIES, int)
+
+
+def backoff_base() -> float:
+    """Seconds before the first retry, doubled for each next one (``DOMARKX_LLM_BACKOFF``)."""
+    return _env_number("DOMARKX_LLM_BACKOFF", DEFAULT_BACKOFF, float)
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError:
+        raise LLMError(
+            "the openai provider needs the openai package",
+            hint="pip install 'domarkx[openai]'",
+        ) from None
+    return openai
+
+
+class _Transient(Exception):
+    """A failure worth another try; ``error`` is what the user sees if none succeeds."""
+
+    def __init__(self, error: LLMError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class OpenAIProvider(Provider):
+    """A chat-completions server reached with the official ``openai`` client."""
+
+    def api_key(self) -> str:
+        """The key from ``settings.api_key_env``; a placeholder when no variable is named."""
+        variable = self.settings.api_key_env
+        if variable is None:
+            return PLACEHOLDER_KEY
+        key = os.environ.get(variable, "").strip()
+        if not key:
+            raise LLMError(
+                f"the API key variable {variable} is not set (model {self.settings.name!r})",
+                hint=f"export {variable}=<your key>, or change `model.api_key_env` in session-config",
+            )
+        return key
+
+    def timeout(self) -> float:
+        """Seconds one request may take (``model.timeout``, default 120)."""
+        value = (self.settings.model_extra or {}).get("timeout", DEFAULT_TIMEOUT)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise LLMError(
+                f"model.timeout {value!r} is not a number of seconds",
+                hint="set `model.timeout` in session-config to a number",
+            ) from None
+
+    def complete(self, messages: list[dict[str, Any]], stream: Stream | None = None) -> str:
+        """Ask the server, retrying transient failures with exponential backoff."""
+        if not self.settings.name:
+            raise LLMError(
+                "the openai provider needs a model name",
+                hint="set `model.name` in session-config (for example `name: gpt-4o-mini`)",
+            )
+        openai = _import_openai()
+        client = openai.OpenAI(
+            api_key=self.api_key(),
+            base_url=self.settings.base_url,
+            max_retries=0,
+            timeout=self.timeout(),
+        )
+        attempts = retries() + 1
+        base = backoff_base()
+        for attempt in range(attempts):
+            try:
+                return self._once(openai, client, messages, stream)
+            except _Transient as failure:
+                if attempt + 1 == attempts:
+                    tries = f" (tried {attempts} time{'s' if attempts > 1 else ''})"
+                    raise LLMError(failure.error.message + tries, hint=failure.error.hint) from None
+                time.sleep(base * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _once(
+        self, openai: Any, client: Any, messages: list[dict[str, Any]], stream: Stream | None
+    ) -> str:
+        params = self.params()
+        temperature = params.pop("temperature", None)
+        request: dict[str, Any] = {"model": self.settings.name, "messages": messages}
+        if temperature is not None:
+            request["temperature"] = temperature
+        if params:
+            # Other generation parameters (top_p, max_tokens, seed...) go as they are.
+            request["extra_body"] = params
+        where = str(client.base_url).rstrip("/")
+        try:
+            if stream is None:
+                response = client.chat.completions.create(**request)
+                if not response.choices:
+                    raise LLMError(f"the model server at {where} returned no choices")
+                return response.choices[0].message.content or ""
+            chunks: list[str] = []
+            for chunk in client.chat.completions.create(**request, stream=True):
+                if not chunk.choices:
+                    continue
+                piece = chunk.choices[0].delta.content
+                if piece:
+                    chunks.append(piece)
+                    stream(piece)
+            return "".join(chunks)
+        except openai.APITimeoutError:
+            raise _Transient(
+                LLMError(
+                    f"the model server at {where} did not answer within {self.timeout():g} s",
+                    hint="raise `model.timeout` in session-config, or try again later",
+                )
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise _Transient(
+                LLMError(
+                    f"cannot reach the model server at {where}: {_cause(exc)}",
+                    hint="check `model.base_url` and your network",
+                )
+            ) from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            message = f"the model server at {where} refused the request (HTTP {status}): {_server_message(exc)}"
+            if status == 429 or status >= 500:
+                raise _Transient(LLMError(message, hint="try again later")) from None
+            raise LLMError(message, hint=_hint_for(status, self.settings.api_key_env)) from None
+        except openai.APIError as exc:
+            raise LLMError(f"the model server at {where} gave an unusable answer: {exc}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return str(cause) if cause is not None and str(cause) else str(exc)
+
+
+def _server_message(exc: Any) -> str:
+    """The server's own words: ``error.message`` of an OpenAI-style body, else the body."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    if body:
+        return str(body)
+    response = getattr(exc, "response", None)
+    text = getattr(response, "text", "") if response is not None else ""
+    return text.strip()[:500] or str(exc)
+
+
+def _hint_for(status: int, api_key_env: str | None) -> str:
+    if status in (401, 403):
+        where = f"in {api_key_env}" if api_key_env else "(set `model.api_key_env`)"
+        return f"check the API key {where}"
+    if status == 404:
+        return "check `model.name` and `model.base_url` (the server should serve /chat/completions)"
+    return "check `model` in session-config and the messages of the session"

@@ -1,0 +1,83 @@
+"""The Provider interface: one model behind one chat-completions style call.
+
+A provider is built from a session's ``model`` settings (and its front matter,
+which the offline ``scripted`` provider reads its replies from) and answers a
+list of OpenAI chat messages with the assistant's text. Providers are found
+through the ``domarkx.providers`` registry; a third-party provider subclasses
+``Provider`` and registers an entry point.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from domarkx import registry
+from domarkx.data.models import ModelSettings
+from domarkx.errors import LLMError
+
+GROUP = "domarkx.providers"
+
+# ``ModelSettings`` keys that are about reaching the server, not about what it answers;
+# every other extra key is a generation parameter (sent to the model, part of the replay key).
+TRANSPORT_KEYS = frozenset({"timeout"})
+
+Stream = Callable[[str], None]
+
+
+class Provider(abc.ABC):
+    """One model. Subclasses implement ``complete``; ``offline`` ones skip the replay cache."""
+
+    # True for providers that are deterministic and reach no network (no record needed).
+    offline: ClassVar[bool] = False
+
+    def __init__(self, settings: ModelSettings, front_matter: dict[str, Any] | None = None) -> None:
+        # The session's `model` settings and its front matter (`metadata.user_metadata`).
+        self.settings = settings
+        self.front_matter = dict(front_matter or {})
+
+    @property
+    def provider_name(self) -> str:
+        """The registry name this provider was asked for (part of the replay key)."""
+        return self.settings.provider
+
+    @property
+    def model_name(self) -> str | None:
+        """The model name sent to the server (part of the replay key)."""
+        return self.settings.name
+
+    def params(self) -> dict[str, Any]:
+        """Generation parameters sent with every request (part of the replay key)."""
+        extra = {
+            k: v for k, v in (self.settings.model_extra or {}).items() if k not in TRANSPORT_KEYS
+        }
+        if self.settings.temperature is not None:
+            extra["temperature"] = self.settings.temperature
+        return dict(sorted(extra.items()))
+
+    @abc.abstractmethod
+    def complete(self, messages: list[dict[str, Any]], stream: Stream | None = None) -> str:
+        """Answer ``messages`` (OpenAI chat message dicts: ``role``, ``content`` and, for
+        tool calls, ``tool_calls``/``tool_call_id``) with the assistant's Markdown text.
+
+        ``stream``, when given, receives the text in chunks as it arrives; the joined
+        chunks equal the returned text. Failures raise ``LLMError``.
+        """
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The provider registered as ``name``, or an LLMError listing the known ones."""
+    cls = registry.load(GROUP, name)
+    if cls is None:
+        known = ", ".join(registry.names(GROUP))
+        raise LLMError(
+            f"unknown model provider {name!r}",
+            hint=f"set `model.provider` in session-config to one of: {known}",
+        )
+    return cls
+
+
+def provider_for(settings: ModelSettings, front_matter: dict[str, Any] | None = None) -> Provider:
+    """Build the provider that ``settings.provider`` names."""
+    return provider_class(settings.provider)(settings, front_matter)

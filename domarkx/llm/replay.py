@@ -1,0 +1,146 @@
+"""Record and replay model calls, so that builds give the same answers offline.
+
+Every request is reduced to its canonical form (provider, model name, messages,
+generation parameters; not the ``base_url``, so that the same model behind
+another mirror replays) and keyed by the SHA-256 of that form's canonical JSON.
+The reply is stored beside the request in ``<folder>/<key[:2]>/<key>.json``: a
+small, human-readable file meant to be committed (``.domarkx/replay/``).
+
+``DOMARKX_LLM`` chooses the mode:
+
+- ``auto`` (default): replay a recorded reply; call the model and record on a miss.
+- ``replay``: never call; a miss is an error naming the session and message (CI).
+- ``record``: always call, and overwrite the record.
+
+Offline providers (``Provider.offline``, such as ``scripted``) bypass the cache:
+they are deterministic already.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from domarkx.errors import LLMError
+from domarkx.llm.provider import Provider, Stream
+
+ENV = "DOMARKX_LLM"
+MODES = ("auto", "replay", "record")
+RECORD_FORMAT = 1
+
+
+def mode_from_env() -> str:
+    """The mode ``DOMARKX_LLM`` asks for (``auto`` when unset); an LLMError when invalid."""
+    mode = os.environ.get(ENV, "").strip().lower() or "auto"
+    if mode not in MODES:
+        raise LLMError(
+            f"{ENV}={os.environ[ENV]!r} is not a replay mode",
+            hint=f"set {ENV} to one of: {', '.join(MODES)}",
+        )
+    return mode
+
+
+def canonical_request(provider: Provider, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """What identifies a model call: the same dict gives the same reply from a replay."""
+    return {
+        "provider": provider.provider_name,
+        "model": provider.model_name,
+        "messages": messages,
+        "params": provider.params(),
+    }
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """SHA-256 of the request's canonical JSON (sorted keys, no spaces, UTF-8)."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ReplayCache:
+    """A folder of recorded model calls, one JSON file per request key."""
+
+    def __init__(self, folder: Path, mode: str | None = None) -> None:
+        self.folder = Path(folder)
+        if mode is not None and mode not in MODES:
+            raise LLMError(f"{mode!r} is not a replay mode", hint=f"use one of: {', '.join(MODES)}")
+        self.mode = mode if mode is not None else mode_from_env()
+
+    def path_for(self, key: str) -> Path:
+        """Where the record of ``key`` lives."""
+        return self.folder / key[:2] / f"{key}.json"
+
+    def lookup(self, key: str) -> str | None:
+        """The recorded reply for ``key``, or None."""
+        path = self.path_for(key)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise LLMError(
+                f"the replay record cannot be read: {exc}",
+                file=path,
+                hint=f"delete it, or record it again with {ENV}=record",
+            ) from None
+        reply = record.get("reply") if isinstance(record, dict) else None
+        if not isinstance(reply, str):
+            raise LLMError(
+                "the replay record has no `reply` text",
+                file=path,
+                hint=f"delete it, or record it again with {ENV}=record",
+            )
+        return reply
+
+    def store(self, key: str, request: dict[str, Any], reply: str) -> Path:
+        """Write the record of ``key`` atomically (temporary file, then rename)."""
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"format": RECORD_FORMAT, "key": key, "request": request, "reply": reply}
+        text = json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def complete(
+        self,
+        provider: Provider,
+        messages: list[dict[str, Any]],
+        *,
+        context: str,
+        stream: Stream | None = None,
+    ) -> tuple[str, str | None]:
+        """The reply to ``messages`` and its record key (None for offline providers).
+
+        ``context`` says which session and message asked, for the replay-miss error.
+        A replayed reply is passed to ``stream`` in one piece.
+        """
+        if provider.offline:
+            return provider.complete(messages, stream), None
+        request = canonical_request(provider, messages)
+        key = request_key(request)
+        if self.mode != "record":
+            reply = self.lookup(key)
+            if reply is not None:
+                if stream is not None:
+                    stream(reply)
+                return reply, key
+            if self.mode == "replay":
+                raise LLMError(
+                    f"{context}: no recorded reply for this model call "
+                    f"(key {key[:12]}, {ENV}=replay)",
+                    hint=f"record it once with {ENV}=auto or {ENV}=record and commit "
+                    f"{self.path_for(key)}",
+                )
+        reply = provider.complete(messages, stream)
+        self.store(key, request, reply)
+        return reply, key

@@ -1,0 +1,208 @@
+"""Macro expansion: ``[@text](domarkx://command?key=value)[key2](value2)`` links.
+
+Macros are expanded once, at import, inside text (not inside code). A
+command is looked up in the ``domarkx.macros`` registry; any other command is
+a parameter, taken from ``--param`` or the front matter's ``params``. What a
+macro returns is expanded again, so includes nest. The expander records every
+file it read, because the build graph declares them as dependencies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from domarkx import registry
+from domarkx.data.models import Message, TextBlock
+from domarkx.errors import MacroError
+from domarkx.parsing.markdown import ParsedSession, parse_body
+
+GROUP = "domarkx.macros"
+MAX_DEPTH = 32
+
+MACRO_PATTERN = re.compile(
+    r"\[@(?P<text>[^\]\n]*)\]\((?P<url>domarkx://[^)\s]*)\)"
+    r"(?P<extra>(?:\[[^\]\n]*\]\([^)\s]*\))*)"
+)
+_EXTRA_PARAM = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
+_CODE_SPAN = re.compile(r"(`+)(?:.|\n)*?(?<!`)\1(?!`)")
+
+
+@dataclass
+class MacroCall:
+    """What a macro function receives: its command, parameters and where it stands."""
+
+    command: str
+    params: dict[str, str]
+    text: str
+    file: Path
+    line: int
+    expander: MacroExpander
+    chain: tuple[tuple[Path, int], ...] = ()
+
+    def error(self, message: str, hint: str | None = None) -> MacroError:
+        """A MacroError at this macro, naming the include chain that led here."""
+        if len(self.chain) > 1:
+            path = " -> ".join(f"{self.expander.display(f)}:{n}" for f, n in self.chain)
+            message = f"{message} (include chain: {path})"
+        return MacroError(message, file=self.expander.display(self.file), line=self.line, hint=hint)
+
+
+@dataclass
+class Expansion:
+    """A macro result whose own macros resolve relative to ``file`` (as include does)."""
+
+    text: str
+    file: Path
+
+
+MacroFunction = Callable[[MacroCall], "str | Expansion"]
+
+
+@dataclass
+class MacroExpander:
+    """Expands the macros of a parsed session; ``included`` lists the files read."""
+
+    root: Path
+    params: dict[str, str] = field(default_factory=dict)
+    front_matter_params: dict[str, Any] = field(default_factory=dict)
+    included: set[Path] = field(default_factory=set)
+
+    def display(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def expand_session(self, parsed: ParsedSession) -> ParsedSession:
+        """A copy of ``parsed`` with every macro of its text expanded."""
+        source = Path(parsed.source_path)
+        fm_params = parsed.front_matter.get("params") or {}
+        self.front_matter_params = fm_params if isinstance(fm_params, dict) else {}
+        result = parsed.model_copy(deep=True)
+        if result.preamble is not None:
+            line = result.preamble_line or 1
+            expanded = self.expand_text(result.preamble, source, line)
+            if expanded != result.preamble:
+                parse_body(expanded, parsed.source_file, line)  # rejects role headings
+            result.preamble = expanded
+        for index, message in enumerate(result.messages):
+            lines = result.block_lines[index]
+            result.messages[index], result.block_lines[index] = self._expand_message(
+                message, lines, source, parsed.source_file
+            )
+        return result
+
+    def _expand_message(
+        self, message: Message, lines: list[int], source: Path, display: str
+    ) -> tuple[Message, list[int]]:
+        content: list[Any] = []
+        new_lines: list[int] = []
+        for block, line in zip(message.content, lines, strict=True):
+            if not isinstance(block, TextBlock):
+                content.append(block)
+                new_lines.append(line)
+                continue
+            value = self.expand_text(block.value, source, line)
+            if value == block.value or block.quoted:
+                content.append(block.model_copy(update={"value": value}))
+                new_lines.append(line)
+                continue
+            # Included text may bring code blocks or quotes: re-read it as a message body
+            # so that exporting and importing again gives the same blocks.
+            for new_block, new_line in parse_body(value, display, line):
+                content.append(new_block)
+                new_lines.append(new_line)
+        return message.model_copy(update={"content": content}), new_lines
+
+    def expand_text(
+        self,
+        text: str,
+        file: Path,
+        line: int,
+        chain: tuple[tuple[Path, int], ...] = (),
+        depth: int = 0,
+    ) -> str:
+        """``text`` (which starts at ``line`` of ``file``) with its macros expanded."""
+        if "domarkx://" not in text:
+            return text
+        chain = chain or ((file, line),)
+        masked = _mask_code_spans(text)
+        pieces: list[str] = []
+        position = 0
+        for match in MACRO_PATTERN.finditer(masked):
+            pieces.append(text[position : match.start()])
+            position = match.end()
+            match_line = line + text.count("\n", 0, match.start())
+            call = self._call(match, file, match_line, chain)
+            if depth >= MAX_DEPTH:
+                raise call.error(
+                    f"macros nest deeper than {MAX_DEPTH} levels",
+                    hint="a macro's result keeps producing macros; break the loop",
+                )
+            result = self._run(call)
+            if isinstance(result, Expansion):
+                next_chain = (*chain[:-1], (file, match_line), (result.file, 1))
+                pieces.append(self.expand_text(result.text, result.file, 1, next_chain, depth + 1))
+            else:
+                pieces.append(self.expand_text(str(result), file, match_line, chain, depth + 1))
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def _call(
+        self, match: re.Match[str], file: Path, line: int, chain: tuple[tuple[Path, int], ...]
+    ) -> MacroCall:
+        url = match.group("url")[len("domarkx://") :]
+        command, _, query = url.partition("?")
+        params = _parse_query(query)
+        for extra in _EXTRA_PARAM.finditer(match.group("extra")):
+            params[unquote(extra.group("key"))] = unquote(extra.group("value"))
+        return MacroCall(
+            command=command.strip("/"),
+            params=params,
+            text=match.group("text"),
+            file=file,
+            line=line,
+            expander=self,
+            chain=(*chain[:-1], (file, line)),
+        )
+
+    def _run(self, call: MacroCall) -> str | Expansion:
+        function = registry.load(GROUP, call.command)
+        if function is not None:
+            return function(call)
+        if call.command in self.params:
+            return self.params[call.command]
+        if call.command in self.front_matter_params:
+            return str(self.front_matter_params[call.command])
+        raise call.error(
+            f"unknown macro `{call.command}` (`[@{call.text}](domarkx://{call.command})`)",
+            hint=f"pass `--param {call.command}=VALUE`, add `{call.command}` under `params:` "
+            f"in the front matter, or use one of: {', '.join(registry.names(GROUP))}",
+        )
+
+
+def _parse_query(query: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        params[unquote(key)] = unquote(value.replace("+", " "))
+    return params
+
+
+def _mask_code_spans(text: str) -> str:
+    """``text`` with inline code spans blanked, so macros inside them stay literal."""
+    if "`" not in text:
+        return text
+    return _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), text)
+
+
+def register_macro(name: str, function: MacroFunction) -> None:
+    """Register a macro command at run time (a plugin would use an entry point)."""
+    registry.register(GROUP, name, function)

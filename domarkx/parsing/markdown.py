@@ -1,0 +1,582 @@
+"""Session documents (Markdown) to a ``ParsedSession``, with a line for every piece.
+
+mistletoe finds the document's block structure (CommonMark rules for headings,
+fences, quotes, indented code, setext headings); span parsing is switched off
+because the parser only needs blocks, and inline parsing is most of
+mistletoe's cost. Text is then sliced from the source lines, so it is kept
+byte for byte and a round trip through export changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from domarkx.data.models import (
+    CodeBlock,
+    ExecutionConfig,
+    Message,
+    OutputBlock,
+    ScriptBlock,
+    TextBlock,
+)
+from domarkx.errors import DocumentError
+
+ROLE_ALIASES = {
+    "system": "system",
+    "system_message": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+SPECIAL_FLAGS = ("session-config", "setup-script", "msg-metadata", "output")
+_QUOTE_MARKER = re.compile(r"^ {0,3}> ?")
+_FENCE_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+
+
+class ParsedSession(BaseModel):
+    """A document's structure before macro expansion; ``*_line`` fields are 1-based."""
+
+    source_file: str = Field(description="The path shown in messages (relative when possible).")
+    source_path: str = Field(description="Absolute path; includes resolve against its folder.")
+    front_matter: dict[str, Any] = Field(default_factory=dict)
+    execution_config: dict[str, Any] | None = None
+    config_format: str = "yaml"
+    config_line: int | None = None
+    setup_script: ScriptBlock | None = None
+    preamble: str | None = None
+    preamble_line: int | None = None
+    messages: list[Message] = Field(default_factory=list)
+    message_lines: list[int] = Field(default_factory=list)
+    block_lines: list[list[int]] = Field(
+        default_factory=list, description="For each message, the line of each content block."
+    )
+
+
+@dataclass
+class _Segment:
+    """A top-level piece of the document: a role heading, a fence, or text."""
+
+    kind: str  # "heading", "fence", "text"
+    start: int  # 0-based index of the first line
+    end: int  # 0-based index one past the last line
+    role: str = ""
+    info: str = ""
+    code: str = ""
+    quoted: bool = False
+
+
+_mistletoe_lock = threading.Lock()
+
+
+def _block_tokens(text: str) -> list[Any]:
+    """Top-level mistletoe block tokens of ``text``, without inline parsing."""
+    from mistletoe import block_token, span_token
+
+    with _mistletoe_lock:
+        saved = span_token._token_types
+        span_token._token_types = [span_token.RawText]
+        try:
+            return list(block_token.Document(text).children or [])
+        finally:
+            span_token._token_types = saved
+
+
+def _heading_text(token: Any) -> str:
+    return "".join(getattr(child, "content", "") for child in token.children or []).strip()
+
+
+def _fence_end(lines: list[str], start: int) -> int:
+    """Index one past the closing fence of the fence opening at ``start`` (CommonMark)."""
+    match = _FENCE_OPEN.match(lines[start])
+    assert match is not None
+    fence = match.group(2)
+    closing = re.compile(r"^ {0,3}" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}[ \t]*$")
+    for index in range(start + 1, len(lines)):
+        if closing.match(lines[index]):
+            return index + 1
+    return len(lines)
+
+
+def _segments(lines: list[str], text: str) -> list[_Segment]:
+    """Split the document into role headings, fences and text runs, by source line."""
+    from mistletoe import block_token
+
+    tokens = _block_tokens(text)
+    marks: list[tuple[int, str, Any]] = []
+    for token in tokens:
+        start = token.line_number - 1
+        if isinstance(token, block_token.Heading | block_token.SetextHeading) and token.level == 2:
+            marks.append((start, "heading", token))
+        elif isinstance(token, block_token.CodeFence):
+            marks.append((start, "fence", token))
+        else:
+            kind = "quote" if isinstance(token, block_token.Quote) else "text"
+            marks.append((start, kind, token))
+
+    segments: list[_Segment] = []
+    for index, (start, kind, token) in enumerate(marks):
+        end = marks[index + 1][0] if index + 1 < len(marks) else len(lines)
+        if kind == "heading":
+            heading_end = start + 1
+            if isinstance(token, block_token.SetextHeading):
+                # The underline sits below however many lines the heading text took.
+                heading_end = start + len(_heading_text(token).splitlines()) + 1
+            segments.append(_Segment("heading", start, heading_end, role=_heading_text(token)))
+            if heading_end < end:
+                segments.append(_Segment("text", heading_end, end))
+        elif kind == "fence":
+            fence_end = max(min(_fence_end(lines, start), end), start + 1)
+            code = token.children[0].content if token.children else ""
+            segments.append(
+                _Segment("fence", start, fence_end, info=token.info_string or "", code=code)
+            )
+            if fence_end < end:
+                segments.append(_Segment("text", fence_end, end))
+        else:
+            segments.append(_Segment("text", start, end, quoted=kind == "quote"))
+    return _merge_text(segments, lines)
+
+
+def _merge_text(segments: list[_Segment], lines: list[str]) -> list[_Segment]:
+    """Join neighbouring text runs of the same kind; drop runs that are only blank."""
+    merged: list[_Segment] = []
+    for segment in segments:
+        if segment.kind == "text":
+            if not any(line.strip() for line in lines[segment.start : segment.end]):
+                continue
+            previous = merged[-1] if merged else None
+            if previous and previous.kind == "text" and previous.quoted == segment.quoted:
+                previous.end = segment.end
+                continue
+        merged.append(segment)
+    return merged
+
+
+def _text_value(lines: list[str], segment: _Segment) -> str:
+    chunk = lines[segment.start : segment.end]
+    if segment.quoted:
+        chunk = [_QUOTE_MARKER.sub("", line, count=1) for line in chunk]
+    while chunk and not chunk[-1].strip():
+        chunk.pop()
+    while chunk and not chunk[0].strip():
+        chunk.pop(0)
+    return "\n".join(chunk)
+
+
+def first_text_line(lines: list[str], segment: _Segment) -> int:
+    for index in range(segment.start, segment.end):
+        if lines[index].strip():
+            return index + 1
+    return segment.start + 1
+
+
+@dataclass
+class InfoString:
+    """A fence's info string: ``<language> [name=N] [key=value ...] [flag ...]``."""
+
+    language: str
+    attrs: dict[str, str]
+    flags: list[str]
+
+    @property
+    def special(self) -> str | None:
+        for flag in SPECIAL_FLAGS:
+            if flag in self.flags:
+                return flag
+        return None
+
+
+def parse_info_string(info: str) -> InfoString:
+    try:
+        words = shlex.split(info)
+    except ValueError:
+        words = info.split()
+    if not words:
+        return InfoString("", {}, [])
+    language, rest = words[0], words[1:]
+    attrs: dict[str, str] = {}
+    flags: list[str] = []
+    for word in rest:
+        key, sep, value = word.partition("=")
+        if sep and key:
+            attrs[key] = value
+        else:
+            flags.append(word)
+    return InfoString(language, attrs, flags)
+
+
+def format_info_string(language: str, attrs: dict[str, str], flags: list[str]) -> str:
+    """The inverse of ``parse_info_string`` (quoting values that need it)."""
+    words = [language] if language else []
+    words += [f"{key}={_quote(value)}" for key, value in attrs.items()]
+    words += flags
+    return " ".join(words)
+
+
+def _quote(value: str) -> str:
+    if value and re.fullmatch(r"[^\s'\"\\`]+", value):
+        return value
+    return shlex.quote(value)
+
+
+def _json_ready(value: Any) -> Any:
+    """YAML values as JSON can hold them (dates become ISO strings, keys strings)."""
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, _dt.date | _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def load_yaml(text: str, *, file: str, first_line: int, what: str) -> Any:
+    """Load YAML with the C loader when present; errors name the document's line."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return _json_ready(yaml.load(text, Loader=loader))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = first_line + (mark.line if mark else 0)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise DocumentError(
+            f"invalid YAML in {what}: {problem}",
+            file=file,
+            line=line,
+            hint=f"fix the YAML syntax of the {what}",
+        ) from None
+
+
+def load_json(text: str, *, file: str, first_line: int, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DocumentError(
+            f"invalid JSON in {what}: {err.msg} (column {err.colno})",
+            file=file,
+            line=first_line + err.lineno - 1,
+            hint=f"fix the JSON syntax of the {what}",
+        ) from None
+
+
+def decode_document(data: bytes, file: str) -> str:
+    """UTF-8 text with ``\\n`` line endings; a clear error names the first bad byte's line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DocumentError(
+            f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})",
+            file=file,
+            line=line,
+            hint="save the document as UTF-8",
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def split_front_matter(text: str, file: str) -> tuple[dict[str, Any], list[str], int]:
+    """Front matter mapping, the document's lines (front matter blanked), its last line."""
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return {}, lines, 0
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() in ("---", "..."):
+            body = "\n".join(lines[1:index])
+            data = load_yaml(body, file=file, first_line=2, what="front matter")
+            if data is None:
+                data = {}
+            if not isinstance(data, dict):
+                raise DocumentError(
+                    f"front matter must be a YAML mapping, not {type(data).__name__}",
+                    file=file,
+                    line=2,
+                    hint="write `key: value` lines between the two `---` lines",
+                )
+            blanked = [""] * (index + 1) + lines[index + 1 :]
+            return data, blanked, index + 1
+    raise DocumentError(
+        "front matter is not closed",
+        file=file,
+        line=1,
+        hint="end the front matter with a line `---`",
+    )
+
+
+class MarkdownParser:
+    """Parses a session document into a ``ParsedSession`` (spec section 1)."""
+
+    def parse_file(self, path: Path, display: str | None = None) -> ParsedSession:
+        display = display or str(path)
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise DocumentError(
+                "no such file", file=display, hint="check the path of the session document"
+            ) from None
+        except IsADirectoryError:
+            raise DocumentError("is a folder, not a session document", file=display) from None
+        except OSError as err:
+            raise DocumentError(f"cannot read: {err.strerror}", file=display) from None
+        return self.parse_text(decode_document(data, display), display, Path(path).resolve())
+
+    def parse_text(self, text: str, display: str, path: Path | None = None) -> ParsedSession:
+        front_matter, lines, _ = split_front_matter(text, display)
+        parsed = ParsedSession(
+            source_file=display,
+            source_path=str(path or Path(display).resolve()),
+            front_matter=front_matter,
+        )
+        segments = _segments(lines, "\n".join(lines))
+        first_role = next((i for i, s in enumerate(segments) if s.kind == "heading"), len(segments))
+        self._document_blocks(parsed, lines, segments[:first_role])
+        self._messages(parsed, lines, segments[first_role:])
+        return parsed
+
+    def _document_blocks(
+        self, parsed: ParsedSession, lines: list[str], segments: list[_Segment]
+    ) -> None:
+        file = parsed.source_file
+        preamble: list[str] = []
+        for segment in segments:
+            line = segment.start + 1
+            if segment.kind == "fence":
+                info = parse_info_string(segment.info)
+                if info.special == "session-config":
+                    if parsed.execution_config is not None:
+                        raise DocumentError(
+                            "a second session-config block",
+                            file=file,
+                            line=line,
+                            hint=f"merge it into the one at line {parsed.config_line}",
+                        )
+                    parsed.execution_config = self._config(info, segment.code, file, line)
+                    parsed.config_format = "json" if info.language == "json" else "yaml"
+                    parsed.config_line = line
+                    continue
+                if info.special == "setup-script":
+                    if parsed.setup_script is not None:
+                        raise DocumentError(
+                            "a second setup-script block",
+                            file=file,
+                            line=line,
+                            hint="a session has one setup script; merge the two",
+                        )
+                    parsed.setup_script = ScriptBlock(
+                        language=info.language, code=_strip_final_newline(segment.code)
+                    )
+                    continue
+            if parsed.preamble_line is None:
+                parsed.preamble_line = first_text_line(lines, segment)
+            preamble.append(_raw(lines, segment))
+        if preamble:
+            parsed.preamble = "\n\n".join(preamble)
+
+    def _config(self, info: InfoString, code: str, file: str, line: int) -> dict[str, Any]:
+        what = "session-config"
+        if info.language == "json":
+            data = load_json(code, file=file, first_line=line + 1, what=what)
+        else:
+            data = load_yaml(code, file=file, first_line=line + 1, what=what)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise DocumentError(
+                "session-config must be a mapping",
+                file=file,
+                line=line,
+                hint="write `key: value` settings, e.g. `engine: local_shell`",
+            )
+        try:
+            ExecutionConfig.model_validate(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise DocumentError(
+                f"session-config: {where}: {first['msg']}",
+                file=file,
+                line=line,
+                hint="see the session-config keys in docs/session-format.md",
+            ) from None
+        return data
+
+    def _messages(self, parsed: ParsedSession, lines: list[str], segments: list[_Segment]) -> None:
+        message: Message | None = None
+        block_lines: list[int] = []
+        for segment in segments:
+            line = segment.start + 1
+            if segment.kind == "heading":
+                message = Message(role=self._role(segment.role, parsed.source_file, line))
+                block_lines = []
+                parsed.messages.append(message)
+                parsed.message_lines.append(line)
+                parsed.block_lines.append(block_lines)
+                continue
+            assert message is not None
+            if segment.kind == "text":
+                value = _text_value(lines, segment)
+                message.content.append(TextBlock(value=value, quoted=segment.quoted))
+                block_lines.append(first_text_line(lines, segment))
+                continue
+            self._fence_block(parsed, message, block_lines, segment, line)
+
+    def _fence_block(
+        self,
+        parsed: ParsedSession,
+        message: Message,
+        block_lines: list[int],
+        segment: _Segment,
+        line: int,
+    ) -> None:
+        file = parsed.source_file
+        info = parse_info_string(segment.info)
+        special = info.special
+        code = _strip_final_newline(segment.code)
+        if special in ("session-config", "setup-script"):
+            raise DocumentError(
+                f"a {special} block inside a message",
+                file=file,
+                line=line,
+                hint=f"move the {special} block above the first `## role` heading",
+            )
+        if special == "msg-metadata":
+            if message.message_metadata is not None:
+                raise DocumentError(
+                    "a second msg-metadata block in one message",
+                    file=file,
+                    line=line,
+                    hint="merge the two into one block",
+                )
+            loader = load_json if info.language == "json" else load_yaml
+            data = loader(segment.code, file=file, first_line=line + 1, what="msg-metadata")
+            if not isinstance(data, dict):
+                raise DocumentError(
+                    "msg-metadata must be a mapping",
+                    file=file,
+                    line=line,
+                    hint="write a JSON object or a YAML mapping",
+                )
+            message.message_metadata = data
+            return
+        if special == "output":
+            previous = message.content[-1] if message.content else None
+            if not isinstance(previous, CodeBlock | OutputBlock):
+                raise DocumentError(
+                    "an output block that follows no code block",
+                    file=file,
+                    line=line,
+                    hint="put output blocks right after the code block that printed them",
+                )
+            message.content.append(_output_block(info, code, file, line))
+            block_lines.append(line)
+            return
+        name = info.attrs.pop("name", None)
+        message.content.append(
+            CodeBlock(
+                language=info.language, name=name, code=code, attrs=info.attrs, flags=info.flags
+            )
+        )
+        block_lines.append(line)
+
+    def _role(self, heading: str, file: str, line: int) -> str:
+        role = ROLE_ALIASES.get(heading.strip().lower())
+        if role is None:
+            raise DocumentError(
+                f"unknown role heading `## {heading}`",
+                file=file,
+                line=line,
+                hint="valid roles: system (or system_message), user, assistant, tool; "
+                "use `###` for a sub-heading (and a blank line before a `---` rule)",
+            )
+        return role
+
+
+def _output_block(info: InfoString, code: str, file: str, line: int) -> OutputBlock:
+    attrs = dict(info.attrs)
+    exit_code: int | None = None
+    if "exit_code" in attrs:
+        raw = attrs.pop("exit_code")
+        try:
+            exit_code = int(raw)
+        except ValueError:
+            raise DocumentError(
+                f"exit_code={raw!r} is not a whole number",
+                file=file,
+                line=line,
+                hint="write e.g. `text output exit_code=0`",
+            ) from None
+    stream = attrs.pop("stream", "stdout")
+    if stream not in ("stdout", "stderr"):
+        raise DocumentError(f"stream={stream!r} is not stdout or stderr", file=file, line=line)
+    flags = [flag for flag in info.flags if flag not in ("output", "timed_out")]
+    if flags:
+        attrs["flags"] = " ".join(flags)
+    return OutputBlock(
+        stream=stream,
+        text=code,
+        language=info.language or "text",
+        exit_code=exit_code,
+        timed_out="timed_out" in info.flags,
+        attrs=attrs,
+    )
+
+
+def _strip_final_newline(code: str) -> str:
+    return code[:-1] if code.endswith("\n") else code
+
+
+def _raw(lines: list[str], segment: _Segment) -> str:
+    chunk = lines[segment.start : segment.end]
+    while chunk and not chunk[-1].strip():
+        chunk.pop()
+    while chunk and not chunk[0].strip():
+        chunk.pop(0)
+    return "\n".join(chunk)
+
+
+def parse_body(text: str, display: str, first_line: int = 1) -> list[tuple[Any, int]]:
+    """Content blocks (with lines) of a message body, e.g. a model reply or an include."""
+    lines = text.split("\n")
+    blocks: list[tuple[Any, int]] = []
+    parser = MarkdownParser()
+    holder = ParsedSession(source_file=display, source_path=display)
+    message = Message(role="assistant")
+    block_lines: list[int] = []
+    for segment in _segments(lines, text):
+        line = segment.start + first_line
+        if segment.kind == "heading":
+            raise DocumentError(
+                f"a role heading `## {segment.role}` inside included or generated text",
+                file=display,
+                line=line,
+                hint="included text goes inside a message; use `###` for its headings",
+            )
+        if segment.kind == "text":
+            message.content.append(
+                TextBlock(value=_text_value(lines, segment), quoted=segment.quoted)
+            )
+            block_lines.append(first_text_line(lines, segment) + first_line - 1)
+        else:
+            parser._fence_block(holder, message, block_lines, segment, line)
+    blocks = list(zip(message.content, block_lines, strict=True))
+    if message.message_metadata is not None:
+        raise DocumentError(
+            "a msg-metadata block inside included or generated text",
+            file=display,
+            line=first_line,
+        )
+    return blocks

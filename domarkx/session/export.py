@@ -1,0 +1,140 @@
+"""Markdown export of a snapshot or an instance, through a jinja2 template.
+
+The default template writes a document that imports back to the same
+snapshot, and exporting that again gives the same bytes (spec section 5).
+A user's own template gets the same context and filters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from domarkx.data.models import (
+    CodeBlock,
+    Message,
+    OutputBlock,
+    SessionInstance,
+    SessionSnapshot,
+    dump_config,
+)
+from domarkx.errors import DomarkxError
+from domarkx.parsing.markdown import format_info_string
+
+DEFAULT_TEMPLATE = "session.md.j2"
+
+
+def fence(text: str, info: str = "") -> str:
+    """``text`` as a fenced block whose fence is longer than any fence inside it."""
+    char = "~" if "`" in info else "`"
+    longest = max((len(m.group(0)) for m in re.finditer(re.escape(char) + "+", text)), default=0)
+    marker = char * max(3, longest + 1)
+    body = text + "\n" if text else ""
+    return f"{marker}{info}\n{body}{marker}"
+
+
+def quote(text: str) -> str:
+    """Blockquote markers on every line (``>`` alone on blank lines)."""
+    return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
+
+
+def to_yaml(data: Any) -> str:
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def info_string(block: CodeBlock | OutputBlock) -> str:
+    if isinstance(block, CodeBlock):
+        attrs = {"name": block.name} if block.name is not None else {}
+        return format_info_string(block.language, {**attrs, **block.attrs}, block.flags)
+    attrs = dict(block.attrs)
+    extra_flags = attrs.pop("flags", "").split()
+    head: dict[str, str] = {}
+    if block.stream != "stdout":
+        head["stream"] = block.stream
+    if block.exit_code is not None:
+        head["exit_code"] = str(block.exit_code)
+    flags = ["timed_out"] if block.timed_out else []
+    return format_info_string(f"{block.language} output", {**head, **attrs}, flags + extra_flags)
+
+
+def _environment(template_dir: Path | None):
+    import jinja2
+
+    loaders: list[Any] = [jinja2.PackageLoader("domarkx", "templates")]
+    if template_dir is not None:
+        loaders.insert(0, jinja2.FileSystemLoader(str(template_dir)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        keep_trailing_newline=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(
+        fence=fence, quote=quote, yaml=to_yaml, json=to_json, info_string=info_string
+    )
+    return env
+
+
+def render(
+    snapshot: SessionSnapshot,
+    conversation: list[Message] | None = None,
+    template: Path | None = None,
+    instance: SessionInstance | None = None,
+) -> str:
+    """Markdown for ``snapshot`` (with an instance's ``conversation`` when given)."""
+    import jinja2
+
+    env = _environment(template.parent if template else None)
+    try:
+        tmpl = env.get_template(template.name if template else DEFAULT_TEMPLATE)
+        text = tmpl.render(
+            front_matter=snapshot.metadata.user_metadata,
+            preamble=snapshot.preamble,
+            config=dump_config(snapshot.execution_config)
+            if snapshot.execution_config is not None
+            else None,
+            config_format=snapshot.config_format,
+            setup_script=snapshot.setup_script,
+            conversation=conversation if conversation is not None else snapshot.conversation,
+            snapshot=snapshot,
+            instance=instance,
+        )
+    except jinja2.TemplateNotFound as err:
+        raise DomarkxError(f"template not found: {err.name}", file=template) from None
+    except jinja2.TemplateSyntaxError as err:
+        raise DomarkxError(
+            f"template error: {err.message}", file=err.filename or template, line=err.lineno
+        ) from None
+    except jinja2.UndefinedError as err:
+        raise DomarkxError(f"template error: {err.message}", file=template) from None
+    return _tidy(text)
+
+
+def _tidy(text: str) -> str:
+    """One blank line between blocks and one newline at the end, whatever the template did."""
+    text = re.sub(r"\n{3,}", "\n\n", text.lstrip("\n"))
+    return text.rstrip("\n") + "\n"
+
+
+def export_ref(store, ref: str, template: Path | None = None) -> str:
+    """Markdown of the instance or snapshot ``ref`` names (instances are tried first)."""
+    from domarkx.errors import RefError
+
+    try:
+        instance_id = store.resolve_instance(ref)
+    except RefError:
+        instance_id = None
+    if instance_id is not None:
+        instance = store.get_instance(instance_id)
+        snapshot = store.get_snapshot(instance.snapshot_id)
+        return render(snapshot, instance.conversation, template, instance)
+    return render(store.get_snapshot(store.resolve_snapshot(ref)), template=template)

@@ -1,0 +1,39 @@
+"""Session names: ``sessions/a/b.md`` is ``a/b``; names starting with ``_`` are partials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SESSIONS_DIR = "sessions"
+
+
+def session_name(path: Path, root: Path) -> str:
+    """``a/b`` for ``<root>/sessions/a/b.md``; the file's stem for any other file."""
+    resolved = Path(path).resolve()
+    try:
+        relative = resolved.relative_to((root / SESSIONS_DIR).resolve())
+    except ValueError:
+        return resolved.stem
+    return relative.with_suffix("").as_posix()
+
+
+def display_path(path: Path, root: Path) -> str:
+    """``path`` relative to the project root (POSIX), or absolute when outside it."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).absolute())
+
+
+def is_partial(relative: Path) -> bool:
+    """Files and folders named ``_*`` are include partials, not sessions (as in Sass)."""
+    return any(part.startswith("_") for part in relative.parts)
+
+
+def session_files(root: Path) -> list[Path]:
+    """Every session document under ``<root>/sessions``, sorted."""
+    base = root / SESSIONS_DIR
+    if not base.is_dir():
+        return []
+    return sorted(path for path in base.rglob("*.md") if not is_partial(path.relative_to(base)))

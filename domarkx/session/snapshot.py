@@ -1,0 +1,78 @@
+"""``SnapshotManager``: import = parse + expand + validate + store (spec section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from domarkx.data.models import (
+    ExecutionConfig,
+    SessionSnapshot,
+    SnapshotMetadata,
+)
+from domarkx.data.store import Store
+from domarkx.parsing.builtin_macros import import_time
+from domarkx.parsing.macros import MacroExpander
+from domarkx.parsing.markdown import MarkdownParser, ParsedSession
+from domarkx.session.names import display_path, session_name
+
+
+@dataclass
+class ImportResult:
+    snapshot: SessionSnapshot
+    name: str
+    included: list[str]
+
+
+class SnapshotManager:
+    """Turns session documents into stored, content-addressed snapshots."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.parser = MarkdownParser()
+
+    def parse(self, path: Path) -> ParsedSession:
+        return self.parser.parse_file(Path(path), display_path(Path(path), self.store.root))
+
+    def expand(
+        self, parsed: ParsedSession, params: dict[str, str] | None = None
+    ) -> tuple[ParsedSession, list[str]]:
+        """Macros expanded, plus the files read on the way (project-relative, sorted)."""
+        expander = MacroExpander(root=self.store.root, params=dict(params or {}))
+        expanded = expander.expand_session(parsed)
+        included = sorted(display_path(p, self.store.root) for p in expander.included)
+        return expanded, included
+
+    def build(self, expanded: ParsedSession) -> SessionSnapshot:
+        """The snapshot of an expanded session, its id computed."""
+        config = None
+        if expanded.execution_config is not None:
+            config = ExecutionConfig.model_validate(expanded.execution_config)
+        snapshot = SessionSnapshot(
+            metadata=SnapshotMetadata(
+                source_file=expanded.source_file,
+                import_timestamp=import_time().isoformat(timespec="seconds"),
+                user_metadata=expanded.front_matter,
+            ),
+            execution_config=config,
+            config_format="json" if expanded.config_format == "json" else "yaml",
+            setup_script=expanded.setup_script,
+            preamble=expanded.preamble,
+            conversation=expanded.messages,
+        )
+        return snapshot.with_id()
+
+    def import_file(
+        self,
+        path: Path,
+        params: dict[str, str] | None = None,
+        tags: list[str] | None = None,
+    ) -> ImportResult:
+        """Parse, expand and store ``path``; tag it with its session name by default."""
+        expanded, included = self.expand(self.parse(path), params)
+        snapshot = self.build(expanded)
+        self.store.put_snapshot(snapshot)
+        name = session_name(Path(path), self.store.root)
+        for tag in tags if tags else [name]:
+            self.store.tag(tag, snapshot.snapshot_id)
+        return ImportResult(snapshot, name, included)
