@@ -93,6 +93,7 @@ class Engine(abc.ABC):
     @classmethod
     def destroy(cls, handle: dict[str, Any]) -> None:
         """Destroy a sandbox from its recorded handle (``domarkx stop`` in another process)."""
+        return None
 
     @classmethod
     def prune(cls) -> list[str]:
