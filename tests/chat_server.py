@@ -1,0 +1,186 @@
+"""A real chat-completions server on 127.0.0.1 for the tests, scripted response by response.
+
+It speaks ``POST /v1/chat/completions`` as the OpenAI client expects: a JSON
+completion, or server-sent events when the request has ``"stream": true``.
+Every request body it receives is kept in ``requests``, its headers (lower-case
+names) in ``headers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Response:
+    """What the server answers to one request."""
+
+    text: str = ""
+    status: int = 200
+    error: str = "scripted failure"
+    delay: float = 0.0
+    chunk_size: int = 5
+
+
+class ChatServer:
+    """``with ChatServer() as server:`` serves on ``server.base_url`` until the block ends."""
+
+    def __init__(self) -> None:
+        self.queue: deque[Response] = deque()
+        self.default: Response | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- scripting -------------------------------------------------------------
+
+    def reply(self, *texts: str) -> ChatServer:
+        """Queue 200 answers with these texts, one per request."""
+        self.queue.extend(Response(text=t) for t in texts)
+        return self
+
+    def fail(self, status: int, error: str = "scripted failure") -> ChatServer:
+        """Queue one error answer."""
+        self.queue.append(Response(status=status, error=error))
+        return self
+
+    def next_response(self) -> Response:
+        with self._lock:
+            if self.queue:
+                return self.queue.popleft()
+        if self.default is not None:
+            return self.default
+        return Response(status=500, error="the test server has no response queued")
+
+    # --- life cycle ------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ChatServer:
+        server = self
+
+        class Handler(_Handler):
+            chat = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> ChatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    chat: ChatServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:
+        # The client may give up first (a timeout test); then there is no one to answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._answer()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        with self.chat._lock:
+            self.chat.requests.append(body)
+            self.chat.headers.append({k.lower(): v for k, v in self.headers.items()})
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return
+        response = self.chat.next_response()
+        if response.delay:
+            time.sleep(response.delay)
+        if response.status != 200:
+            error = {"message": response.error, "type": "test_error", "code": response.status}
+            self._json(response.status, {"error": error})
+        elif body.get("stream"):
+            self._stream(body, response)
+        else:
+            self._json(200, _completion(body, response.text))
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, body: dict[str, Any], response: Response) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        text, size = response.text, response.chunk_size
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
+        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+        for n, delta in enumerate(deltas):
+            self._event(_chunk(body, delta, None))
+            if n == 0:
+                self.wfile.flush()
+        self._event(_chunk(body, {}, "stop"))
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _event(self, payload: dict[str, Any]) -> None:
+        self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+
+def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": body.get("model", "test-model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": body.get("model", "test-model"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
