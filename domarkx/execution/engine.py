@@ -86,8 +86,12 @@ class Engine(abc.ABC):
     def stop(self) -> None:
         """Destroy the sandbox and everything it started. Safe to call twice."""
 
-    def supports(self, language: str) -> bool:
-        """Whether this engine can run blocks of ``language`` (an info-string word)."""
+    @classmethod
+    def supports(cls, language: str) -> bool:
+        """Whether this engine can run blocks of ``language`` (an info-string word).
+
+        A class method: the run checks every block before it creates a sandbox.
+        """
         return canonical_language(language) is not None
 
     @classmethod
