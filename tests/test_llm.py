@@ -455,6 +455,12 @@ def test_a_rendered_code_block_parses_back_to_itself():
         language="python", name="x.py", code="s = '```'\nprint(s)", attrs={"k": "v"}, flags=["run"]
     )
     assert parse_reply(render_code(block)) == [block]
+    spaced = CodeBlock(language="bash", name="my script.sh", code="ls", attrs={"note": "it's"})
+    assert render_code(spaced).startswith("```bash name='my script.sh' note='it'\"'\"'s'\n")
+    assert parse_reply(render_code(spaced)) == [spaced]
+    odd = CodeBlock(language="bash", code="echo", attrs={"title": "`x`"})
+    assert render_code(odd).startswith("~~~bash")
+    assert parse_reply(render_code(odd)) == [odd]
 
 
 def test_the_key_ignores_base_url_and_follows_the_request():

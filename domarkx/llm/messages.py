@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
@@ -92,11 +93,13 @@ def render_code(block: CodeBlock) -> str:
     """A fenced block with the block's info string, fence longer than any inside."""
     words = [block.language] if block.language else []
     if block.name is not None:
-        words.append(f"name={block.name}")
-    words += [f"{k}={v}" for k, v in block.attrs.items()]
+        words.append(f"name={_quote(block.name)}")
+    words += [f"{k}={_quote(v)}" for k, v in block.attrs.items()]
     words += block.flags
-    fence = _fence_for(block.code)
-    return f"{fence}{' '.join(words)}\n{block.code}\n{fence}"
+    info = " ".join(words)
+    # A backtick fence cannot carry a backtick in its info string (CommonMark).
+    fence = _fence_for(block.code, "~" if "`" in info else "`")
+    return f"{fence}{info}\n{block.code}\n{fence}"
 
 
 def render_outputs(outputs: list[OutputBlock], title: str = "Output") -> str:
@@ -144,6 +147,12 @@ def render_feedback(blocks: list[Any]) -> str | None:
     return "\n\n".join([f"{OUTPUT_HEADER}s above.", *items])
 
 
+def _quote(value: str) -> str:
+    if value and re.fullmatch(r"[^\s'\"\\`]+", value):
+        return value
+    return shlex.quote(value)
+
+
 def _output_run(blocks: list[Any], i: int) -> tuple[list[OutputBlock], int]:
     group: list[OutputBlock] = []
     while i < len(blocks) and isinstance(blocks[i], OutputBlock):
@@ -152,9 +161,9 @@ def _output_run(blocks: list[Any], i: int) -> tuple[list[OutputBlock], int]:
     return group, i
 
 
-def _fence_for(text: str) -> str:
-    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
-    return "`" * max(3, longest + 1)
+def _fence_for(text: str, char: str = "`") -> str:
+    longest = max((len(run) for run in re.findall(re.escape(char) + "{3,}", text)), default=0)
+    return char * max(3, longest + 1)
 
 
 def _fenced_text(text: str) -> str:
@@ -328,7 +337,11 @@ def _dedent(line: str, indent: int) -> str:
 
 
 def _code_block(info: str, code: str) -> CodeBlock:
-    words = info.split()
+    # Info strings are shell-quoted words, as in session documents (`name="my file.sh"`).
+    try:
+        words = shlex.split(info)
+    except ValueError:
+        words = info.split()
     language = words[0] if words else ""
     name: str | None = None
     attrs: dict[str, str] = {}
