@@ -100,8 +100,8 @@ class Engine(abc.ABC):
         return None
 
     @classmethod
-    def prune(cls) -> list[str]:
-        """Remove sandboxes no instance owns any more; return what was removed."""
+    def prune(cls, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Remove sandboxes whose instance is not in ``keep``; return what was removed."""
         return []
 
     @classmethod
