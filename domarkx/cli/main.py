@@ -18,7 +18,12 @@ from domarkx.errors import DomarkxError
 COMMANDS = (
     "import",
     "snapshots",
+    "run",
+    "instances",
     "export",
+    "stop",
+    "rm",
+    "prune",
     "schema",
 )
 

@@ -1,0 +1,24 @@
+"""``domarkx prune``: remove finished instances, unused snapshots and stray sandboxes."""
+
+from __future__ import annotations
+
+from domarkx.cli.options import add_command, open_store
+
+
+def register(subparsers) -> None:
+    add_command(
+        subparsers,
+        "prune",
+        run,
+        help="remove what nothing refers to",
+        description="Remove finished instances, snapshots that no tag or running instance "
+        "refers to, and sandboxes (Docker containers) that no running instance owns.",
+    )
+
+
+def run(args) -> int:
+    from domarkx.session.instance import InstanceManager
+
+    for removed in InstanceManager(open_store()).prune():
+        print(removed)
+    return 0

@@ -1,0 +1,46 @@
+"""``domarkx run REF``: create an instance of a snapshot and run it; print its id."""
+
+from __future__ import annotations
+
+import sys
+
+from domarkx.cli.options import add_command, open_store
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "run",
+        run,
+        help="run a snapshot in a sandbox (an instance)",
+        description="Create an instance of REF, run its setup script and code blocks, ask the "
+        "model for a turn when the session ends with a user message, then destroy the sandbox.",
+    )
+    parser.add_argument("ref", metavar="REF", help="snapshot: tag, id, or unique id prefix")
+    parser.add_argument("-i", "--interactive", action="store_true", help="step through blocks")
+    parser.add_argument("--engine", metavar="E", help="override session-config's engine")
+    parser.add_argument("--keep", action="store_true", help="leave the sandbox up afterwards")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a code block fails or times out"
+    )
+
+
+def run(args) -> int:
+    from domarkx.session.instance import InstanceManager
+
+    store = open_store()
+    if args.interactive:
+        from domarkx.cli.interactive import InteractiveRun
+
+        instance = InteractiveRun(store, args.ref, engine=args.engine, keep=args.keep).loop()
+    else:
+        manager = InstanceManager(store)
+        instance = manager.run(args.ref, engine=args.engine, keep=args.keep, strict=False)
+        if args.strict:
+            print(instance.instance_id)
+            manager.raise_for_failures(instance)
+            return 0
+    print(instance.instance_id)
+    if instance.status == "failed" and instance.error:
+        print(f"domarkx: warning: {instance.error}", file=sys.stderr)
+    return 0

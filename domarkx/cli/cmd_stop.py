@@ -1,0 +1,19 @@
+"""``domarkx stop ID...``: stop instances and destroy their sandboxes."""
+
+from __future__ import annotations
+
+from domarkx.cli.options import add_command, open_store
+
+
+def register(subparsers) -> None:
+    parser = add_command(subparsers, "stop", run, help="stop instances, destroy their sandboxes")
+    parser.add_argument("refs", nargs="+", metavar="ID", help="instance id or unique prefix")
+
+
+def run(args) -> int:
+    from domarkx.session.instance import InstanceManager
+
+    manager = InstanceManager(open_store())
+    for ref in args.refs:
+        print(manager.stop(ref).instance_id)
+    return 0

@@ -1,0 +1,515 @@
+"""``InstanceManager``: run a snapshot in a sandbox, as ``docker run`` runs an image.
+
+An instance is created from a snapshot, gets its own sandbox from the
+configured engine, runs the setup script and then the runnable code blocks in
+order (spec section 1.4), and asks the model for a turn when the session ends
+with a user message. The instance file is written after every block, so a
+crash loses nothing that ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from domarkx.data.atomic import write_atomic
+from domarkx.data.models import (
+    CodeBlock,
+    ExecutionConfig,
+    Message,
+    OutputBlock,
+    SessionInstance,
+    SessionSnapshot,
+)
+from domarkx.data.store import Store
+from domarkx.errors import DomarkxError, EngineError
+from domarkx.execution.engine import BlockResult, Engine, canonical_language, engine_class
+
+INSTANCE_LABEL = "io.domarkx.instance"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """Where a runnable block sits: message index and content index."""
+
+    message: int
+    index: int
+
+
+def runnable(role: str, block: CodeBlock, engine: type[Engine] | Engine) -> bool:
+    """Spec 1.4: assistant blocks run unless ``norun``; others only with ``run``."""
+    if "norun" in block.flags:
+        return False
+    if role != "assistant" and "run" not in block.flags:
+        return False
+    if "run" in block.flags:
+        return True
+    return engine.supports(block.language) if block.language else False
+
+
+def runnable_blocks(
+    conversation: list[Message], engine: type[Engine] | Engine
+) -> Iterator[BlockRef]:
+    for m, message in enumerate(conversation):
+        for i, block in enumerate(message.content):
+            if isinstance(block, CodeBlock) and runnable(message.role, block, engine):
+                yield BlockRef(m, i)
+
+
+def outputs_of(result: BlockResult, language: str = "text") -> list[OutputBlock]:
+    """The output blocks recorded for one block: stdout always, stderr when not empty."""
+    blocks = [
+        OutputBlock(
+            stream="stdout",
+            text=result.stdout,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            duration=round(result.duration, 6),
+            language=language,
+        )
+    ]
+    if result.stderr:
+        blocks.append(OutputBlock(stream="stderr", text=result.stderr, language=language))
+    return blocks
+
+
+def attach_outputs(message: Message, index: int, outputs: list[OutputBlock]) -> Message:
+    """``message`` with the outputs after block ``index`` replaced by ``outputs``."""
+    content = list(message.content)
+    end = index + 1
+    while end < len(content) and isinstance(content[end], OutputBlock):
+        end += 1
+    content[index + 1 : end] = outputs
+    return message.model_copy(update={"content": content})
+
+
+def describe_block(conversation: list[Message], ref: BlockRef) -> str:
+    block = conversation[ref.message].content[ref.index]
+    role = conversation[ref.message].role
+    name = f" `{block.name}`" if isinstance(block, CodeBlock) and block.name else ""
+    return f"message {ref.message + 1} ({role}), code block {ref.index + 1}{name}"
+
+
+class InstanceManager:
+    """Creates, runs, stops and removes instances in one store."""
+
+    def __init__(self, store: Store, echo: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.echo = echo  # progress lines for interactive runs; None keeps runs quiet
+
+    # Creating and running ---------------------------------------------------
+    def create(
+        self, snapshot: SessionSnapshot, engine: str | None = None, instance_id: str | None = None
+    ) -> SessionInstance:
+        config = snapshot.config()
+        engine_name = engine or config.engine
+        cls = engine_class(engine_name)
+        self._check_languages(snapshot, cls)
+        instance = SessionInstance(
+            instance_id=instance_id or secrets.token_hex(32),
+            snapshot_id=snapshot.snapshot_id,
+            engine=engine_name,
+            created_at=now(),
+            conversation=[m.model_copy(deep=True) for m in snapshot.conversation],
+        )
+        self.store.put_instance(instance)
+        return instance
+
+    def _check_languages(self, snapshot: SessionSnapshot, cls: type[Engine]) -> None:
+        """Blocks that must run but cannot are an error before anything starts."""
+        setup = snapshot.setup_script
+        if setup is not None and not cls.supports(cls, setup.language):  # type: ignore[arg-type]
+            raise EngineError(
+                f"the setup script's language {setup.language!r} cannot run "
+                f"on the {cls.name} engine",
+                file=snapshot.metadata.source_file,
+                hint="write the setup script in bash or python",
+            )
+        for ref in runnable_blocks(snapshot.conversation, cls):
+            block = snapshot.conversation[ref.message].content[ref.index]
+            assert isinstance(block, CodeBlock)
+            if not cls.supports(cls, block.language):  # type: ignore[arg-type]
+                raise EngineError(
+                    f"{describe_block(snapshot.conversation, ref)}: language "
+                    f"{block.language!r} cannot run on the {cls.name} engine",
+                    file=snapshot.metadata.source_file,
+                    hint="use bash or python, or mark the block `norun`",
+                )
+
+    def start(self, instance: SessionInstance, snapshot: SessionSnapshot) -> Engine:
+        config = self._config(snapshot)
+        cls = engine_class(instance.engine)
+        workdir = self.store.instance_dir(instance.instance_id) / "work"
+        engine = cls(config, workdir, labels={INSTANCE_LABEL: instance.instance_id})
+        instance.status = "running"
+        instance.started_at = now()
+        instance.sandbox = {"alive": True, **engine.start(), "owner_pid": os.getpid()}
+        self.store.put_instance(instance)
+        return engine
+
+    def _config(self, snapshot: SessionSnapshot) -> ExecutionConfig:
+        return snapshot.config()
+
+    def run(
+        self,
+        ref: str,
+        *,
+        engine: str | None = None,
+        keep: bool = False,
+        strict: bool = False,
+        stream: Callable[[str], None] | None = None,
+    ) -> SessionInstance:
+        """``domarkx run``: create, run every block, ask the model, stop (unless ``keep``)."""
+        snapshot = self.store.get_snapshot(self.store.resolve_snapshot(ref))
+        instance = self.create(snapshot, engine)
+        self.execute(instance, snapshot, keep=keep, stream=stream)
+        if strict:
+            self.raise_for_failures(instance)
+        return instance
+
+    def execute(
+        self,
+        instance: SessionInstance,
+        snapshot: SessionSnapshot,
+        *,
+        keep: bool = False,
+        stream: Callable[[str], None] | None = None,
+    ) -> SessionInstance:
+        """Run an instance to its end; the sandbox is destroyed unless ``keep``."""
+        sandbox = self.start(instance, snapshot)
+        try:
+            if self.run_setup(instance, snapshot, sandbox):
+                for ref in list(runnable_blocks(instance.conversation, sandbox)):
+                    if not self.run_block(instance, snapshot, sandbox, ref):
+                        break
+                else:
+                    self.llm_turn(instance, snapshot, sandbox, stream)
+            if instance.status == "running":
+                instance.status = "running" if keep else "exited"
+        except DomarkxError as err:
+            instance.status = "failed"
+            instance.error = str(err)
+            raise
+        except BaseException as err:
+            instance.status = "failed"
+            instance.error = f"interrupted: {type(err).__name__}"
+            raise
+        finally:
+            if not keep or instance.status == "failed":
+                sandbox.stop()
+                instance.sandbox["alive"] = False
+            instance.finished_at = now()
+            self.store.put_instance(instance)
+        return instance
+
+    def run_setup(
+        self, instance: SessionInstance, snapshot: SessionSnapshot, sandbox: Engine
+    ) -> bool:
+        setup = snapshot.setup_script
+        if setup is None:
+            return True
+        config = snapshot.config()
+        language = canonical_language(setup.language) or setup.language
+        result = sandbox.run(language, setup.code, config.timeout)
+        instance.setup_output = outputs_of(result)
+        self.store.put_instance(instance)
+        self._echo(f"setup-script: exit {result.exit_code}")
+        if not result.ok:
+            instance.status = "failed"
+            instance.error = "the setup script failed" + (
+                " (timed out)" if result.timed_out else f" with exit status {result.exit_code}"
+            )
+            return False
+        return True
+
+    def run_block(
+        self, instance: SessionInstance, snapshot: SessionSnapshot, sandbox: Engine, ref: BlockRef
+    ) -> bool:
+        """Run one block, record its output; False when the run must stop here."""
+        config = snapshot.config()
+        message = instance.conversation[ref.message]
+        block = message.content[ref.index]
+        assert isinstance(block, CodeBlock)
+        language = canonical_language(block.language) or block.language
+        result = sandbox.run(language, block.code, config.timeout)
+        instance.conversation[ref.message] = attach_outputs(message, ref.index, outputs_of(result))
+        self.store.put_instance(instance)
+        self._echo(
+            f"{describe_block(instance.conversation, ref)}: "
+            + ("timed out" if result.timed_out else f"exit {result.exit_code}")
+        )
+        if result.ok or config.on_error == "continue":
+            return True
+        instance.status = "failed"
+        instance.error = f"{describe_block(instance.conversation, ref)} " + (
+            f"timed out after {config.timeout:g} s"
+            if result.timed_out
+            else f"failed with exit status {result.exit_code}"
+        )
+        return False
+
+    def llm_turn(
+        self,
+        instance: SessionInstance,
+        snapshot: SessionSnapshot,
+        sandbox: Engine,
+        stream: Callable[[str], None] | None = None,
+    ) -> None:
+        """Ask the model while the session ends with a user message (spec: ``run``)."""
+        config = snapshot.config()
+        if config.model is None:
+            return
+        from domarkx.llm.loop import llm_turns, wants_reply
+        from domarkx.llm.replay import ReplayCache
+
+        if not wants_reply(instance.conversation):
+            return
+
+        def execute(block: CodeBlock) -> list[OutputBlock] | None:
+            if not runnable("assistant", block, sandbox):
+                return None
+            language = canonical_language(block.language) or block.language
+            result = sandbox.run(language, block.code, config.timeout)
+            return outputs_of(result)
+
+        keys = llm_turns(
+            instance.conversation,
+            config.model,
+            front_matter=snapshot.metadata.user_metadata,
+            execute=execute,
+            on_change=lambda: self.store.put_instance(instance),
+            cache=ReplayCache(self.store.replay_dir),
+            context=snapshot.metadata.source_file,
+            stream=stream,
+        )
+        instance.llm_records.extend(keys)
+        self.store.put_instance(instance)
+
+    def raise_for_failures(self, instance: SessionInstance) -> None:
+        """``--strict``: a failed or timed-out block is an error (exit status 1)."""
+        if instance.status == "failed":
+            raise DomarkxError(
+                f"instance {instance.instance_id[:12]} failed: {instance.error}",
+                hint=f"`domarkx export {instance.instance_id[:12]}` shows every output",
+            )
+        for m, message in enumerate(instance.conversation):
+            for block in message.content:
+                failed = isinstance(block, OutputBlock) and (
+                    block.timed_out or block.exit_code not in (0, None)
+                )
+                if failed and block.stream == "stdout":
+                    raise DomarkxError(
+                        f"instance {instance.instance_id[:12]}: a code block in message "
+                        f"{m + 1} ({message.role}) failed with exit status {block.exit_code}",
+                        hint=f"`domarkx export {instance.instance_id[:12]}` shows its output",
+                    )
+
+    def _echo(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(line)
+
+    # The build's execution cache --------------------------------------------
+    def run_key(self, snapshot: SessionSnapshot) -> str:
+        """Key of a run: setup script, runnable blocks in order, engine settings.
+
+        With a model configured, the whole conversation counts too, since the
+        model reads the prose.
+        """
+        config = snapshot.config()
+        cls = engine_class(config.engine)
+        blocks = []
+        for ref in runnable_blocks(snapshot.conversation, cls):
+            block = snapshot.conversation[ref.message].content[ref.index]
+            assert isinstance(block, CodeBlock)
+            blocks.append([canonical_language(block.language) or block.language, block.code])
+        data: dict[str, Any] = {
+            "setup": snapshot.setup_script.model_dump() if snapshot.setup_script else None,
+            "blocks": blocks,
+            "engine": cls.settings_key(config),
+            "timeout": config.timeout,
+            "on_error": config.on_error,
+        }
+        if config.model is not None:
+            data["model"] = config.model.model_dump(mode="json")
+            data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]
+            data["front_matter"] = snapshot.metadata.user_metadata
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def run_for_build(self, snapshot_id: str) -> SessionInstance:
+        """The finished instance of a snapshot, re-running only on an execution-cache miss."""
+        snapshot = self.store.get_snapshot(snapshot_id)
+        key = self.run_key(snapshot)
+        instance_id = hashlib.sha256(f"build:{snapshot_id}:{key}".encode()).hexdigest()
+        record_path = self.store.cache_dir / "runs" / f"{key}.json"
+        record = _load_record(record_path)
+        if record is not None:
+            instance = self._from_record(snapshot, instance_id, record)
+            self.store.put_instance(instance)
+            return instance
+        instance = self.create(snapshot, instance_id=instance_id)
+        try:
+            self.execute(instance, snapshot)
+        except DomarkxError:
+            raise
+        write_atomic(record_path, json.dumps(self._record(snapshot, instance), indent=1) + "\n")
+        return instance
+
+    def _record(self, snapshot: SessionSnapshot, instance: SessionInstance) -> dict[str, Any]:
+        cls = engine_class(instance.engine)
+        refs = list(runnable_blocks(snapshot.conversation, cls))
+        outputs = []
+        for ref in refs:
+            content = instance.conversation[ref.message].content
+            outs = []
+            for block in content[ref.index + 1 :]:
+                if not isinstance(block, OutputBlock):
+                    break
+                outs.append(block.model_dump(mode="json"))
+            outputs.append(outs)
+        return {
+            "status": instance.status,
+            "error": instance.error,
+            "setup_output": [o.model_dump(mode="json") for o in instance.setup_output],
+            "outputs": outputs,
+            "appended": [
+                m.model_dump(mode="json")
+                for m in instance.conversation[len(snapshot.conversation) :]
+            ],
+            "llm_records": instance.llm_records,
+        }
+
+    def _from_record(
+        self, snapshot: SessionSnapshot, instance_id: str, record: dict[str, Any]
+    ) -> SessionInstance:
+        cls = engine_class(snapshot.config().engine)
+        conversation = [m.model_copy(deep=True) for m in snapshot.conversation]
+        refs = list(runnable_blocks(conversation, cls))
+        # Attach from the last block backwards so earlier indexes stay valid.
+        for ref, outs in reversed(list(zip(refs, record["outputs"], strict=False))):
+            blocks = [OutputBlock.model_validate(o) for o in outs]
+            if blocks:
+                conversation[ref.message] = attach_outputs(
+                    conversation[ref.message], ref.index, blocks
+                )
+        conversation += [Message.model_validate(m) for m in record["appended"]]
+        stamp = now()
+        return SessionInstance(
+            instance_id=instance_id,
+            snapshot_id=snapshot.snapshot_id,
+            status=record["status"],
+            engine=snapshot.config().engine,
+            created_at=stamp,
+            started_at=stamp,
+            finished_at=stamp,
+            error=record.get("error"),
+            setup_output=[OutputBlock.model_validate(o) for o in record["setup_output"]],
+            conversation=conversation,
+            llm_records=record.get("llm_records", []),
+            sandbox={"alive": False, "cached": True},
+        )
+
+    # Stopping, removing, pruning --------------------------------------------
+    def stop(self, ref: str) -> SessionInstance:
+        instance = self.store.get_instance(self.store.resolve_instance(ref))
+        self._destroy_sandbox(instance)
+        if instance.status in ("running", "created"):
+            instance.status = "stopped"
+            instance.finished_at = instance.finished_at or now()
+        self.store.put_instance(instance)
+        return instance
+
+    def _destroy_sandbox(self, instance: SessionInstance) -> None:
+        if not instance.sandbox.get("alive"):
+            return
+        owner = instance.sandbox.get("owner_pid")
+        if owner and owner != os.getpid() and _pid_alive(owner):
+            # An interactive run still owns the sandbox: ask it to end.
+            import signal
+
+            with contextlib.suppress(OSError):
+                os.kill(owner, signal.SIGTERM)
+        try:
+            engine_class(instance.engine).destroy(instance.sandbox)
+        except EngineError as err:
+            print(f"domarkx: warning: {err}", file=sys.stderr)
+        instance.sandbox["alive"] = False
+
+    def remove(self, ref: str) -> str:
+        instance_id = self.store.resolve_instance(ref)
+        try:
+            instance = self.store.get_instance(instance_id)
+        except DomarkxError:
+            instance = None
+        if instance is not None:
+            self._destroy_sandbox(instance)
+        self.store.remove_instance(instance_id)
+        return instance_id
+
+    def prune(self) -> list[str]:
+        """Remove finished instances, untagged unused snapshots and stray sandboxes."""
+        removed: list[str] = []
+        live: set[str] = set()
+        for instance_id in self.store.instance_ids():
+            try:
+                instance = self.store.get_instance(instance_id)
+            except DomarkxError:
+                self.store.remove_instance(instance_id)
+                removed.append(instance_id)
+                continue
+            owner = instance.sandbox.get("owner_pid")
+            orphaned = instance.status == "running" and not instance.sandbox.get("alive", True)
+            if instance.status == "running" and owner and not _pid_alive(owner):
+                orphaned = orphaned or instance.engine == "local_shell"
+            if instance.status in ("exited", "failed", "stopped") or orphaned:
+                self._destroy_sandbox(instance)
+                self.store.remove_instance(instance_id)
+                removed.append(instance_id)
+            else:
+                live.add(instance_id)
+        referenced = set(self.store.tags().values())
+        for instance_id in live:
+            referenced.add(self.store.get_instance(instance_id).snapshot_id)
+        for snapshot_id in self.store.snapshot_ids():
+            if snapshot_id not in referenced:
+                self.store.remove_snapshot(snapshot_id)
+                removed.append(snapshot_id)
+        from domarkx import registry
+        from domarkx.execution.engine import GROUP
+
+        for name in registry.names(GROUP):
+            try:
+                cls = engine_class(name)
+                removed += cls.prune(keep=live)
+            except EngineError:
+                continue  # that engine is not reachable here: nothing of it to prune
+        return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _load_record(path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
