@@ -183,6 +183,7 @@ def test_replay_offline_gives_the_same_conversation(tmp_path, monkeypatch):
         online_keys = online(settings_for(chat.base_url))
         url = chat.base_url
     monkeypatch.setenv("DOMARKX_LLM", "replay")
+    monkeypatch.delenv(KEY_ENV)  # replaying needs no key
     offline = Run(tmp_path)
     offline_keys = offline(settings_for(url), stream=True)
     assert offline_keys == online_keys
