@@ -166,7 +166,8 @@ class OpenAIProvider(Provider):
             ) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
-            message = f"the model server at {where} refused the request (HTTP {status}): {_server_message(exc)}"
+            verb = "refused the request" if status < 500 else "failed"
+            message = f"the model server at {where} {verb} (HTTP {status}): {_server_message(exc)}"
             if status == 429 or status >= 500:
                 raise _Transient(LLMError(message, hint="try again later")) from None
             raise LLMError(message, hint=_hint_for(status, self.settings.api_key_env)) from None
