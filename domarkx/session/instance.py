@@ -30,7 +30,7 @@ from domarkx.data.models import (
     SessionSnapshot,
 )
 from domarkx.data.store import Store
-from domarkx.errors import DomarkxError, EngineError
+from domarkx.errors import DomarkxError, EngineError, LLMError
 from domarkx.execution.engine import BlockResult, Engine, canonical_language, engine_class
 
 INSTANCE_LABEL = "io.domarkx.instance"
@@ -284,16 +284,21 @@ class InstanceManager:
             result = sandbox.run(language, block.code, config.timeout)
             return outputs_of(result)
 
-        keys = llm_turns(
-            instance.conversation,
-            config.model,
-            front_matter=snapshot.metadata.user_metadata,
-            execute=execute,
-            on_change=lambda: self.store.put_instance(instance),
-            cache=ReplayCache(self.store.replay_dir),
-            context=snapshot.metadata.source_file,
-            stream=stream,
-        )
+        try:
+            keys = llm_turns(
+                instance.conversation,
+                config.model,
+                front_matter=snapshot.metadata.user_metadata,
+                execute=execute,
+                on_change=lambda: self.store.put_instance(instance),
+                cache=ReplayCache(self.store.replay_dir),
+                context=snapshot.metadata.source_file,
+                stream=stream,
+            )
+        except LLMError as err:
+            # Keep the records of the calls that worked before this one failed.
+            instance.llm_records.extend(getattr(err, "llm_records", None) or [])
+            raise
         instance.llm_records.extend(keys)
         self.store.put_instance(instance)
 
