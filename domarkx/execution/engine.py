@@ -34,6 +34,8 @@ LANGUAGE_ALIASES: dict[str, str] = {
 
 # Docker label put on every container domarkx creates, so prune finds leftovers.
 SANDBOX_LABEL = "io.domarkx.sandbox"
+# Label naming the instance that owns a sandbox; prune keeps those still running.
+INSTANCE_LABEL = "io.domarkx.instance"
 
 
 def canonical_language(language: str) -> str | None:
