@@ -1,0 +1,115 @@
+"""Helpers for the engine tests: a Docker engine to test against, and a /proc scan.
+
+Docker tests skip when no Docker engine answers, except under CI (``CI`` set),
+where they fail: CI must run them. The busybox test image is built on the fly
+when it is missing (about a second, bench/docker-image.sh); the Python image
+takes about a minute of debootstrap, so it is built on the fly only under CI
+and skipped elsewhere with the command that builds it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE_SCRIPT = ROOT / "bench" / "docker-image.sh"
+BUSYBOX_IMAGE = "domarkx-test:busybox"
+PYTHON_IMAGE = "domarkx-test:python"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so Docker tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@cache
+def _docker_problem() -> str | None:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return f"no Docker engine answers at {host}: {type(exc).__name__}"
+    return None
+
+
+def require_docker() -> None:
+    """Skip (fail under CI) unless a Docker engine answers."""
+    problem = _docker_problem()
+    if problem:
+        _unavailable(problem)
+
+
+def _have_image(image: str) -> bool:
+    import docker
+
+    try:
+        docker.from_env().images.get(image)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+@cache
+def _build(*args: str) -> str | None:
+    proc = subprocess.run(
+        ["bash", str(IMAGE_SCRIPT), *args], capture_output=True, text=True, timeout=600
+    )
+    return None if proc.returncode == 0 else (proc.stderr.strip() or f"exit {proc.returncode}")
+
+
+def require_image(image: str) -> str:
+    """The test image ``image``, built if it is missing and cheap (or under CI)."""
+    require_docker()
+    if _have_image(image):
+        return image
+    if image == PYTHON_IMAGE and not os.environ.get("CI"):
+        pytest.skip(
+            f"image {image} not built (debootstrap, about a minute): "
+            "run bench/docker-image.sh --python"
+        )
+    problem = _build("--python") if image == PYTHON_IMAGE else _build()
+    if problem or not _have_image(image):
+        _unavailable(f"could not build {image} with bench/docker-image.sh: {problem}")
+    return image
+
+
+def containers_labelled(label: str, value: str) -> list[str]:
+    """Ids of every container (running or not) with ``label=value``."""
+    import docker
+
+    client = docker.from_env()
+    return [c.id for c in client.containers.list(all=True, filters={"label": f"{label}={value}"})]
+
+
+def processes_running(text: str, within: float = 0.0) -> list[str]:
+    """Live processes whose command line contains ``text`` (``pid: cmdline``).
+
+    Containers' processes show in the host's /proc too. With ``within``, wait
+    that long for them to go before answering. Zombies have no command line.
+    """
+    needle = text.encode()
+    end = time.monotonic() + within
+    while True:
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle in cmdline:
+                shown = cmdline.replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{name}: {shown}")
+        if not found or time.monotonic() >= end:
+            return found
+        time.sleep(0.02)
