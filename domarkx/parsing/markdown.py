@@ -123,6 +123,11 @@ def _segments(lines: list[str], text: str) -> list[_Segment]:
             marks.append((start, kind, token))
 
     segments: list[_Segment] = []
+    # mistletoe keeps link reference definitions (`[a]: https://...`) out of the
+    # token list; lines before the first token still belong to the document.
+    first = marks[0][0] if marks else len(lines)
+    if first > 0:
+        segments.append(_Segment("text", 0, first))
     for index, (start, kind, token) in enumerate(marks):
         end = marks[index + 1][0] if index + 1 < len(marks) else len(lines)
         if kind == "heading":
@@ -214,12 +219,25 @@ def parse_info_string(info: str) -> InfoString:
     return InfoString(language, attrs, flags)
 
 
-def format_info_string(language: str, attrs: dict[str, str], flags: list[str]) -> str:
-    """The inverse of ``parse_info_string`` (quoting values that need it)."""
-    words = [language] if language else []
-    words += [f"{key}={_quote(value)}" for key, value in attrs.items()]
-    words += flags
+def format_info_string(
+    language: str, attrs: dict[str, str], flags: list[str], marker: str | None = None
+) -> str:
+    """The inverse of ``parse_info_string``, quoting every word that needs it.
+
+    ``marker`` is a flag written right after the language, as in ``text output``.
+    """
+    lead = [marker] if marker else []
+    words = [_quote(language)] if language or attrs or flags or lead else []
+    words += lead
+    words += [_attr_word(key, value) for key, value in attrs.items()]
+    words += [_quote(flag) for flag in flags]
     return " ".join(words)
+
+
+def _attr_word(key: str, value: str) -> str:
+    if re.fullmatch(r"[^\s'\"\\`=]+", key):
+        return f"{key}={_quote(value)}"
+    return shlex.quote(f"{key}={value}")
 
 
 def _quote(value: str) -> str:

@@ -63,7 +63,7 @@ def info_string(block: CodeBlock | OutputBlock) -> str:
     if block.exit_code is not None:
         head["exit_code"] = str(block.exit_code)
     flags = ["timed_out"] if block.timed_out else []
-    return format_info_string(f"{block.language} output", {**head, **attrs}, flags + extra_flags)
+    return format_info_string(block.language, {**head, **attrs}, flags + extra_flags, "output")
 
 
 def _environment(template_dir: Path | None):
