@@ -38,10 +38,30 @@ done
 
 say() { echo "docker-image.sh: $*" >&2; }
 
+apt_install() {
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        say "please install the Debian package(s) $*"
+        return 1
+    fi
+    say "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null 2>&1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+    }
+}
+
+# Docker itself: when the local engine (DOCKER_HOST unset) does not answer,
+# install Debian's docker.io if dockerd is missing and start dockerd (as root),
+# as a fresh machine or CI needs.
 if ! docker info >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
+    local_root=0
+    [ "$(id -u)" = 0 ] && [ -z "${DOCKER_HOST:-}" ] && local_root=1
+    if [ "$local_root" = 1 ]; then
+        command -v dockerd >/dev/null 2>&1 || apt_install docker.io || true
+    fi
+    if [ "$local_root" = 1 ] && command -v dockerd >/dev/null 2>&1; then
         say "no Docker engine answers; starting dockerd (log: /tmp/dockerd.log)"
-        dockerd >/tmp/dockerd.log 2>&1 &
+        setsid dockerd </dev/null >/tmp/dockerd.log 2>&1 &
         for _ in $(seq 1 60); do
             docker info >/dev/null 2>&1 && break
             sleep 0.5
@@ -54,18 +74,6 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-
-apt_install() {
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        say "please install the Debian package(s) $*"
-        return 1
-    fi
-    say "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {
-        apt-get update -q >/dev/null 2>&1
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
-    }
-}
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/domarkx-image.XXXXXX")
 trap 'rm -rf "$workdir"' EXIT
