@@ -556,6 +556,14 @@ def test_crlf_and_a_byte_order_mark_read_like_plain_lf(tmp_path: Path):
     assert first == second
 
 
+@pytest.mark.parametrize("odd", ["\x0c", "\x0b", "\x1c", "\x85", "\u2028", "\u2029"])
+def test_characters_that_str_splitlines_breaks_at_are_not_line_ends(odd):
+    parsed = parse(f"## user\n\nbefore{odd}after\n\n## assistant\n\n```bash\necho '{odd}'\n```\n")
+    assert parsed.message_lines == [1, 5]
+    assert parsed.messages[0].content == [TextBlock(value=f"before{odd}after")]
+    assert parsed.messages[1].content == [CodeBlock(language="bash", code=f"echo '{odd}'")]
+
+
 def test_not_utf8_names_the_line_of_the_first_bad_byte(tmp_path: Path):
     path = tmp_path / "latin1.md"
     path.write_bytes("## user\n\nok\ncaf\u00e9\n".encode("latin-1"))

@@ -77,15 +77,20 @@ class _Segment:
 _mistletoe_lock = threading.Lock()
 
 
-def _block_tokens(text: str) -> list[Any]:
-    """Top-level mistletoe block tokens of ``text``, without inline parsing."""
+def _block_tokens(lines: list[str]) -> list[Any]:
+    """Top-level mistletoe block tokens of ``lines``, without inline parsing."""
     from mistletoe import block_token, span_token
 
+    # Lines go in split on "\n" only: given a string, mistletoe splits it with
+    # str.splitlines, which also breaks at form feeds, U+2028 and the like, and
+    # its line numbers would no longer match ours.
     with _mistletoe_lock:
         saved = span_token._token_types
         span_token._token_types = [span_token.RawText]
         try:
-            return list(block_token.Document(text).children or [])
+            # The "" after a final "\n" is not a line.
+            real = lines[:-1] if lines and lines[-1] == "" else lines
+            return list(block_token.Document([line + "\n" for line in real]).children or [])
         finally:
             span_token._token_types = saved
 
@@ -106,11 +111,11 @@ def _fence_end(lines: list[str], start: int) -> int:
     return len(lines)
 
 
-def _segments(lines: list[str], text: str) -> list[_Segment]:
+def _segments(lines: list[str]) -> list[_Segment]:
     """Split the document into role headings, fences and text runs, by source line."""
     from mistletoe import block_token
 
-    tokens = _block_tokens(text)
+    tokens = _block_tokens(lines)
     marks: list[tuple[int, str, Any]] = []
     for token in tokens:
         start = token.line_number - 1
@@ -359,7 +364,7 @@ class MarkdownParser:
             source_path=str(path or Path(display).resolve()),
             front_matter=front_matter,
         )
-        segments = _segments(lines, "\n".join(lines))
+        segments = _segments(lines)
         first_role = next((i for i, s in enumerate(segments) if s.kind == "heading"), len(segments))
         self._document_blocks(parsed, lines, segments[:first_role])
         self._messages(parsed, lines, segments[first_role:])
@@ -574,7 +579,7 @@ def parse_body(text: str, display: str, first_line: int = 1) -> list[tuple[Any, 
     holder = ParsedSession(source_file=display, source_path=display)
     message = Message(role="assistant")
     block_lines: list[int] = []
-    for segment in _segments(lines, text):
+    for segment in _segments(lines):
         line = segment.start + first_line
         if segment.kind == "heading":
             raise DocumentError(
