@@ -11,6 +11,7 @@ and skipped elsewhere with the command that builds it.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from functools import cache
@@ -99,6 +100,16 @@ def containers_labelled(label: str, value: str) -> list[str]:
     return [c.id for c in client.containers.list(all=True, filters={"label": f"{label}={value}"})]
 
 
+# Sleeps that only this test run starts, so that a /proc scan cannot mistake
+# another run's processes (another checkout's tests) for leftovers of this one.
+RUN_ID = f"{secrets.randbelow(10**6):06d}"
+
+
+def secs(tag: str) -> str:
+    """A `sleep` argument unique to this test run: ``987.<tag><run id>`` seconds."""
+    return f"987.{tag}{RUN_ID}"
+
+
 def processes_running(text: str, within: float = 0.0) -> list[str]:
     """Live processes whose command line contains ``text`` (``pid: cmdline``).
 
@@ -122,3 +133,17 @@ def processes_running(text: str, within: float = 0.0) -> list[str]:
         if not found or time.monotonic() >= end:
             return found
         time.sleep(0.02)
+
+
+def started(text: str, within: float = 5.0) -> bool:
+    """Whether a process with ``text`` in its command line shows up within ``within`` s.
+
+    A block's background process may still be between fork and exec when the
+    block ends.
+    """
+    end = time.monotonic() + within
+    while not processes_running(text):
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True

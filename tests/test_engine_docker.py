@@ -12,7 +12,14 @@ import statistics
 import time
 
 import pytest
-from dockerutil import BUSYBOX_IMAGE, containers_labelled, require_docker, require_image
+from dockerutil import (
+    BUSYBOX_IMAGE,
+    containers_labelled,
+    processes_running,
+    require_docker,
+    require_image,
+    secs,
+)
 
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
@@ -90,7 +97,7 @@ def test_labels_limits_env_and_workdir(tmp_path, run_label):
 def test_stop_removes_the_container(tmp_path, run_label):
     engine = make(tmp_path, run_label)
     engine.start()
-    out(engine, "sleep 987.6 >/dev/null 2>&1 &")
+    out(engine, f"sleep {secs('6')} >/dev/null 2>&1 &")
     assert len(containers_labelled(TEST_LABEL, run_label)) == 1
     engine.stop()
     assert containers_labelled(TEST_LABEL, run_label) == []
@@ -99,10 +106,11 @@ def test_stop_removes_the_container(tmp_path, run_label):
 
 @pytest.mark.docker
 def test_container_outlives_a_timeout(sandbox):
-    result = sandbox.run("sh", "sleep 987.61", 1)
+    result = sandbox.run("sh", f"sleep {secs('61')}", 1)
     assert result.timed_out and result.exit_code == 124
     assert out(sandbox, "hostname") == f"{sandbox.container_id[:12]}\n"
-    assert "987.61" not in out(sandbox, "ps")
+    assert secs("61") not in out(sandbox, "ps")
+    assert processes_running(secs("61")) == []
 
 
 @pytest.mark.docker

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from dockerutil import BUSYBOX_IMAGE, PYTHON_IMAGE, processes_running, require_image
+from dockerutil import (
+    BUSYBOX_IMAGE,
+    PYTHON_IMAGE,
+    processes_running,
+    require_image,
+    secs,
+    started,
+)
 
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
@@ -111,12 +118,12 @@ def test_a_block_reading_stdin_reads_nothing(engine):
 def test_timeout_kills_the_block_and_everything_it_started(engine):
     run_ok(engine, "bash", "BEFORE=1")
     start = time.monotonic()
-    result = engine.run("bash", "echo started; sleep 987.51 & sleep 987.5", 1)
+    result = engine.run("bash", f"echo started; sleep {secs('51')} & sleep {secs('5')}", 1)
     assert time.monotonic() - start < 5
     assert result.timed_out and result.exit_code == 124 and not result.ok
     assert result.stdout == "started\n"
     assert "timed out after 1 s" in result.stderr and "restarts" in result.stderr
-    assert processes_running("987.5") == []
+    assert processes_running(secs("5")) == processes_running(secs("51")) == []
     # The sandbox goes on, with a fresh shell.
     assert run_ok(engine, "bash", "echo ${BEFORE:-gone}") == "gone\n"
 
@@ -137,10 +144,10 @@ def test_unknown_language_is_not_supported(engine):
 
 
 def test_stop_ends_everything_and_twice_is_fine(engine):
-    run_ok(engine, "bash", "sleep 987.52 >/dev/null 2>&1 &")
-    assert processes_running("987.52")
+    run_ok(engine, "bash", f"sleep {secs('52')} >/dev/null 2>&1 &")
+    assert started(secs("52"))
     engine.stop()
-    assert processes_running("987.52", within=2) == []
+    assert processes_running(secs("52"), within=2) == []
     engine.stop()
 
 
@@ -170,11 +177,11 @@ def test_python_sees_a_clean_main(py_engine):
 
 def test_python_timeout_kills_its_children(py_engine):
     run_ok(py_engine, "python", "state = 1")
-    code = "import subprocess\nprint('go', flush=True)\nsubprocess.run(['sleep', '987.53'])"
+    code = f"import subprocess\nprint('go', flush=True)\nsubprocess.run(['sleep', '{secs('53')}'])"
     result = py_engine.run("python", code, 1)
     assert result.timed_out and result.exit_code == 124
     assert result.stdout == "go\n" and "the Python process restarts" in result.stderr
-    assert processes_running("987.53") == []
+    assert processes_running(secs("53")) == []
     assert run_ok(py_engine, "python", "print('state' in globals())") == "False\n"
 
 
@@ -227,26 +234,25 @@ def test_shell_messages_name_bash_not_its_path(local):
 def test_timeout_also_kills_what_left_the_process_group(local):
     if not shutil.which("setsid"):
         pytest.skip("no setsid on this machine")
-    result = local.run("bash", "setsid sleep 987.54 & sleep 987.5", 1)
+    result = local.run("bash", f"setsid sleep {secs('54')} & sleep {secs('5')}", 1)
     assert result.timed_out
-    assert processes_running("987.54") == []
-    assert processes_running("987.5") == []
+    assert processes_running(secs("54")) == processes_running(secs("5")) == []
 
 
 def test_exit_keeps_background_processes_until_stop(local):
-    result = local.run("bash", "sleep 987.55 >/dev/null 2>&1 & exit 7", 20)
+    result = local.run("bash", f"sleep {secs('55')} >/dev/null 2>&1 & exit 7", 20)
     assert result.exit_code == 7
-    assert processes_running("987.55")
+    assert started(secs("55"))
     local.stop()
-    assert processes_running("987.55") == []
+    assert processes_running(secs("55")) == []
 
 
 def test_destroy_from_the_handle(local):
     handle = local.start()
-    run_ok(local, "bash", "sleep 987.56 >/dev/null 2>&1 &")
-    assert processes_running("987.56")
+    run_ok(local, "bash", f"sleep {secs('56')} >/dev/null 2>&1 &")
+    assert started(secs("56"))
     LocalShellEngine.destroy(handle)  # as `domarkx stop` would, from another process
-    assert processes_running("987.56") == []
+    assert processes_running(secs("56")) == []
 
 
 def test_run_after_stop_is_an_error(local):
