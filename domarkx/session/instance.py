@@ -62,10 +62,25 @@ def runnable(role: str, block: CodeBlock, engine: type[Engine] | Engine) -> bool
 def runnable_blocks(
     conversation: list[Message], engine: type[Engine] | Engine
 ) -> Iterator[BlockRef]:
-    for m, message in enumerate(conversation):
-        for i, block in enumerate(message.content):
+    """Runnable blocks in order, read lazily: running a block inserts output blocks."""
+    m = 0
+    while m < len(conversation):
+        message = conversation[m]
+        i = 0
+        while i < len(conversation[m].content):
+            block = conversation[m].content[i]
             if isinstance(block, CodeBlock) and runnable(message.role, block, engine):
                 yield BlockRef(m, i)
+            i += 1
+        m += 1
+
+
+def _as_fence_text(text: str) -> str:
+    """Output as a fenced block can hold it: the final newline belongs to the fence.
+
+    Stored this way, importing an export gives back exactly the instance's outputs.
+    """
+    return text[:-1] if text.endswith("\n") else text
 
 
 def outputs_of(result: BlockResult, language: str = "text") -> list[OutputBlock]:
@@ -73,7 +88,7 @@ def outputs_of(result: BlockResult, language: str = "text") -> list[OutputBlock]
     blocks = [
         OutputBlock(
             stream="stdout",
-            text=result.stdout,
+            text=_as_fence_text(result.stdout),
             exit_code=result.exit_code,
             timed_out=result.timed_out,
             duration=round(result.duration, 6),
@@ -81,7 +96,9 @@ def outputs_of(result: BlockResult, language: str = "text") -> list[OutputBlock]
         )
     ]
     if result.stderr:
-        blocks.append(OutputBlock(stream="stderr", text=result.stderr, language=language))
+        blocks.append(
+            OutputBlock(stream="stderr", text=_as_fence_text(result.stderr), language=language)
+        )
     return blocks
 
 
@@ -99,7 +116,10 @@ def describe_block(conversation: list[Message], ref: BlockRef) -> str:
     block = conversation[ref.message].content[ref.index]
     role = conversation[ref.message].role
     name = f" `{block.name}`" if isinstance(block, CodeBlock) and block.name else ""
-    return f"message {ref.message + 1} ({role}), code block {ref.index + 1}{name}"
+    number = sum(
+        isinstance(b, CodeBlock) for b in conversation[ref.message].content[: ref.index + 1]
+    )
+    return f"message {ref.message + 1} ({role}), code block {number}{name}"
 
 
 class InstanceManager:
@@ -130,7 +150,7 @@ class InstanceManager:
     def _check_languages(self, snapshot: SessionSnapshot, cls: type[Engine]) -> None:
         """Blocks that must run but cannot are an error before anything starts."""
         setup = snapshot.setup_script
-        if setup is not None and not cls.supports(cls, setup.language):  # type: ignore[arg-type]
+        if setup is not None and not cls.supports(setup.language):
             raise EngineError(
                 f"the setup script's language {setup.language!r} cannot run "
                 f"on the {cls.name} engine",
@@ -140,7 +160,7 @@ class InstanceManager:
         for ref in runnable_blocks(snapshot.conversation, cls):
             block = snapshot.conversation[ref.message].content[ref.index]
             assert isinstance(block, CodeBlock)
-            if not cls.supports(cls, block.language):  # type: ignore[arg-type]
+            if not cls.supports(block.language):
                 raise EngineError(
                     f"{describe_block(snapshot.conversation, ref)}: language "
                     f"{block.language!r} cannot run on the {cls.name} engine",
@@ -191,7 +211,7 @@ class InstanceManager:
         sandbox = self.start(instance, snapshot)
         try:
             if self.run_setup(instance, snapshot, sandbox):
-                for ref in list(runnable_blocks(instance.conversation, sandbox)):
+                for ref in runnable_blocks(instance.conversation, sandbox):
                     if not self.run_block(instance, snapshot, sandbox, ref):
                         break
                 else:
