@@ -1,0 +1,166 @@
+"""Where the pipeline reads and writes: session names, cache files, stamps.
+
+Loaded by every ``doit`` run, so it imports only the standard library and
+works at stat level. Paths handed to doit are relative to the project root
+(doit runs there), which keeps ``doit info`` readable; stage functions join
+them with ``root``, so they work from any current folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+STORE_DIR = ".domarkx"
+SESSIONS_DIR = "sessions"
+PROJECT_MARKERS = ("dodo.py", SESSIONS_DIR, STORE_DIR)
+STAGES = ("parse", "expand", "snapshot", "run", "export")
+
+
+def find_root(start: str | None = None) -> str:
+    """The nearest folder (from ``start`` up) holding dodo.py, sessions/ or .domarkx/."""
+    here = os.path.abspath(start or os.getcwd())
+    folder = here
+    while True:
+        if any(os.path.exists(os.path.join(folder, marker)) for marker in PROJECT_MARKERS):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return here
+        folder = parent
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One project's paths. ``home`` is relative to ``root`` unless it lies outside it."""
+
+    root: str
+    home: str = STORE_DIR
+
+    @classmethod
+    def at(cls, root: str | None = None) -> Layout:
+        """The layout of the project at ``root`` (default: the current folder)."""
+        root = os.path.abspath(root or os.getcwd())
+        env = os.environ.get("DOMARKX_HOME")
+        if not env:
+            return cls(root)
+        home = os.path.abspath(env)
+        relative = os.path.relpath(home, root)
+        if not relative.startswith(".."):
+            home = relative.replace(os.sep, "/")
+        return cls(root, home)
+
+    def abs(self, relative: str) -> str:
+        """An absolute path for a path of this layout."""
+        return os.path.join(self.root, relative)
+
+    # Inputs -------------------------------------------------------------------
+    def source(self, name: str) -> str:
+        return f"{SESSIONS_DIR}/{name}.md"
+
+    # Outputs, one per stage ------------------------------------------------------
+    def parse_out(self, name: str) -> str:
+        return f"{self.home}/cache/parse/{name}.json"
+
+    def expand_out(self, name: str) -> str:
+        return f"{self.home}/cache/expand/{name}.json"
+
+    def deps_file(self, name: str) -> str:
+        """Files the session included, as the last expand found them (absent: none)."""
+        return f"{self.home}/cache/deps/{name}.json"
+
+    def snapshot_out(self, name: str) -> str:
+        return f"{self.home}/cache/snapshot/{name}.id"
+
+    def run_out(self, name: str) -> str:
+        return f"{self.home}/cache/run/{name}.json"
+
+    def export_out(self, name: str) -> str:
+        return f"{self.home}/exports/{name}.md"
+
+    def stage_out(self, stage: str, name: str) -> str:
+        return getattr(self, f"{stage}_out")(name)
+
+    @property
+    def dep_file(self) -> str:
+        """doit's dependency database (JSON, written atomically: see ``tasks``)."""
+        return f"{self.home}/doit.json"
+
+    @property
+    def lock_file(self) -> str:
+        return f"{self.home}/build.lock"
+
+    @property
+    def exports_dir(self) -> str:
+        return f"{self.home}/exports"
+
+    # Listing ------------------------------------------------------------------
+    def session_names(self) -> list[str]:
+        """Every session: ``sessions/**/*.md`` less partials (``_*``) and hidden files."""
+        return _walk(self.abs(SESSIONS_DIR), ".md")
+
+    def export_names(self) -> list[str]:
+        return _walk(self.abs(self.exports_dir), ".md")
+
+    def included_files(self) -> dict[str, list[str]]:
+        """For each session that includes files, those files (project-relative)."""
+        base = self.abs(f"{self.home}/cache/deps")
+        result = {}
+        for name in _walk(base, ".json"):
+            included = self.read_deps(name)
+            if included:
+                result[name] = included
+        return result
+
+    def read_deps(self, name: str) -> list[str]:
+        try:
+            with open(self.abs(self.deps_file(name)), encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return []
+        return [str(item) for item in data] if isinstance(data, list) else []
+
+    def stamp(self, kind: str, data: object) -> str:
+        """A file standing for a configuration, named by its digest (see ``tasks``).
+
+        A task lists it in ``file_dep``: other settings mean another file, so
+        doit sees a changed dependency list and re-runs the task. This is what
+        ``config_changed`` does, at the cost of one ``stat`` instead of the
+        ~20 us doit spends inspecting each ``uptodate`` callable.
+        """
+        import hashlib
+
+        text = json.dumps(data, sort_keys=True, ensure_ascii=False)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        path = f"{self.home}/cache/config/{kind}-{digest}.json"
+        full = self.abs(path)
+        if not os.path.exists(full):
+            from domarkx.data.atomic import write_atomic
+
+            write_atomic(full, text + "\n")
+        return path
+
+
+def _walk(base: str, suffix: str) -> list[str]:
+    """Names (``a/b``) of the ``*suffix`` files under ``base``, skipping ``_*`` and ``.*``."""
+    names: list[str] = []
+    stack = [("", base)]
+    cut = len(suffix)
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                entry_name = entry.name
+                if entry_name[0] in "._":
+                    continue
+                if entry.is_dir():
+                    stack.append((f"{prefix}{entry_name}/", entry.path))
+                elif entry_name.endswith(suffix):
+                    names.append(prefix + entry_name[:-cut])
+    names.sort()
+    return names

@@ -1,0 +1,83 @@
+"""Run the task graph in-process: ``domarkx build`` and ``domarkx watch``.
+
+``BuildLoader`` is a doit ``TaskLoader2``: it loads the project's own
+``dodo.py`` when there is one (so ``domarkx build`` and ``doit`` run the
+same graph, extra tasks included), else domarkx's graph directly. Either
+way it works in the project root, as ``doit`` does in the dodo's folder.
+
+``SessionsLoader`` loads the tasks of a few sessions only, with a reporter
+object given by the caller: the watch loop rebuilds what a save touched
+without building a task list for the whole project.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from doit.cmd_base import NamespaceTaskLoader
+from doit.doit_cmd import DoitMain
+
+from domarkx.pipeline import tasks as graph
+from domarkx.pipeline.layout import STAGES, Layout
+
+
+class BuildLoader(NamespaceTaskLoader):
+    """The project's dodo.py (or domarkx's graph when it has none), from its root."""
+
+    def __init__(self, layout: Layout, use_dodo: bool = True) -> None:
+        super().__init__()
+        self.layout = layout
+        self.use_dodo = use_dodo
+
+    def setup(self, opt_values: dict[str, Any]) -> None:
+        os.chdir(self.layout.root)
+        dodo = os.path.join(self.layout.root, "dodo.py")
+        if self.use_dodo and os.path.isfile(dodo):
+            from doit import loader
+
+            module = loader.get_module(dodo)
+            self.namespace = dict(inspect.getmembers(module))
+        else:
+            self.namespace = {
+                "DOIT_CONFIG": graph.doit_config(self.layout),
+                "task_sessions": graph.task_sessions,
+            }
+
+
+class SessionsLoader(NamespaceTaskLoader):
+    """The tasks of ``names`` up to ``until``, reported to ``reporter`` (an object)."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        names: Iterable[str],
+        until: str = "export",
+        reporter: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.layout = layout
+        self.names = sorted(names)
+        self.stages = STAGES[: STAGES.index(until) + 1]
+        self.reporter = reporter
+        self.params = params
+
+    def setup(self, opt_values: dict[str, Any]) -> None:
+        layout, names, stages, params = self.layout, self.names, self.stages, self.params
+        os.chdir(layout.root)
+
+        def task_sessions():
+            return graph.session_tasks(layout, params, names, stages)
+
+        config = graph.doit_config(layout)
+        if self.reporter is not None:
+            config["reporter"] = self.reporter
+        self.namespace = {"DOIT_CONFIG": config, "task_sessions": task_sessions}
+
+
+def run_doit(loader: NamespaceTaskLoader, argv: Sequence[str]) -> int:
+    """``doit ARGV`` with ``loader``'s tasks, in this process; doit's exit status."""
+    return DoitMain(loader, extra_config={"GLOBAL": {}}).run(list(argv))

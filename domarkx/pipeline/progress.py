@@ -1,0 +1,214 @@
+"""doit reporters: a progress line on a terminal, one summary line at the end.
+
+``ProgressReporter`` is the default of the task graph (``DOIT_CONFIG``). It
+prints ``.  task`` for every task it executes, as doit does, but not the
+``-- task`` line doit prints for each up-to-date task (thousands of them in a
+large project); the summary at the end counts them instead. On a terminal a
+status line under the output shows which task runs, how many of how many are
+done, and the time; when the output is not a terminal that line is left out.
+
+A build's reporter also takes the project's build lock (``lock.py``) before
+the first task runs and gives it back once doit has saved its state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from doit.exceptions import InvalidTask, UnmetDependency
+from doit.reporter import ConsoleReporter
+
+from domarkx.errors import DomarkxError
+from domarkx.pipeline import lock
+from domarkx.pipeline.layout import Layout
+
+REFRESH = 0.1  # seconds between repaints of the status line
+
+
+class BuildReporter(ConsoleReporter):
+    """Counts and collects results; takes the build lock for the run."""
+
+    desc = "domarkx: executed tasks and a summary"
+    wait_for_lock = False
+
+    def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+        super().__init__(outstream, options)
+        self.started = time.monotonic()
+        self.executed: list[str] = []
+        self.uptodate = 0
+        self.failed: list[tuple[str, str]] = []
+        self.unmet = 0
+        self.lock_path: str | None = None
+
+    # The lock ---------------------------------------------------------------
+    def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        path = Layout.at().lock_file
+        try:
+            lock.acquire(path, wait=self.wait_for_lock)
+        except DomarkxError as err:
+            raise InvalidTask(str(err)) from None
+        self.lock_path = path
+
+    def _release(self) -> None:
+        if self.lock_path is not None:
+            lock.release(self.lock_path)
+            self.lock_path = None
+
+    # Task events --------------------------------------------------------------
+    def execute_task(self, task: Any) -> None:
+        if task.actions and task.name[0] != "_":
+            self.executed.append(task.name)
+            self.task_started(task.name)
+
+    def task_started(self, name: str) -> None:
+        pass
+
+    # Only tasks with dependencies are ever up to date, and group tasks have none;
+    # ``task.actions`` is not read here because doit builds action objects on access.
+    def skip_uptodate(self, task: Any) -> None:
+        self.uptodate += 1
+
+    def skip_ignore(self, task: Any) -> None:
+        self.uptodate += 1
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        if isinstance(fail, UnmetDependency):
+            self.unmet += 1
+            return
+        self.failed.append((task.name, self.describe(fail)))
+        self.failure_reported(task.name, self.failed[-1][1])
+
+    def failure_reported(self, name: str, message: str) -> None:
+        pass
+
+    @staticmethod
+    def describe(fail: Any) -> str:
+        """A task failure's message; the traceback only for unexpected errors."""
+        if type(fail).__name__ == "TaskFailed" and not fail.traceback:
+            return fail.message.rstrip("\n")
+        return fail.get_msg().rstrip("\n")
+
+    def complete_run(self) -> None:
+        self._release()
+
+    # Results ------------------------------------------------------------------
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def summary(self) -> str:
+        parts = []
+        if len(self.executed) > len(self.failed):
+            parts.append(f"{len(self.executed) - len(self.failed)} run")
+        if self.uptodate:
+            parts.append(f"{self.uptodate} up to date")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        if self.unmet:
+            parts.append(f"{self.unmet} not run (a dependency failed)")
+        if not self.executed and not self.failed and not self.runtime_errors:
+            if not self.uptodate:
+                return "nothing to build"
+            return f"nothing to do: all {self.uptodate} tasks up to date"
+        return ", ".join(parts)
+
+
+class ProgressReporter(BuildReporter):
+    """The task graph's default reporter (see the module's docstring)."""
+
+    desc = "domarkx: executed tasks, progress on a terminal, a summary"
+
+    def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+        super().__init__(outstream, options)
+        try:
+            self.tty = bool(outstream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.total = 0
+        self.current = ""
+        self.painted = 0.0
+        self.status_shown = False
+
+    def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        super().initialize(tasks, selected_tasks)
+        if self.tty:
+            self.total = _count(tasks, selected_tasks)
+
+    def write(self, text: str) -> None:
+        self._clear_status()
+        self.outstream.write(text)
+
+    def task_started(self, name: str) -> None:
+        self.write(f".  {name}\n")
+        self.current = name
+        self._paint()
+
+    def skip_uptodate(self, task: Any) -> None:
+        super().skip_uptodate(task)
+        self._paint()
+
+    def add_success(self, task: Any) -> None:
+        self._paint()
+
+    def failure_reported(self, name: str, message: str) -> None:
+        self.write(f"FAILED {name}: {_indent(message)}\n")
+
+    def complete_run(self) -> None:
+        try:
+            self._clear_status()
+            for message in self.runtime_errors:
+                self.outstream.write(f"domarkx: error: {message}\n")
+            if self.executed or self.uptodate or not self.runtime_errors:
+                self.outstream.write(f"domarkx: {self.summary()} ({self.seconds:.2f} s)\n")
+            self.outstream.flush()
+        finally:
+            super().complete_run()
+
+    # The status line ------------------------------------------------------------
+    def _done(self) -> int:
+        return len(self.executed) + self.uptodate + self.unmet
+
+    def _paint(self) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if now - self.painted < REFRESH and self.status_shown:
+            return
+        self.painted = now
+        total = max(self.total, self._done())
+        width = len(str(total))
+        line = f"[{self._done():>{width}}/{total}] {self.seconds:6.1f} s  {self.current}"
+        self.outstream.write("\r" + line[: _columns()] + "\x1b[K")
+        self.outstream.flush()
+        self.status_shown = True
+
+    def _clear_status(self) -> None:
+        if self.status_shown:
+            self.outstream.write("\r\x1b[K")
+            self.status_shown = False
+
+
+def _count(tasks: dict[str, Any], selected: list[str]) -> int:
+    """How many tasks with actions the selection reaches (through task_dep)."""
+    seen: set[str] = set()
+    stack = list(selected)
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in tasks:
+            continue
+        seen.add(name)
+        task = tasks[name]
+        stack.extend(task.task_dep)
+        stack.extend(task.setup_tasks)
+    return sum(1 for name in seen if tasks[name].actions)
+
+
+def _columns() -> int:
+    import shutil
+
+    return max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n    ")

@@ -1,0 +1,151 @@
+"""The doit task graph: five tasks per session, each an ordinary doit task.
+
+A project's ``dodo.py`` is one line::
+
+    from domarkx.pipeline.tasks import *  # noqa: F403
+
+which brings ``DOIT_CONFIG`` and ``task_sessions``. Every
+``sessions/**/*.md`` (less partials: ``_*`` files and folders) named ``a/b``
+for ``sessions/a/b.md`` gets::
+
+    parse:a/b -> expand:a/b -> snapshot:a/b -> run:a/b -> export:a/b
+
+linked by files: each task's target is the next one's ``file_dep`` (see
+``layout.Layout`` for the paths), so doit orders them and re-runs a stage
+only when its input changed. ``expand`` also depends on every file the
+session included (read from the small deps file its last run wrote), and
+the tasks depend on the domarkx version and the ``--param`` values through
+stamp files (``Layout.stamp``).
+
+Loading this module happens on every ``doit`` run, even a no-op over
+thousands of sessions, so it imports nothing heavy, never reads a session
+document, and does stat-level work only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from domarkx import __version__
+from domarkx.data.atomic import write_if_changed
+from domarkx.pipeline import stages
+from domarkx.pipeline.layout import STAGES, Layout
+
+# DOIT_CONFIG comes from the module-level __getattr__ below.
+__all__ = ["DOIT_CONFIG", "task_sessions"]  # noqa: F822
+
+STAGE_DOCS = {
+    "parse": "parse session documents (sessions/**/*.md)",
+    "expand": "expand macros and includes",
+    "snapshot": "store content-addressed snapshots",
+    "run": "run setup scripts and code blocks (cached by code)",
+    "export": "write .domarkx/exports/<session>.md",
+}
+
+
+def doit_config(layout: Layout | None = None) -> dict[str, Any]:
+    """doit settings: the dependency database in ``.domarkx/``, the progress reporter."""
+    from domarkx.pipeline.progress import ProgressReporter
+
+    layout = layout or Layout.at()
+    os.makedirs(layout.abs(layout.home), exist_ok=True)
+    _make_json_db_atomic()
+    return {
+        "backend": "json",
+        "dep_file": layout.dep_file,
+        "reporter": ProgressReporter,
+        "minversion": "0.36.0",
+    }
+
+
+def _make_json_db_atomic() -> None:
+    """Have doit write its JSON database atomically, and only when it changed.
+
+    The JSON backend reads the whole state in one go, which makes a no-op
+    build of thousands of tasks as fast as doit gets (sqlite3 runs a query
+    per task and is ~40% slower). But doit rewrites the file in place at the
+    end of a run, so a build killed during that write would leave half a
+    file. This replaces that write with a temporary file and a rename.
+    """
+    from doit import dependency
+
+    if getattr(dependency.JsonDB.dump, "atomic", False):
+        return
+
+    def dump(self: Any) -> None:
+        write_if_changed(self.name, self.codec.encode(self._db))
+
+    dump.atomic = True  # type: ignore[attr-defined]
+    dependency.JsonDB.dump = dump
+
+
+def command_line_params() -> dict[str, str]:
+    """Parameters for the ``param`` macros: doit's command-line variables.
+
+    ``doit user=ana`` (or ``domarkx build --param user=ana``) sets ``user``.
+    doit keeps these in ``doit.doit_cmd``; it has no public way to list them.
+    """
+    from doit import doit_cmd
+
+    values = getattr(doit_cmd, "_CMDLINE_VARS", None) or {}
+    return {str(key): str(value) for key, value in values.items()}
+
+
+def session_tasks(
+    layout: Layout | None = None,
+    params: dict[str, str] | None = None,
+    names: Iterable[str] | None = None,
+    stages_wanted: Iterable[str] = STAGES,
+) -> Iterator[dict[str, Any]]:
+    """The task dicts of every session (or of ``names``), stage by stage."""
+    layout = layout or Layout.at()
+    params = dict(params) if params is not None else command_line_params()
+    all_names = layout.session_names() if names is None else sorted(names)
+    included = layout.included_files()
+    exists = os.path.exists
+    version = layout.stamp("version", {"domarkx": __version__})
+    expand_config = layout.stamp("expand", {"domarkx": __version__, "params": params})
+    wanted = set(stages_wanted)
+
+    for stage in STAGES:
+        if stage not in wanted:
+            continue
+        yield {"basename": stage, "name": None, "doc": STAGE_DOCS[stage]}
+        previous = STAGES[STAGES.index(stage) - 1] if stage != "parse" else None
+        for name in all_names:
+            if stage == "parse":
+                file_dep = [layout.source(name), version]
+                args: tuple[Any, ...] = (layout, name)
+            elif stage == "expand":
+                file_dep = [layout.parse_out(name), expand_config]
+                # An include that was deleted is left out: the changed list makes
+                # doit re-run the stage, which then reports the missing file.
+                file_dep += [p for p in included.get(name, ()) if exists(p)]
+                args = (layout, name, params)
+            else:
+                file_dep = [layout.stage_out(previous, name), version]
+                args = (layout, name)
+            yield {
+                "basename": stage,
+                "name": name,
+                "actions": [(getattr(stages, stage), args)],
+                "file_dep": file_dep,
+                "targets": [layout.stage_out(stage, name)],
+                "clean": True,
+                "verbosity": 1,
+            }
+
+
+def task_sessions():
+    """Every session: parse, expand, snapshot, run, export."""
+    return session_tasks()
+
+
+def __getattr__(name: str) -> Any:
+    # ``DOIT_CONFIG`` is computed on each ``from ... import *`` (for the current
+    # folder), not once per process: ``domarkx watch`` and tests load many projects.
+    if name == "DOIT_CONFIG":
+        return doit_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
