@@ -24,6 +24,9 @@ COMMANDS = (
     "stop",
     "rm",
     "prune",
+    "build",
+    "watch",
+    "init",
     "schema",
 )
 

@@ -1,0 +1,115 @@
+"""``domarkx build [TASK]...``: the doit task graph, as ``doit`` would run it.
+
+Runs in this process through ``domarkx.pipeline.loader.BuildLoader``: the
+project's ``dodo.py`` when there is one, else domarkx's own graph. With
+``--check`` it builds up to the runs and fails when a committed export
+differs from what the build produces, writing none (for CI).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from domarkx.cli.options import add_command, parse_params
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "build",
+        run,
+        help="build every session: snapshot, run, export (doit's task graph)",
+        description="Build sessions/**/*.md through doit's task graph, re-doing only what "
+        "changed: parse, expand, snapshot, run, export. TASK is a stage (`snapshot`), a "
+        "task (`export:a/b`) or any task of the project's dodo.py; default: everything.",
+    )
+    parser.add_argument("tasks", nargs="*", metavar="TASK", help="tasks to build (default: all)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="build up to the runs and fail when a committed export differs from what the "
+        "build produces; writes no export (for CI)",
+    )
+    parser.add_argument(
+        "-n", "--process", type=int, default=0, metavar="N", help="run N tasks in parallel"
+    )
+    parser.add_argument(
+        "-P",
+        "--parallel-type",
+        choices=("process", "thread"),
+        default="process",
+        help="what runs parallel tasks (default: process)",
+    )
+    parser.add_argument(
+        "-c",
+        "--continue",
+        dest="keep_going",
+        action="store_true",
+        help="go on with the other tasks after a failure",
+    )
+    parser.add_argument(
+        "-a", "--always-execute", action="store_true", help="run tasks even when up to date"
+    )
+    parser.add_argument(
+        "--param", action="append", metavar="K=V", help="value of a parameter macro (repeatable)"
+    )
+
+
+def doit_argv(args, tasks: list[str]) -> list[str]:
+    """The ``doit run`` command line that ``args`` stand for."""
+    argv = ["run"]
+    if args.process:
+        argv += ["-n", str(args.process), "-P", args.parallel_type]
+    if args.keep_going:
+        argv.append("--continue")
+    if args.always_execute:
+        argv.append("--always-execute")
+    argv += [f"{key}={value}" for key, value in parse_params(args.param).items()]
+    return argv + tasks
+
+
+def run(args) -> int:
+    from domarkx.errors import DomarkxError
+    from domarkx.pipeline import lock
+    from domarkx.pipeline.layout import Layout, find_root
+    from domarkx.pipeline.loader import BuildLoader, run_doit
+
+    layout = Layout.at(find_root())
+    tasks = list(args.tasks)
+    if args.check:
+        if tasks:
+            raise DomarkxError("--check builds every session; give no TASK with it")
+        tasks = ["run"]  # the stage up to instances; exports are compared, not written
+    with lock.BuildLock(layout.lock_file):
+        status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
+        if status != 0:
+            return 1
+        if args.check:
+            return _check(layout)
+    return 0
+
+
+def _check(layout) -> int:
+    from domarkx.pipeline.check import check_exports
+
+    mismatches = check_exports(layout)
+    if not mismatches:
+        count = len(layout.session_names())
+        print(
+            f"domarkx: every export matches the build ({count} session{'' if count == 1 else 's'})"
+        )
+        return 0
+    for mismatch in mismatches:
+        print(f"domarkx: {mismatch.describe()}", file=sys.stderr)
+    shown = next((m for m in mismatches if m.diff), None)
+    if shown is not None:
+        lines = shown.diff[:60]
+        sys.stderr.write("".join(lines))
+        if len(shown.diff) > len(lines):
+            sys.stderr.write(f"... ({len(shown.diff) - len(lines)} more lines)\n")
+    print(
+        f"domarkx: error: {len(mismatches)} export(s) out of date\n"
+        f"  hint: run `domarkx build` (or `doit`) and commit {layout.exports_dir}/",
+        file=sys.stderr,
+    )
+    return 1

@@ -1,0 +1,53 @@
+"""``domarkx init [DIR]``: a new project: dodo.py, sessions/example.md, .gitignore."""
+
+from __future__ import annotations
+
+import sys
+
+from domarkx.cli.options import add_command
+
+# What a new project holds: its path -> the template in domarkx/templates/project/.
+PROJECT_FILES = {
+    "dodo.py": "dodo.py",
+    "sessions/example.md": "example.md",
+    ".gitignore": "gitignore",
+}
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "init",
+        run,
+        help="make a new project (dodo.py, sessions/example.md, .gitignore)",
+        description="Make DIR a domarkx project: a dodo.py for doit, an example session and a "
+        ".gitignore that ignores the caches in .domarkx/. Files already there are kept.",
+    )
+    parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="default: here")
+
+
+def run(args) -> int:
+    from importlib import resources
+    from pathlib import Path
+
+    from domarkx.errors import DomarkxError
+
+    root = Path(args.dir)
+    if root.exists() and not root.is_dir():
+        raise DomarkxError("not a folder", file=args.dir)
+    templates = resources.files("domarkx") / "templates" / "project"
+    made = 0
+    for relative, template in PROJECT_FILES.items():
+        target = root / relative
+        if target.exists():
+            print(f"domarkx: kept {target} (already there)", file=sys.stderr)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as handle:  # never overwrites (mode 0666 less umask)
+            handle.write((templates / template).read_bytes())
+        print(target)
+        made += 1
+    if made:
+        where = "" if root == Path(".") else f"cd {args.dir} && "
+        print(f"domarkx: next: {where}doit", file=sys.stderr)
+    return 0
