@@ -1,0 +1,224 @@
+"""``domarkx watch``: rebuild what a save touched, until Ctrl-C.
+
+The loop watches ``sessions/`` and the folders of every included file
+(watchfiles, with a short ``step`` so a save is seen in ~10 ms). A change
+to a session rebuilds that session; a change to an included file rebuilds
+the sessions that include it, found in the deps files the expand stage
+writes. Rebuilds run through doit in this process, with the tasks of the
+touched sessions only (``loader.SessionsLoader``), so doit's database stays
+the one ``doit`` uses and a save costs milliseconds, not a reload of the
+whole project. A broken document is reported and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from domarkx.pipeline.layout import SESSIONS_DIR, STAGES, Layout
+from domarkx.pipeline.progress import BuildReporter
+
+
+class WatchReporter(BuildReporter):
+    """Collects results quietly; waits for the build lock instead of failing."""
+
+    wait_for_lock = True
+
+
+@dataclass
+class Rebuild:
+    """What one build did."""
+
+    names: list[str]
+    seconds: float
+    executed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    summary: str = ""
+
+
+class Watcher:
+    """The state of one watch: the project, how far to build, who includes what."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        until: str = "snapshot",
+        echo: Callable[[str], None] | None = None,
+        params: dict[str, str] | None = None,
+        step: int = 10,
+    ) -> None:
+        if until not in STAGES:
+            raise ValueError(f"until must be one of {', '.join(STAGES)}")
+        self.layout = layout
+        self.until = until
+        self.echo = echo or _print
+        self.params = dict(params or {})
+        self.step = step
+        self.includes: dict[str, list[str]] = {}
+
+    # Building -----------------------------------------------------------------
+    def build(self, names: Iterable[str]) -> Rebuild:
+        """Build ``names`` up to ``until`` through doit, in this process."""
+        from domarkx.pipeline.loader import SessionsLoader, run_doit
+
+        names = sorted(set(names))
+        reporter = WatchReporter(io.StringIO(), {})
+        loader = SessionsLoader(self.layout, names, self.until, reporter, self.params)
+        started = time.monotonic()
+        targets = [f"{self.until}:{name}" for name in names] or [self.until]
+        run_doit(loader, ["run", "--continue", *targets])
+        result = Rebuild(
+            names,
+            time.monotonic() - started,
+            list(reporter.executed),
+            list(reporter.failed),
+            list(reporter.runtime_errors),
+            reporter.summary(),
+        )
+        for name in names:
+            self.includes[name] = self.layout.read_deps(name)
+        return result
+
+    def initial_build(self) -> Rebuild:
+        self.includes = self.layout.included_files()
+        return self.build(self.layout.session_names())
+
+    # What a change touches -------------------------------------------------------
+    def affected(self, paths: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Sessions to rebuild and sessions removed, for changed absolute ``paths``."""
+        sessions_dir = self.layout.abs(SESSIONS_DIR) + os.sep
+        rebuild: set[str] = set()
+        removed: set[str] = set()
+        included_by = self._included_by()
+        for path in paths:
+            path = os.path.abspath(path)
+            relative = os.path.relpath(path, self.layout.root).replace(os.sep, "/")
+            name = _session_name(path, sessions_dir)
+            if name is not None and os.path.isfile(path):
+                rebuild.add(name)
+            elif name is not None:
+                removed.add(name)
+                self.includes.pop(name, None)
+            rebuild.update(included_by.get(relative, ()))
+        rebuild -= removed
+        return rebuild, removed
+
+    def _included_by(self) -> dict[str, set[str]]:
+        result: dict[str, set[str]] = {}
+        for name, files in self.includes.items():
+            for file in files:
+                result.setdefault(file, set()).add(name)
+        return result
+
+    def watched_paths(self) -> list[str]:
+        """``sessions/`` and the folders of included files that lie outside it."""
+        sessions_dir = self.layout.abs(SESSIONS_DIR)
+        folders = {sessions_dir}
+        for files in self.includes.values():
+            for file in files:
+                folder = os.path.dirname(self.layout.abs(file))
+                if not (folder + os.sep).startswith(sessions_dir + os.sep) and os.path.isdir(
+                    folder
+                ):
+                    folders.add(folder)
+        return sorted(folders)
+
+    # The loop -------------------------------------------------------------------
+    def loop(self, stop_event: Any = None, ready: Callable[[], None] | None = None) -> int:
+        """Watch until Ctrl-C (or ``stop_event``); 0 when stopped that way."""
+        import watchfiles
+
+        os.makedirs(self.layout.abs(SESSIONS_DIR), exist_ok=True)
+        first = self.initial_build()
+        self.echo(
+            f"{_clock()} built {len(first.names)} sessions up to {self.until}: "
+            f"{first.summary} ({first.seconds:.2f} s)"
+        )
+        for name, message in first.failed:
+            self.echo(f"    {name}: {_indent(message)}")
+        for message in first.errors:
+            self.echo(f"    {_indent(message)}")
+        self.echo(
+            f"{_clock()} watching {', '.join(self._shown(self.watched_paths()))} (Ctrl-C to stop)"
+        )
+        if ready is not None:
+            ready()
+        try:
+            while not (stop_event is not None and stop_event.is_set()):
+                paths = self.watched_paths()
+                for changes in watchfiles.watch(
+                    *paths,
+                    step=self.step,
+                    stop_event=stop_event,
+                    raise_interrupt=True,
+                    rust_timeout=1000,
+                ):
+                    self.handle({path for _, path in changes})
+                    if self.watched_paths() != paths:
+                        break  # an include moved outside the watched folders
+        except KeyboardInterrupt:
+            pass
+        self.echo(f"{_clock()} stopped")
+        return 0
+
+    def handle(self, paths: set[str]) -> Rebuild | None:
+        """Rebuild for one batch of changed paths and print one line about it."""
+        started = time.monotonic()
+        rebuild, removed = self.affected(paths)
+        shown = ", ".join(self._shown(sorted(paths)))
+        for name in sorted(removed):
+            self.echo(f"{_clock()} removed {self.layout.source(name)}")
+        if not rebuild:
+            return None
+        result = self.build(rebuild)
+        took = (time.monotonic() - started) * 1000
+        failed = {task.split(":", 1)[-1] for task, _ in result.failed}
+        built = [name for name in result.names if name not in failed]
+        if result.executed:
+            what = f"rebuilt {', '.join(built)} up to {self.until}" if built else ""
+        else:
+            what = "up to date"
+        if failed:
+            what = (what + "; " if what else "") + f"failed: {', '.join(sorted(failed))}"
+        self.echo(f"{_clock()} {shown} changed: {what} ({took:.0f} ms)")
+        for task, message in result.failed:
+            self.echo(f"    {task}: {_indent(message)}")
+        for message in result.errors:
+            self.echo(f"    {_indent(message)}")
+        return result
+
+    def _shown(self, paths: Iterable[str]) -> list[str]:
+        shown = []
+        for path in paths:
+            relative = os.path.relpath(path, self.layout.root)
+            shown.append(path if relative.startswith("..") else relative.replace(os.sep, "/"))
+        return shown
+
+
+def _session_name(path: str, sessions_dir: str) -> str | None:
+    """``a/b`` for ``<root>/sessions/a/b.md``; None for partials, hidden and other files."""
+    if not path.startswith(sessions_dir) or not path.endswith(".md"):
+        return None
+    relative = path[len(sessions_dir) : -len(".md")].replace(os.sep, "/")
+    if any(part[:1] in ("_", ".") for part in relative.split("/")):
+        return None
+    return relative
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n    ")
+
+
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
