@@ -31,9 +31,13 @@ from domarkx.data.models import (
 )
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError, EngineError, LLMError
-from domarkx.execution.engine import BlockResult, Engine, canonical_language, engine_class
-
-INSTANCE_LABEL = "io.domarkx.instance"
+from domarkx.execution.engine import (
+    INSTANCE_LABEL,
+    BlockResult,
+    Engine,
+    canonical_language,
+    engine_class,
+)
 
 
 def now() -> str:
