@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Iterable, Sequence
+from types import ModuleType
 from typing import Any
 
 from doit.cmd_base import NamespaceTaskLoader
@@ -36,10 +38,7 @@ class BuildLoader(NamespaceTaskLoader):
         os.chdir(self.layout.root)
         dodo = os.path.join(self.layout.root, "dodo.py")
         if self.use_dodo and os.path.isfile(dodo):
-            from doit import loader
-
-            module = loader.get_module(dodo)
-            self.namespace = dict(inspect.getmembers(module))
+            self.namespace = dict(inspect.getmembers(_load_dodo(dodo)))
         else:
             self.namespace = {
                 "DOIT_CONFIG": graph.doit_config(self.layout),
@@ -76,6 +75,25 @@ class SessionsLoader(NamespaceTaskLoader):
         if self.reporter is not None:
             config["reporter"] = self.reporter
         self.namespace = {"DOIT_CONFIG": config, "task_sessions": task_sessions}
+
+
+def _load_dodo(path: str) -> ModuleType:
+    """Import ``path`` as module ``dodo``, afresh (one process may build several projects).
+
+    It is registered in ``sys.modules`` as doit does, so that actions defined
+    in it stay picklable for ``-P process``.
+    """
+    import importlib.util
+
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location("dodo", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dodo"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_doit(loader: NamespaceTaskLoader, argv: Sequence[str]) -> int:

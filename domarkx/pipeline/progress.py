@@ -74,7 +74,8 @@ class BuildReporter(ConsoleReporter):
 
     def add_failure(self, task: Any, fail: Any) -> None:
         if isinstance(fail, UnmetDependency):
-            self.unmet += 1
+            if task.subtask_of is not None or task.actions:  # not a stage's group task
+                self.unmet += 1
             return
         self.failed.append((task.name, self.describe(fail)))
         self.failure_reported(task.name, self.failed[-1][1])

@@ -56,6 +56,8 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
         "backend": "json",
         "dep_file": layout.dep_file,
         "reporter": ProgressReporter,
+        # Named so that a bare `doit forget` / `doit clean` has tasks to act on.
+        "default_tasks": list(STAGES),
         "minversion": "0.36.0",
     }
 

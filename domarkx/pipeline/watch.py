@@ -85,10 +85,6 @@ class Watcher:
             self.includes[name] = self.layout.read_deps(name)
         return result
 
-    def initial_build(self) -> Rebuild:
-        self.includes = self.layout.included_files()
-        return self.build(self.layout.session_names())
-
     # What a change touches -------------------------------------------------------
     def affected(self, paths: Iterable[str]) -> tuple[set[str], set[str]]:
         """Sessions to rebuild and sessions removed, for changed absolute ``paths``."""
@@ -132,38 +128,43 @@ class Watcher:
     # The loop -------------------------------------------------------------------
     def loop(self, stop_event: Any = None, ready: Callable[[], None] | None = None) -> int:
         """Watch until Ctrl-C (or ``stop_event``); 0 when stopped that way."""
-        import watchfiles
-
         os.makedirs(self.layout.abs(SESSIONS_DIR), exist_ok=True)
-        first = self.initial_build()
-        self.echo(
-            f"{_clock()} built {len(first.names)} sessions up to {self.until}: "
-            f"{first.summary} ({first.seconds:.2f} s)"
-        )
-        for name, message in first.failed:
-            self.echo(f"    {name}: {_indent(message)}")
-        for message in first.errors:
-            self.echo(f"    {_indent(message)}")
-        self.echo(
-            f"{_clock()} watching {', '.join(self._shown(self.watched_paths()))} (Ctrl-C to stop)"
-        )
-        if ready is not None:
-            ready()
+        self.includes = self.layout.included_files()
+        changes: _Changes | None = None
         try:
-            while not (stop_event is not None and stop_event.is_set()):
-                paths = self.watched_paths()
-                for changes in watchfiles.watch(
-                    *paths,
-                    step=self.step,
-                    stop_event=stop_event,
-                    raise_interrupt=True,
-                    rust_timeout=1000,
-                ):
-                    self.handle({path for _, path in changes})
-                    if self.watched_paths() != paths:
-                        break  # an include moved outside the watched folders
+            # The watcher starts before the first build, so that a save made while
+            # it runs waits in the watcher's queue instead of being missed.
+            paths = self.watched_paths()
+            changes = _Changes(paths, self.layout.abs(self.layout.home), self.step, stop_event)
+            first = self.build(self.layout.session_names())
+            self.echo(
+                f"{_clock()} built {len(first.names)} sessions up to {self.until}: "
+                f"{first.summary} ({first.seconds:.2f} s)"
+            )
+            self._echo_failures(first)
+            announced: list[str] = []
+            while True:
+                if self.watched_paths() != paths:  # an include lies in a new folder
+                    changes.close()
+                    paths = self.watched_paths()
+                    changes = _Changes(paths, changes.ignored, self.step, stop_event)
+                if announced != paths:
+                    shown = ", ".join(self._shown(paths))
+                    self.echo(f"{_clock()} watching {shown} (Ctrl-C to stop)")
+                    announced = paths
+                    if ready is not None:
+                        ready()
+                        ready = None
+                batch = changes.next()
+                if batch is None:
+                    break
+                if batch:
+                    self.handle(batch)
         except KeyboardInterrupt:
             pass
+        finally:
+            if changes is not None:
+                changes.close()
         self.echo(f"{_clock()} stopped")
         return 0
 
@@ -187,11 +188,14 @@ class Watcher:
         if failed:
             what = (what + "; " if what else "") + f"failed: {', '.join(sorted(failed))}"
         self.echo(f"{_clock()} {shown} changed: {what} ({took:.0f} ms)")
+        self._echo_failures(result)
+        return result
+
+    def _echo_failures(self, result: Rebuild) -> None:
         for task, message in result.failed:
             self.echo(f"    {task}: {_indent(message)}")
         for message in result.errors:
             self.echo(f"    {_indent(message)}")
-        return result
 
     def _shown(self, paths: Iterable[str]) -> list[str]:
         shown = []
@@ -199,6 +203,37 @@ class Watcher:
             relative = os.path.relpath(path, self.layout.root)
             shown.append(path if relative.startswith("..") else relative.replace(os.sep, "/"))
         return shown
+
+
+class _Changes:
+    """Batches of changed paths from watchfiles; watching from construction on."""
+
+    def __init__(self, paths: list[str], ignored: str, step: int, stop_event: Any) -> None:
+        import watchfiles
+
+        self.ignored = ignored
+        self.gen = watchfiles.watch(
+            *paths,
+            watch_filter=watchfiles.DefaultFilter(ignore_paths=[ignored]),
+            step=step,
+            stop_event=stop_event,
+            rust_timeout=100,
+            yield_on_timeout=True,  # an empty batch every 100 ms keeps Ctrl-C and stop prompt
+            raise_interrupt=True,
+        )
+        # The generator sets up its watches on the first step: take it now.
+        self.pending: set[tuple[Any, str]] | None = next(self.gen, None)
+
+    def next(self) -> set[str] | None:
+        """The next batch of changed paths (empty on a timeout); None once stopped."""
+        if self.pending is not None:
+            batch, self.pending = self.pending, None
+        else:
+            batch = next(self.gen, None)
+        return None if batch is None else {path for _, path in batch}
+
+    def close(self) -> None:
+        self.gen.close()
 
 
 def _session_name(path: str, sessions_dir: str) -> str | None:

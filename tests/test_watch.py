@@ -1,0 +1,164 @@
+"""``domarkx watch``: a real watch process in a tmp project, edited as an editor would."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_pipeline import _env, new_project, output_of, session
+
+from domarkx.pipeline.layout import Layout
+from domarkx.pipeline.watch import Watcher
+
+SAVE_SEEN_WITHIN = 2.0  # seconds from a save to its snapshot written
+
+
+class WatchProcess:
+    """``domarkx watch`` in a subprocess, its output lines read on a thread."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.root = root
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "domarkx", "watch", *args],
+            cwd=root,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        """The next line containing ``text`` (lines before it are kept in ``seen``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}; saw {self.seen}") from None
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def save(path: Path, text: str) -> None:
+    """Write as editors do: a temporary file, then a rename over the original."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def wait_for_change(path: Path, old: str | None, timeout: float) -> float:
+    """Seconds until ``path`` holds something other than ``old``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if path.read_text() != old:
+                return time.monotonic() - started
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    raise AssertionError(f"{path} did not change within {timeout} s")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return new_project(
+        tmp_path / "project",
+        {
+            "sessions/_common.md": "Common words.\n",
+            "sessions/a.md": session("A [@c](domarkx://include?path=_common.md)"),
+            "sessions/b.md": session("B"),
+        },
+    )
+
+
+def test_watch_rebuilds_on_save_survives_broken_documents_and_stops_on_ctrl_c(root):
+    watch = WatchProcess(root)
+    try:
+        watch.expect("built 2 sessions up to snapshot")
+        watch.expect("watching sessions")
+        snapshot_id = root / ".domarkx/cache/snapshot/b.id"
+        old = snapshot_id.read_text()
+
+        save(root / "sessions/b.md", session("B, edited"))
+        latency = wait_for_change(snapshot_id, old, SAVE_SEEN_WITHIN)
+        assert latency < SAVE_SEEN_WITHIN
+        line = watch.expect("sessions/b.md changed")
+        assert "rebuilt b up to snapshot" in line
+        assert not (root / ".domarkx/exports/b.md").exists()  # snapshots only by default
+
+        # An included file rebuilds the sessions that include it, and only those.
+        old_a, old_b = (root / ".domarkx/cache/snapshot/a.id").read_text(), snapshot_id.read_text()
+        save(root / "sessions/_common.md", "Common words, edited.\n")
+        line = watch.expect("sessions/_common.md changed")
+        assert "rebuilt a up to snapshot" in line
+        assert (root / ".domarkx/cache/snapshot/a.id").read_text() != old_a
+        assert snapshot_id.read_text() == old_b
+
+        save(root / "sessions/b.md", "---\ntitle: [unclosed\n---\n")
+        line = watch.expect("sessions/b.md changed")
+        assert "failed: b" in line
+        detail = watch.expect("parse:b:")
+        assert "sessions/b.md:" in detail
+
+        save(root / "sessions/b.md", session("B, fixed"))
+        assert "rebuilt b" in watch.expect("sessions/b.md changed")
+
+        (root / "sessions/new.md").write_text(session("New"))
+        assert "rebuilt new" in watch.expect("sessions/new.md changed")
+        (root / "sessions/new.md").unlink()
+        watch.expect("removed sessions/new.md")
+    finally:
+        code = watch.stop()
+    assert code == 0
+    assert watch.expect("stopped")
+
+
+def test_watch_until_export(root):
+    watch = WatchProcess(root, "--until", "export")
+    try:
+        watch.expect("watching")
+        export = root / ".domarkx/exports/b.md"
+        old = export.read_text()
+        save(root / "sessions/b.md", session("B", "print('from watch')"))
+        wait_for_change(export, old, 10)
+        watch.expect("rebuilt b up to export")
+        assert output_of(export.read_text()) == "from watch\n"
+    finally:
+        assert watch.stop() == 0
+
+
+def test_what_a_change_touches(root, tmp_path):
+    watcher = Watcher(Layout.at(str(root)))
+    watcher.includes = {"a": ["sessions/_common.md"], "c": ["shared/intro.md"]}
+    (root / "shared").mkdir()
+    assert watcher.affected([str(root / "sessions/_common.md")]) == ({"a"}, set())
+    assert watcher.affected([str(root / "sessions/b.md")]) == ({"b"}, set())
+    assert watcher.affected([str(root / "sessions/gone.md")]) == (set(), {"gone"})
+    assert watcher.affected([str(root / "sessions/.b.md.swp")]) == (set(), set())
+    assert watcher.affected([str(root / "shared/intro.md")]) == ({"c"}, set())
+    assert watcher.watched_paths() == [str(root / "sessions"), str(root / "shared")]
