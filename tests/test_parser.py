@@ -461,6 +461,10 @@ def test_msg_metadata_is_not_a_content_block():
     assert tool.content == [TextBlock(value="a b")]
 
 
+def test_an_empty_yaml_msg_metadata_is_an_empty_mapping():
+    assert parse("## user\n\n```yaml msg-metadata\n```\n").messages[0].message_metadata == {}
+
+
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [

@@ -486,6 +486,8 @@ class MarkdownParser:
                 )
             loader = load_json if info.language == "json" else load_yaml
             data = loader(segment.code, file=file, first_line=line + 1, what="msg-metadata")
+            if data is None:  # an empty YAML block, as for session-config
+                data = {}
             if not isinstance(data, dict):
                 raise DocumentError(
                     "msg-metadata must be a mapping",

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from domarkx.data.models import (
     CodeBlock,
@@ -66,6 +69,27 @@ def info_string(block: CodeBlock | OutputBlock) -> str:
     return format_info_string(block.language, {**head, **attrs}, flags + extra_flags, "output")
 
 
+def config_as_written(config: BaseModel) -> dict[str, Any]:
+    """The config's set keys, with whole numbers in float settings as integers.
+
+    ``timeout: 30`` is validated to ``30.0``; writing it back as ``30`` reads
+    as the user wrote it and validates to the same value, so the id is the same.
+    """
+    data = dump_config(config)  # type: ignore[arg-type]
+    _whole_floats(config, data)
+    return data
+
+
+def _whole_floats(model: BaseModel, data: dict[str, Any]) -> None:
+    for name, field in type(model).model_fields.items():
+        value = data.get(name)
+        if isinstance(value, float) and value.is_integer():
+            if field.annotation is float or float in typing.get_args(field.annotation):
+                data[name] = int(value)
+        elif isinstance(value, dict) and isinstance(getattr(model, name, None), BaseModel):
+            _whole_floats(getattr(model, name), value)
+
+
 def _environment(template_dir: Path | None):
     import jinja2
 
@@ -99,7 +123,7 @@ def render(
         text = tmpl.render(
             front_matter=snapshot.metadata.user_metadata,
             preamble=snapshot.preamble,
-            config=dump_config(snapshot.execution_config)
+            config=config_as_written(snapshot.execution_config)
             if snapshot.execution_config is not None
             else None,
             config_format=snapshot.config_format,
@@ -120,9 +144,12 @@ def render(
 
 
 def _tidy(text: str) -> str:
-    """One blank line between blocks and one newline at the end, whatever the template did."""
-    text = re.sub(r"\n{3,}", "\n\n", text.lstrip("\n"))
-    return text.rstrip("\n") + "\n"
+    """No blank lines at the start and one newline at the end, whatever the template did.
+
+    Blank lines in between are left alone: code and text are kept verbatim, and
+    a run of blank lines inside them is part of the content (and of the id).
+    """
+    return text.lstrip("\n").rstrip("\n") + "\n"
 
 
 def export_ref(store, ref: str, template: Path | None = None) -> str:
