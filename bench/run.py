@@ -1,0 +1,506 @@
+"""domarkx's build speed in one table: cold, no-op, edit, watch, per block, start-up.
+
+    python bench/run.py [--sizes 100,1000] [--repeat 5] [--quick] [--keep DIR]
+
+Generates synthetic projects (bench/synth.py) in a temporary folder, runs each
+case several times as a user would (``doit`` and ``domarkx`` in a fresh
+process, from the project folder), and prints one Markdown table: median, p90
+where it matters, the figure it is compared with (measured in the same run),
+the ratio, the goal and PASS or MISS. Goals are judged at 1,000 sessions.
+bench/README.md says what each case measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import synth  # noqa: E402
+import watch_latency  # noqa: E402
+
+GOAL_SIZE = 1000
+DVC_VENV = Path(tempfile.gettempdir()) / "domarkx-bench-dvc"
+STAGES = ("parse", "expand", "snapshot", "run", "export")
+
+
+# Measuring ------------------------------------------------------------------------
+@dataclass
+class Timing:
+    samples: list[float]  # seconds
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.samples)
+        return ordered[round(0.9 * (len(ordered) - 1))]
+
+
+@dataclass
+class Row:
+    case: str
+    size: str
+    median: str
+    p90: str = ""
+    compared: str = ""
+    ratio: str = ""
+    goal: str = ""
+    result: str = ""
+
+
+ENV = watch_latency.environment()
+
+
+def command(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed in {cwd} ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return done
+
+
+def timed(args: list[str], cwd: Path, before: Callable[[], object] | None = None) -> float:
+    """Seconds one run of ``args`` takes (``before`` runs first, untimed)."""
+    if before is not None:
+        before()
+    started = time.perf_counter()
+    command(args, cwd)
+    return time.perf_counter() - started
+
+
+def repeat(times: int, args: list[str], cwd: Path, before=None) -> Timing:
+    return Timing([timed(args, cwd, before) for _ in range(times)])
+
+
+def doit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "doit", *args]
+
+
+def domarkx(*args: str) -> list[str]:
+    return [sys.executable, "-m", "domarkx", *args]
+
+
+def fmt(seconds: float) -> str:
+    ms = seconds * 1000
+    if ms >= 10000:
+        return f"{seconds:.1f} s"
+    if ms >= 1000:
+        return f"{seconds:.2f} s"
+    if ms >= 10:
+        return f"{ms:.0f} ms"
+    return f"{ms:.2f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def log(message: str) -> None:
+    print(f"# {message}", file=sys.stderr, flush=True)
+
+
+# Comparison projects ----------------------------------------------------------------
+FLOOR_DODO = '''\
+"""doit's floor: the same number of file tasks as domarkx's graph, each a trivial action."""
+
+import os
+
+DOIT_CONFIG = {"backend": "json", "dep_file": ".doit-floor.json", "reporter": "executed-only"}
+STAGES = ("parse", "expand", "snapshot", "run", "export")
+
+
+def touch(target):
+    with open(target, "w"):
+        pass
+
+
+def names():
+    found = []
+    for folder, dirs, files in os.walk("sessions"):
+        dirs[:] = [d for d in dirs if d[0] not in "._"]
+        for file in files:
+            if file.endswith(".md") and file[0] not in "._":
+                found.append(os.path.join(folder, file)[len("sessions/") : -len(".md")])
+    return sorted(found)
+
+
+def task_floor():
+    all_names = names()
+    for index, stage in enumerate(STAGES):
+        yield {"basename": stage, "name": None}
+        for name in all_names:
+            source = f"sessions/{name}.md" if index == 0 else f"out/{STAGES[index - 1]}/{name}"
+            target = f"out/{stage}/{name}"
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            yield {
+                "basename": stage,
+                "name": name,
+                "actions": [(touch, [target])],
+                "file_dep": [source],
+                "targets": [target],
+            }
+'''
+
+
+def make_floor(project: Path, folder: Path) -> None:
+    shutil.copytree(project / "sessions", folder / "sessions")
+    (folder / "dodo.py").write_text(FLOOR_DODO)
+
+
+def make_makefile(project: Path, folder: Path, names: list[str]) -> None:
+    """The same five chained targets per session; ``$(file ...)`` writes them without a shell."""
+    shutil.copytree(project / "sessions", folder / "sessions")
+    lines = [".PHONY: all", "all: " + " ".join(f"out/export/{n}" for n in names), ""]
+    for name in names:
+        previous = f"sessions/{name}.md"
+        for stage in STAGES:
+            target = f"out/{stage}/{name}"
+            (folder / target).parent.mkdir(parents=True, exist_ok=True)
+            lines += [f"{target}: {previous}", "\t$(file >$@,)", ""]
+            previous = target
+    (folder / "Makefile").write_text("\n".join(lines))
+
+
+def dvc_command() -> tuple[list[str] | None, str]:
+    """The ``dvc`` of a separate venv (made with pip when missing), or why there is none."""
+    dvc = DVC_VENV / "bin" / "dvc"
+    if not dvc.exists():
+        log(f"installing dvc into {DVC_VENV} (once)")
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(DVC_VENV)], check=True, capture_output=True
+            )
+            done = subprocess.run(
+                [str(DVC_VENV / "bin" / "pip"), "install", "-q", "dvc"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except (OSError, subprocess.CalledProcessError) as err:
+            return None, f"no venv: {err}"
+        if done.returncode != 0 or not dvc.exists():
+            lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+            reason = (lines or done.stderr.splitlines() or ["pip failed"])[-1]
+            return None, reason.strip()[:80]
+    return [str(dvc)], ""
+
+
+def make_dvc(dvc: list[str], project: Path, folder: Path, names: list[str]) -> None:
+    """One stage per session running ``domarkx import``; its state recorded with ``dvc commit``.
+
+    The outputs (snapshot ids) are copied from the domarkx build of the same
+    sessions and recorded with ``dvc commit``: the dvc.lock is the one a first
+    ``dvc repro`` would write, without 1,000 imports of a cold run.
+    """
+    shutil.copytree(project / "sessions", folder / "sessions")
+    env = {**ENV, "DVC_NO_ANALYTICS": "1"}
+    for args in (["init", "--no-scm", "-q"], ["config", "core.analytics", "false"]):
+        subprocess.run([*dvc, *args], cwd=folder, env=env, check=True, capture_output=True)
+    stages = ["stages:"]
+    for name in names:
+        out = f"ids/{name}.id"
+        source = project / ".domarkx" / "cache" / "snapshot" / f"{name}.id"
+        (folder / out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / out)
+        stages += [
+            f"  {name.replace('/', '-')}:",
+            f"    cmd: {sys.executable} -m domarkx import sessions/{name}.md > {out}",
+            f"    deps: [sessions/{name}.md]",
+            "    outs:",
+            f"      - {out}:",
+            "          cache: false",
+        ]
+    (folder / "dvc.yaml").write_text("\n".join(stages) + "\n")
+    subprocess.run([*dvc, "commit", "-f", "-q"], cwd=folder, env=env, check=True)
+
+
+# The cases ------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.rows: list[Row] = []
+        self.noop: dict[int, float] = {}
+        self.dvc, self.dvc_missing = (None, "skipped (--no-dvc)")
+        if not args.no_dvc:
+            self.dvc, self.dvc_missing = dvc_command()
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        log(" | ".join(f for f in (row.case, row.size, row.median, row.ratio, row.result) if f))
+
+    def size(self, n: int) -> None:
+        r, cold_r = self.args.repeat, self.args.cold_repeat
+        goal = n == GOAL_SIZE
+        project = self.tmp / f"n{n}" / "project"
+        names = [p[len("sessions/") : -len(".md")] for p in synth.generate(str(project), n)]
+        store = project / ".domarkx"
+
+        def clean() -> None:
+            shutil.rmtree(store, ignore_errors=True)
+
+        # 1. Cold build to snapshots, serial and with two processes.
+        log(f"{n} sessions: cold builds")
+        serial = repeat(cold_r, doit("snapshot"), project, clean)
+        parallel = repeat(cold_r, doit("-n", "2", "-P", "process", "snapshot"), project, clean)
+        for label, timing in (("cold build to snapshots (`doit snapshot`)", serial),):
+            self.add(
+                Row(
+                    label,
+                    str(n),
+                    fmt(timing.median),
+                    goal="<= 3 s" if goal else "",
+                    result=verdict(timing.median <= 3) if goal else "",
+                )
+            )
+        self.add(
+            Row(
+                "  same, `doit -n 2 -P process snapshot`",
+                str(n),
+                fmt(parallel.median),
+                compared=f"serial {fmt(serial.median)}",
+                ratio=f"{parallel.median / serial.median:.2f}x",
+                goal="<= 3 s" if goal else "",
+                result=verdict(parallel.median <= 3) if goal else "",
+            )
+        )
+
+        # 6b. Listing the snapshots the cold build stored.
+        listing = repeat(r, domarkx("snapshots"), project)
+        self.add(Row(f"`domarkx snapshots` ({n} snapshots)", str(n), fmt(listing.median)))
+
+        # 2. No-op build of everything, against doit's floor, make and DVC.
+        log(f"{n} sessions: full build, then no-op builds")
+        full = timed(doit(), project)
+        noop = repeat(r, doit(), project)
+        self.noop[n] = noop.median
+        floor_dir = self.tmp / f"n{n}" / "floor"
+        make_floor(project, floor_dir)
+        command(doit(), floor_dir)
+        floor = repeat(r, doit(), floor_dir)
+        ratio = noop.median / floor.median
+        self.add(
+            Row(
+                f"no-op build of everything (`doit`, {5 * n} tasks)",
+                str(n),
+                fmt(noop.median),
+                fmt(noop.p90),
+                f"doit floor {fmt(floor.median)}",
+                f"{ratio:.2f}x",
+                "<= 1.2x floor" if goal else "",
+                verdict(ratio <= 1.2) if goal else "",
+            )
+        )
+        make_dir = self.tmp / f"n{n}" / "make"
+        make_makefile(project, make_dir, names)
+        command(["make", "-s", "-j2"], make_dir)
+        make = repeat(r, ["make", "-s"], make_dir)
+        self.add(
+            Row(
+                "  GNU make, same targets, no-op",
+                str(n),
+                fmt(make.median),
+                compared=f"domarkx {fmt(noop.median)}",
+                ratio=f"domarkx {noop.median / make.median:.1f}x slower",
+            )
+        )
+        if self.dvc is not None:
+            log(f"{n} sessions: dvc setup")
+            dvc_dir = self.tmp / f"n{n}" / "dvc"
+            make_dvc(self.dvc, project, dvc_dir, names)
+            dvc = repeat(max(1, min(r, 3)), [*self.dvc, "repro", "-q"], dvc_dir)
+            speed = dvc.median / noop.median
+            self.add(
+                Row(
+                    "  DVC, one stage per session, `dvc repro` no-op",
+                    str(n),
+                    fmt(dvc.median),
+                    compared=f"domarkx {fmt(noop.median)}",
+                    ratio=f"domarkx {speed:.1f}x faster",
+                    goal=">= 5x faster" if goal else "",
+                    result=verdict(speed >= 5) if goal else "",
+                )
+            )
+        else:
+            self.add(Row("  DVC `dvc repro` no-op", str(n), f"n/a ({self.dvc_missing})"))
+
+        # 3. One session edited; the shared include edited.
+        log(f"{n} sessions: edits")
+        edited = project / "sessions" / f"{names[1]}.md"
+        original = edited.read_text()
+        counter = iter(range(10**6))
+
+        def edit_one() -> None:
+            edited.write_text(original + f"\nEdit number {next(counter)}.\n")
+
+        one = repeat(r, doit(), project, edit_one)
+        extra = one.median - noop.median
+        self.add(
+            Row(
+                "one session edited, rebuild to export (`doit`)",
+                str(n),
+                fmt(one.median),
+                fmt(one.p90),
+                f"no-op {fmt(noop.median)}",
+                f"+{extra * 1000:.0f} ms",
+                "<= no-op + 50 ms" if goal else "",
+                verdict(extra <= 0.05) if goal else "",
+            )
+        )
+        common = project / "sessions" / synth.COMMON
+        common_text = common.read_text()
+
+        def edit_common() -> None:
+            common.write_text(common_text + f"\n- Rule number {next(counter)}.\n")
+
+        shared = repeat(r, doit(), project, edit_common)
+        self.add(
+            Row(
+                f"shared include edited ({n // 10} sessions), rebuild to export",
+                str(n),
+                fmt(shared.median),
+                fmt(shared.p90),
+                f"no-op {fmt(noop.median)}",
+                f"+{(shared.median - noop.median) * 1000:.0f} ms",
+            )
+        )
+        edited.write_text(original)
+        common.write_text(common_text)
+
+        # 4. Watch: save -> snapshot on disk.
+        if n == self.watch_size:
+            log(f"{n} sessions: watch, {self.args.saves} saves")
+            command(doit(), project)
+            saves = Timing(watch_latency.measure(project, self.args.saves))
+            self.add(
+                Row(
+                    f"watch: save -> new snapshot on disk ({self.args.saves} saves)",
+                    str(n),
+                    fmt(saves.median),
+                    fmt(saves.p90),
+                    goal="p50 <= 150 ms",
+                    result=verdict(saves.median <= 0.150),
+                )
+            )
+        log(f"{n} sessions: done (the full build took {fmt(full)})")
+
+    def blocks(self) -> None:
+        import blocks
+
+        log(f"per-block overhead, {self.args.blocks} blocks per engine")
+        rows = blocks.measure_all(self.args.blocks, {"bash"})
+        seen = set()
+        for label, _language, _started, _first, median, p90 in rows:
+            kind = "docker" if label.startswith("docker") else "local"
+            if kind in seen:
+                continue
+            seen.add(kind)
+            limit = 2.0 if kind == "local" else 5.0
+            self.add(
+                Row(
+                    f"per code block, {label} (bash, persistent shell)",
+                    "",
+                    f"{median:.2f} ms",
+                    f"{p90:.2f} ms",
+                    goal=f"<= {limit:g} ms",
+                    result=verdict(median <= limit),
+                )
+            )
+        if "docker" not in seen:
+            self.add(Row("per code block, docker", "", "n/a (no Docker engine or image)"))
+
+    def startup(self) -> None:
+        log("start-up")
+        here = self.tmp
+        times = max(10, 2 * self.args.repeat)
+        bare = repeat(times, [sys.executable, "-c", "pass"], here)
+        script = Path(sys.executable).with_name("domarkx")
+        help_cmd = [str(script)] if script.exists() else domarkx()
+        helped = repeat(times, [*help_cmd, "--help"], here)
+        self.add(
+            Row(
+                "`domarkx --help`",
+                "",
+                fmt(helped.median),
+                fmt(helped.p90),
+                f"`python -c pass` {fmt(bare.median)}",
+                f"+{(helped.median - bare.median) * 1000:.0f} ms",
+                "<= 150 ms",
+                verdict(helped.median <= 0.150),
+            )
+        )
+
+    @property
+    def watch_size(self) -> int:
+        sizes = self.args.sizes
+        return GOAL_SIZE if GOAL_SIZE in sizes else min(sizes)
+
+
+def table(rows: list[Row]) -> str:
+    headers = ["case", "sessions", "median", "p90", "compared with", "ratio", "goal", "result"]
+    cells = [headers] + [
+        [r.case, r.size, r.median, r.p90, r.compared, r.ratio, r.goal, r.result] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for index, row in enumerate(cells):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if index == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="100,1000", help="sessions per project (default 100,1000)"
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="runs per case (default 5)")
+    parser.add_argument("--cold-repeat", type=int, default=3, help="runs per cold build (3)")
+    parser.add_argument("--saves", type=int, default=30, help="saves timed in watch mode (30)")
+    parser.add_argument("--blocks", type=int, default=100, help="code blocks per engine (100)")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run: 100 sessions")
+    parser.add_argument("--no-dvc", action="store_true", help="leave DVC out")
+    parser.add_argument("--keep", metavar="DIR", help="generate the projects in DIR and keep them")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.repeat, args.cold_repeat = "100", 2, 1
+        args.saves, args.blocks = 5, 20
+    args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="domarkx-bench-") as tmp:
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        bench = Bench(args, folder)
+        for n in args.sizes:
+            bench.size(n)
+        bench.blocks()
+        bench.startup()
+    print(table(bench.rows))
+    print(
+        f"\n`python bench/run.py {' '.join(sys.argv[1:])}`".rstrip()
+        + f": {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"medians of {args.repeat} runs ({args.cold_repeat} for cold builds), "
+        f"{time.perf_counter() - started:.0f} s in all"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
