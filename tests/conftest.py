@@ -27,8 +27,8 @@ Files = Mapping[str, "str | bytes | Files"]
 def make_files(files: Files, base: Path) -> None:
     """Write ``files`` under ``base``: a dict value is a folder, bytes are written as they are.
 
-    Strings are dedented, and one leading newline is dropped so that a
-    document can start right after ``\"\"\"`` (front matter must be on line 1).
+    Strings are dedented (start them with ``\"\"\"\\`` so that line 1 is the
+    document's first line: front matter must be there).
     """
     for name, content in files.items():
         path = base / name
@@ -40,8 +40,7 @@ def make_files(files: Files, base: Path) -> None:
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
-            text = textwrap.dedent(content)
-            path.write_text(text[1:] if text.startswith("\n") else text, encoding="utf-8")
+            path.write_text(textwrap.dedent(content), encoding="utf-8")
 
 
 @pytest.fixture(autouse=True)
