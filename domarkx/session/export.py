@@ -153,9 +153,17 @@ def _tidy(text: str) -> str:
 
 
 def export_ref(store, ref: str, template: Path | None = None) -> str:
-    """Markdown of the instance or snapshot ``ref`` names (instances are tried first)."""
+    """Markdown of the instance or snapshot ``ref`` names.
+
+    A tag names a snapshot; any other ref is tried as an instance first. The tag
+    comes first because a session's name (`add`, `cafe`, `a`) can also be a
+    prefix of some instance's hex id.
+    """
     from domarkx.errors import RefError
 
+    tags = store.tags()
+    if ref in tags:
+        return render(store.get_snapshot(tags[ref]), template=template)
     try:
         instance_id = store.resolve_instance(ref)
     except RefError:
