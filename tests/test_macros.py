@@ -165,6 +165,12 @@ def test_an_included_path_may_be_percent_encoded(make):
             "leaves the project folder",
         ),
         (
+            {"sessions/main.md": "## user\n\n[@i](domarkx://include?path=/etc/hostname)\n"},
+            "sessions/main.md",
+            3,
+            "leaves the project folder",
+        ),
+        (
             {
                 "sessions/main.md": "## user\n\n[@i](domarkx://include?path=_a.md)\n",
                 "sessions/_a.md": "a\n[@i](domarkx://include?path=_b.md)\n",
