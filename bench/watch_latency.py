@@ -1,13 +1,15 @@
-"""Watch latency: from an editor's save to the new snapshot on disk, p50 and p90.
+"""Latency of ``domarkx watch``: from an editor's save to the snapshot written.
 
-    python bench/watch_latency.py [--sessions 1000] [--saves 30] [DIR]
+    python bench/watch_latency.py [--sessions 1000] [--saves 30] [--folder DIR]
 
-Makes a synthetic project (bench/synth.py) in DIR (default: a temporary
-folder), builds it up to snapshots, starts ``domarkx watch`` in it and saves
-sessions one after another the way editors do (a temporary file, then a
-rename). Each save is timed until the session's new snapshot id is written
-(``.domarkx/cache/snapshot/<name>.id``, written after the snapshot itself);
-the next save waits for the watcher's line about the previous one.
+Makes a synthetic project (``bench/synth.py``: sessions of ~5 KB, every
+tenth including a shared partial), starts ``domarkx watch`` on it in a
+subprocess, waits for its first build, then saves sessions the way editors
+do (a temporary file renamed over the original) and times each save until
+the session's snapshot id (``.domarkx/cache/snapshot/<name>.id``) changes.
+Every other save edits the shared partial instead, which rebuilds each
+session that includes it; that latency is until the last of them is
+written. Prints a table of p50 / p90 / max.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,135 +25,132 @@ import threading
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from synth import COMMON, generate  # noqa: E402
 
 
-def environment() -> dict[str, str]:
-    """The environment of the commands under test: this checkout's domarkx, the default store."""
-    env = dict(os.environ)
-    env.pop("DOMARKX_HOME", None)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    )
-    return env
-
-
-def _lines(stream, into: queue.Queue) -> None:
-    for line in stream:
-        into.put(line.rstrip("\n"))
-    into.put(None)
-
-
-def _wait_for(lines: queue.Queue, word: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"domarkx watch printed no line with {word!r} in {timeout:.0f} s")
-        line = lines.get(timeout=left)
-        if line is None:
-            raise RuntimeError("domarkx watch exited")
-        if word in line:
-            return line
-
-
-def _save(path: Path, text: str) -> None:
-    """Write ``text`` as an editor saves: a temporary file in the folder, then a rename."""
+def save(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.swp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def measure(root: Path, saves: int = 30, sessions: list[str] | None = None) -> list[float]:
-    """Seconds from save to new snapshot id, for ``saves`` saves, with ``domarkx watch`` on.
+def wait_changed(paths: list[Path], old: list[str], timeout: float = 30.0) -> float:
+    """perf_counter() when every one of ``paths`` differs from ``old`` (polled every 0.5 ms)."""
+    deadline = time.perf_counter() + timeout
+    pending = dict(zip(paths, old, strict=True))
+    while pending:
+        for path in list(pending):
+            try:
+                if path.read_text() != pending[path]:
+                    del pending[path]
+            except FileNotFoundError:
+                pass
+        if not pending:
+            break
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"watch did not write {sorted(map(str, pending))} in {timeout} s")
+        time.sleep(0.0005)
+    return time.perf_counter()
 
-    ``sessions`` are project-relative paths of sessions to edit in turn
-    (default: the first ten of ``sessions/``); the project should be built up
-    to snapshots already, or the watcher's first build is a cold one.
-    """
-    root = Path(root)
-    if not sessions:
-        found = sorted(
-            p.relative_to(root).as_posix()
-            for p in (root / "sessions").rglob("*.md")
-            if not any(part.startswith(("_", ".")) for part in p.relative_to(root).parts)
+
+class Watch:
+    def __init__(self, root: Path) -> None:
+        env = dict(os.environ)
+        env.pop("DOMARKX_HOME", None)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "domarkx", "watch"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-        sessions = found[:10]
-    originals = {path: (root / path).read_text(encoding="utf-8") for path in sessions}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "domarkx", "watch"],
-        cwd=root,
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True).start()
-    times = []
-    try:
-        _wait_for(lines, "watching", 600)
-        for index in range(saves):
-            path = sessions[index % len(sessions)]
-            name = path[len("sessions/") : -len(".md")]
-            id_file = root / ".domarkx" / "cache" / "snapshot" / f"{name}.id"
-            before = id_file.read_text() if id_file.exists() else ""
-            text = originals[path].rstrip("\n") + f"\n\nSave number {index}.\n"
-            started = time.perf_counter()
-            _save(root / path, text)
-            deadline = started + 60
-            while True:
-                try:
-                    now_id = id_file.read_text()
-                except FileNotFoundError:
-                    now_id = ""
-                if now_id and now_id != before:
-                    break
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"no new snapshot for {path} after 60 s")
-                time.sleep(0.0005)
-            times.append(time.perf_counter() - started)
-            _wait_for(lines, "changed", 60)
-            time.sleep(0.05)  # let the watcher go back to waiting
-    finally:
-        process.send_signal(signal.SIGINT)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, text: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if text in line:
+                return line
+
+    def stop(self) -> None:
+        self.proc.send_signal(2)
         try:
-            process.wait(10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for path, text in originals.items():
-            _save(root / path, text)
-    return times
+            self.proc.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", help="project folder (default: a new tmp one)")
-    parser.add_argument("--sessions", type=int, default=1000, help="sessions (default 1000)")
-    parser.add_argument("--saves", type=int, default=30, help="saves to time (default 30)")
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--saves", type=int, default=30)
+    parser.add_argument("--folder", help="project folder (default: a new temporary one)")
     args = parser.parse_args()
-    sys.path.insert(0, str(BENCH))
-    import synth
 
-    with tempfile.TemporaryDirectory(prefix="domarkx-watch-") as tmp:
-        root = Path(args.folder or tmp)
-        if not (root / "sessions").is_dir():
-            synth.generate(str(root), args.sessions)
-        subprocess.run(
-            [sys.executable, "-m", "doit", "snapshot"],
-            cwd=root,
-            env=environment(),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        times = sorted(measure(root, args.saves))
-    p50 = statistics.median(times) * 1000
-    p90 = times[int(0.9 * (len(times) - 1))] * 1000
-    print(f"save -> snapshot: p50 {p50:.1f} ms, p90 {p90:.1f} ms ({len(times)} saves)")
+    root = Path(args.folder or tempfile.mkdtemp(prefix="domarkx-watch-"))
+    names = [p[len("sessions/") : -len(".md")] for p in generate(str(root), args.sessions)]
+    includers = [n for n in names if "include?path=" in (root / "sessions" / f"{n}.md").read_text()]
+    snapshot_id = root / ".domarkx/cache/snapshot"
+
+    watch = Watch(root)
+    started = time.monotonic()
+    first = watch.expect(" built ")
+    watch.expect("watching")
+    print(f"# first build: {first.split(' ', 1)[1]} ({time.monotonic() - started:.1f} s wall)")
+
+    session_ms: list[float] = []
+    include_ms: list[float] = []
+    for i in range(args.saves):
+        if i % 2 == 0 or not includers:
+            name = names[(i * 7919) % len(names)]
+            targets = [name]
+            path = root / "sessions" / f"{name}.md"
+            text = path.read_text() + f"\nEdit number {i}.\n"
+        else:
+            targets = includers
+            path = root / "sessions" / COMMON
+            text = path.read_text() + f"\nShared edit number {i}.\n"
+        ids = [snapshot_id / f"{t}.id" for t in targets]
+        old = [p.read_text() for p in ids]
+        began = time.perf_counter()
+        save(path, text)
+        done = wait_changed(ids, old)
+        line = watch.expect(" changed: ")
+        (session_ms if len(targets) == 1 else include_ms).append((done - began) * 1000)
+        if "failed" in line:
+            print(f"# unexpected: {line}")
+        time.sleep(0.05)
+    watch.stop()
+
+    print(f"# {args.sessions} sessions, {args.saves} saves, project in {root}")
+    print(f"{'save of':<34} {'n':>3} {'p50 ms':>8} {'p90 ms':>8} {'max ms':>8}")
+    rows = [("one session", session_ms), (f"the partial ({len(includers)} includers)", include_ms)]
+    for label, values in rows:
+        if values:
+            print(
+                f"{label:<34} {len(values):>3} {statistics.median(values):>8.1f} "
+                f"{percentile(values, 0.9):>8.1f} {max(values):>8.1f}"
+            )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -25,6 +25,10 @@ from domarkx.data.atomic import write_if_changed
 from domarkx.errors import DomarkxError
 from domarkx.pipeline.layout import Layout
 
+# Every macro is a link to ``domarkx://...`` (``parsing.macros``); text without
+# this mark has nothing to expand.
+MACRO_MARK = b"domarkx://"
+
 
 def _stage(function):
     """Report a ``DomarkxError`` as a task failure with its message, not a traceback."""
@@ -96,11 +100,18 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
     ``file_dep``, so that doit records it now and the next load, which reads
     it from the deps file, finds the task up to date.
     """
-    from domarkx.parsing.markdown import ParsedSession
+    data = _read(layout, layout.parse_out(name))
+    if MACRO_MARK not in data:
+        # Without a macro, expansion gives back the session unchanged: skip the
+        # validation, deep copy and serialisation (most of this stage's cost).
+        included: list[str] = []
+        output = b'{"included":[],"session":' + data + b"}"
+    else:
+        from domarkx.parsing.markdown import ParsedSession
 
-    parsed = ParsedSession.model_validate_json(_read(layout, layout.parse_out(name)))
-    expanded, included = _manager(layout).expand(parsed, params)
-    result = _expanded_model()(included=included, session=expanded)
+        parsed = ParsedSession.model_validate_json(data)
+        expanded, included = _manager(layout).expand(parsed, params)
+        output = _expanded_model()(included=included, session=expanded).model_dump_json()
     if task is not None:
         previous = set(layout.read_deps(name))
         task.file_dep = (set(task.file_dep) - previous) | set(included)
@@ -110,7 +121,7 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(deps)
-    write_if_changed(layout.abs(layout.expand_out(name)), result.model_dump_json())
+    write_if_changed(layout.abs(layout.expand_out(name)), output)
 
 
 @_stage

@@ -29,8 +29,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from domarkx import __version__
-from domarkx.data.atomic import write_if_changed
-from domarkx.pipeline import stages
+from domarkx.pipeline import db, stages
 from domarkx.pipeline.layout import STAGES, Layout
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
@@ -51,7 +50,7 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
 
     layout = layout or Layout.at()
     os.makedirs(layout.abs(layout.home), exist_ok=True)
-    _make_json_db_atomic()
+    db.install()  # write doit's JSON database atomically (see db.py)
     return {
         "backend": "json",
         "dep_file": layout.dep_file,
@@ -60,27 +59,6 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
         "default_tasks": list(STAGES),
         "minversion": "0.36.0",
     }
-
-
-def _make_json_db_atomic() -> None:
-    """Have doit write its JSON database atomically, and only when it changed.
-
-    The JSON backend reads the whole state in one go, which makes a no-op
-    build of thousands of tasks as fast as doit gets (sqlite3 runs a query
-    per task and is ~40% slower). But doit rewrites the file in place at the
-    end of a run, so a build killed during that write would leave half a
-    file. This replaces that write with a temporary file and a rename.
-    """
-    from doit import dependency
-
-    if getattr(dependency.JsonDB.dump, "atomic", False):
-        return
-
-    def dump(self: Any) -> None:
-        write_if_changed(self.name, self.codec.encode(self._db))
-
-    dump.atomic = True  # type: ignore[attr-defined]
-    dependency.JsonDB.dump = dump
 
 
 def command_line_params() -> dict[str, str]:
@@ -104,8 +82,12 @@ def session_tasks(
     """The task dicts of every session (or of ``names``), stage by stage."""
     layout = layout or Layout.at()
     params = dict(params) if params is not None else command_line_params()
-    all_names = layout.session_names() if names is None else sorted(names)
-    included = layout.included_files()
+    if names is None:
+        all_names = layout.session_names()
+        included = layout.included_files()
+    else:
+        all_names = sorted(names)
+        included = {name: layout.read_deps(name) for name in all_names}
     exists = os.path.exists
     version = layout.stamp("version", {"domarkx": __version__})
     expand_config = layout.stamp("expand", {"domarkx": __version__, "params": params})
@@ -136,7 +118,8 @@ def session_tasks(
                 "file_dep": file_dep,
                 "targets": [layout.stage_out(stage, name)],
                 "clean": True,
-                "verbosity": 1,
+                # Stages print nothing; 2 spares doit capturing their output.
+                "verbosity": 2,
             }
 
 
