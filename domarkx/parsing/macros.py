@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from domarkx import registry
 from domarkx.data.models import Message, TextBlock
-from domarkx.errors import MacroError
+from domarkx.errors import DomarkxError, MacroError
 from domarkx.parsing.markdown import ParsedSession, parse_body
 
 GROUP = "domarkx.macros"
@@ -172,9 +172,25 @@ class MacroExpander:
         )
 
     def _run(self, call: MacroCall) -> str | Expansion:
-        function = registry.load(GROUP, call.command)
+        # A third-party command that cannot be imported, or that fails, is reported at
+        # the macro like any other error (``--debug`` shows the plugin's traceback).
+        try:
+            function = registry.load(GROUP, call.command)
+        except Exception as err:
+            raise call.error(
+                f"macro `{call.command}` cannot be loaded: {type(err).__name__}: {err}",
+                hint=f"check the package that registers `{call.command}` in the entry point "
+                f"group {GROUP}",
+            ) from err
         if function is not None:
-            return function(call)
+            try:
+                return function(call)
+            except DomarkxError:
+                raise
+            except Exception as err:
+                raise call.error(
+                    f"macro `{call.command}` failed: {type(err).__name__}: {err}"
+                ) from err
         if call.command in self.params:
             return self.params[call.command]
         if call.command in self.front_matter_params:
