@@ -62,7 +62,17 @@ class Row:
     result: str = ""
 
 
-ENV = watch_latency.environment()
+def environment() -> dict[str, str]:
+    """The environment of the commands under test: this checkout's domarkx, the default store."""
+    env = dict(os.environ)
+    env.pop("DOMARKX_HOME", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(BENCH.parent), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    return env
+
+
+ENV = environment()
 
 
 def command(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -146,7 +156,6 @@ def task_floor():
         for name in all_names:
             source = f"sessions/{name}.md" if index == 0 else f"out/{STAGES[index - 1]}/{name}"
             target = f"out/{stage}/{name}"
-            os.makedirs(os.path.dirname(target), exist_ok=True)
             yield {
                 "basename": stage,
                 "name": name,
@@ -157,15 +166,24 @@ def task_floor():
 '''
 
 
-def make_floor(project: Path, folder: Path) -> None:
+def make_floor(project: Path, folder: Path, names: list[str]) -> None:
     shutil.copytree(project / "sessions", folder / "sessions")
     (folder / "dodo.py").write_text(FLOOR_DODO)
+    for stage in STAGES:
+        for name in names:
+            (folder / "out" / stage / name).parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_makefile(project: Path, folder: Path, names: list[str]) -> None:
     """The same five chained targets per session; ``$(file ...)`` writes them without a shell."""
     shutil.copytree(project / "sessions", folder / "sessions")
-    lines = [".PHONY: all", "all: " + " ".join(f"out/export/{n}" for n in names), ""]
+    lines = [
+        "MAKEFLAGS += --no-builtin-rules",
+        ".SUFFIXES:",
+        ".PHONY: all",
+        "all: " + " ".join(f"out/export/{n}" for n in names),
+        "",
+    ]
     for name in names:
         previous = f"sessions/{name}.md"
         for stage in STAGES:
@@ -192,11 +210,11 @@ def dvc_command() -> tuple[list[str] | None, str]:
                 check=False,
             )
         except (OSError, subprocess.CalledProcessError) as err:
-            return None, f"no venv: {err}"
+            return None, f"dvc not installable: no venv ({err})"
         if done.returncode != 0 or not dvc.exists():
             lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
             reason = (lines or done.stderr.splitlines() or ["pip failed"])[-1]
-            return None, reason.strip()[:80]
+            return None, f"dvc not installable: {reason.strip()[:80]}"
     return [str(dvc)], ""
 
 
@@ -236,7 +254,7 @@ class Bench:
         self.tmp = tmp
         self.rows: list[Row] = []
         self.noop: dict[int, float] = {}
-        self.dvc, self.dvc_missing = (None, "skipped (--no-dvc)")
+        self.dvc, self.dvc_missing = (None, "left out: --no-dvc")
         if not args.no_dvc:
             self.dvc, self.dvc_missing = dvc_command()
 
@@ -290,7 +308,7 @@ class Bench:
         noop = repeat(r, doit(), project)
         self.noop[n] = noop.median
         floor_dir = self.tmp / f"n{n}" / "floor"
-        make_floor(project, floor_dir)
+        make_floor(project, floor_dir, names)
         command(doit(), floor_dir)
         floor = repeat(r, doit(), floor_dir)
         ratio = noop.median / floor.median
@@ -382,14 +400,19 @@ class Bench:
         edited.write_text(original)
         common.write_text(common_text)
 
-        # 4. Watch: save -> snapshot on disk.
+        # 4. Watch: save -> snapshot on disk (every other save edits the shared include).
         if n == self.watch_size:
-            log(f"{n} sessions: watch, {self.args.saves} saves")
+            log(
+                f"{n} sessions: watch, {self.args.saves} saves of a session, as many of the include"
+            )
             command(doit(), project)
-            saves = Timing(watch_latency.measure(project, self.args.saves))
+            one_ms, include_ms = watch_latency.measure(
+                project, 2 * self.args.saves, echo=lambda m: log(m.lstrip("# "))
+            )
+            saves = Timing([ms / 1000 for ms in one_ms])
             self.add(
                 Row(
-                    f"watch: save -> new snapshot on disk ({self.args.saves} saves)",
+                    f"watch: save -> new snapshot on disk ({len(one_ms)} saves)",
                     str(n),
                     fmt(saves.median),
                     fmt(saves.p90),
@@ -397,6 +420,16 @@ class Bench:
                     result=verdict(saves.median <= 0.150),
                 )
             )
+            if include_ms:
+                shared = Timing([ms / 1000 for ms in include_ms])
+                self.add(
+                    Row(
+                        f"  watch: save of the include -> {n // 10} snapshots ({len(include_ms)})",
+                        str(n),
+                        fmt(shared.median),
+                        fmt(shared.p90),
+                    )
+                )
         log(f"{n} sessions: done (the full build took {fmt(full)})")
 
     def blocks(self) -> None:

@@ -98,6 +98,57 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def measure(
+    root: Path, saves: int = 30, partial: bool = True, echo=print
+) -> tuple[list[float], list[float]]:
+    """Milliseconds from save to snapshot(s) written, with ``domarkx watch`` running in ``root``.
+
+    Saves a session, then (with ``partial``, every other save) the shared
+    partial; returns the session saves' and the partial saves' latencies.
+    """
+    root = Path(root)
+    names = sorted(
+        p.relative_to(root / "sessions").as_posix()[: -len(".md")]
+        for p in (root / "sessions").rglob("*.md")
+        if not any(part[:1] in "._" for part in p.relative_to(root / "sessions").parts)
+    )
+    includers = [n for n in names if "include?path=" in (root / "sessions" / f"{n}.md").read_text()]
+    snapshot_id = root / ".domarkx/cache/snapshot"
+
+    watch = Watch(root)
+    started = time.monotonic()
+    first = watch.expect(" built ")
+    watch.expect("watching")
+    echo(f"# first build: {first.split(' ', 1)[1]} ({time.monotonic() - started:.1f} s wall)")
+
+    session_ms: list[float] = []
+    include_ms: list[float] = []
+    try:
+        for i in range(saves):
+            if not partial or i % 2 == 0 or not includers:
+                name = names[(i * 7919) % len(names)]
+                targets = [name]
+                path = root / "sessions" / f"{name}.md"
+                text = path.read_text() + f"\nEdit number {i}.\n"
+            else:
+                targets = includers
+                path = root / "sessions" / COMMON
+                text = path.read_text() + f"\nShared edit number {i}.\n"
+            ids = [snapshot_id / f"{t}.id" for t in targets]
+            old = [p.read_text() for p in ids]
+            began = time.perf_counter()
+            save(path, text)
+            done = wait_changed(ids, old)
+            line = watch.expect(" changed: ")
+            (session_ms if len(targets) == 1 else include_ms).append((done - began) * 1000)
+            if "failed" in line:
+                echo(f"# unexpected: {line}")
+            time.sleep(0.05)
+    finally:
+        watch.stop()
+    return session_ms, include_ms
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1000)
@@ -106,43 +157,15 @@ def main() -> int:
     args = parser.parse_args()
 
     root = Path(args.folder or tempfile.mkdtemp(prefix="domarkx-watch-"))
-    names = [p[len("sessions/") : -len(".md")] for p in generate(str(root), args.sessions)]
-    includers = [n for n in names if "include?path=" in (root / "sessions" / f"{n}.md").read_text()]
-    snapshot_id = root / ".domarkx/cache/snapshot"
-
-    watch = Watch(root)
-    started = time.monotonic()
-    first = watch.expect(" built ")
-    watch.expect("watching")
-    print(f"# first build: {first.split(' ', 1)[1]} ({time.monotonic() - started:.1f} s wall)")
-
-    session_ms: list[float] = []
-    include_ms: list[float] = []
-    for i in range(args.saves):
-        if i % 2 == 0 or not includers:
-            name = names[(i * 7919) % len(names)]
-            targets = [name]
-            path = root / "sessions" / f"{name}.md"
-            text = path.read_text() + f"\nEdit number {i}.\n"
-        else:
-            targets = includers
-            path = root / "sessions" / COMMON
-            text = path.read_text() + f"\nShared edit number {i}.\n"
-        ids = [snapshot_id / f"{t}.id" for t in targets]
-        old = [p.read_text() for p in ids]
-        began = time.perf_counter()
-        save(path, text)
-        done = wait_changed(ids, old)
-        line = watch.expect(" changed: ")
-        (session_ms if len(targets) == 1 else include_ms).append((done - began) * 1000)
-        if "failed" in line:
-            print(f"# unexpected: {line}")
-        time.sleep(0.05)
-    watch.stop()
+    generate(str(root), args.sessions)
+    session_ms, include_ms = measure(root, args.saves)
+    includers = sum(
+        1 for p in (root / "sessions").rglob("*.md") if "include?path=" in p.read_text()
+    )
 
     print(f"# {args.sessions} sessions, {args.saves} saves, project in {root}")
     print(f"{'save of':<34} {'n':>3} {'p50 ms':>8} {'p90 ms':>8} {'max ms':>8}")
-    rows = [("one session", session_ms), (f"the partial ({len(includers)} includers)", include_ms)]
+    rows = [("one session", session_ms), (f"the partial ({includers} includers)", include_ms)]
     for label, values in rows:
         if values:
             print(
