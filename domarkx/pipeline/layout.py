@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 
 STORE_DIR = ".domarkx"
 SESSIONS_DIR = "sessions"
@@ -31,12 +30,27 @@ def find_root(start: str | None = None) -> str:
         folder = parent
 
 
-@dataclass(frozen=True)
 class Layout:
-    """One project's paths. ``home`` is relative to ``root`` unless it lies outside it."""
+    """One project's paths. ``home`` is relative to ``root`` unless it lies outside it.
 
-    root: str
-    home: str = STORE_DIR
+    A plain class rather than a dataclass: doit imports this module on every
+    run, and generating a dataclass's methods costs more than the rest of it.
+    """
+
+    __slots__ = ("home", "root")
+
+    def __init__(self, root: str, home: str = STORE_DIR) -> None:
+        self.root = root
+        self.home = home
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and (self.root, self.home) == (other.root, other.home)
+
+    def __hash__(self) -> int:
+        return hash((self.root, self.home))
+
+    def __repr__(self) -> str:
+        return f"Layout({self.root!r}, {self.home!r})"
 
     @classmethod
     def at(cls, root: str | None = None) -> Layout:

@@ -13,9 +13,10 @@ for ``sessions/a/b.md`` gets::
 linked by files: each task's target is the next one's ``file_dep`` (see
 ``layout.Layout`` for the paths), so doit orders them and re-runs a stage
 only when its input changed. ``expand`` also depends on every file the
-session included (read from the small deps file its last run wrote), and
-the tasks depend on the domarkx version and the ``--param`` values through
-stamp files (``Layout.stamp``).
+session included (read from the small deps file its last run wrote).
+``parse`` depends on the domarkx version and ``expand`` on the version and
+the ``--param`` values, through stamp files (``Layout.stamp``); the later
+stages see a new version through their input, which carries it.
 
 Loading this module happens on every ``doit`` run, even a no-op over
 thousands of sessions, so it imports nothing heavy, never reads a session
@@ -28,7 +29,6 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from domarkx import __version__
 from domarkx.pipeline import db, stages
 from domarkx.pipeline.layout import STAGES, Layout
 
@@ -89,38 +89,44 @@ def session_tasks(
         all_names = sorted(names)
         included = {name: layout.read_deps(name) for name in all_names}
     exists = os.path.exists
-    version = layout.stamp("version", {"domarkx": __version__})
-    expand_config = layout.stamp("expand", {"domarkx": __version__, "params": params})
+    version = layout.stamp("version", {"domarkx": stages.BUILD_VERSION})
+    expand_config = layout.stamp("expand", {"domarkx": stages.BUILD_VERSION, "params": params})
     wanted = set(stages_wanted)
+    inputs = [layout.source(name) for name in all_names]
 
     for stage in STAGES:
+        targets = [layout.stage_out(stage, name) for name in all_names]
         if stage not in wanted:
+            inputs = targets
             continue
         yield {"basename": stage, "name": None, "doc": STAGE_DOCS[stage]}
-        previous = STAGES[STAGES.index(stage) - 1] if stage != "parse" else None
-        for name in all_names:
+        action = getattr(stages, stage)
+        for name, source, target in zip(all_names, inputs, targets, strict=True):
             if stage == "parse":
-                file_dep = [layout.source(name), version]
+                file_dep = [source, version]
                 args: tuple[Any, ...] = (layout, name)
             elif stage == "expand":
-                file_dep = [layout.parse_out(name), expand_config]
+                file_dep = [source, expand_config]
                 # An include that was deleted is left out: the changed list makes
                 # doit re-run the stage, which then reports the missing file.
-                file_dep += [p for p in included.get(name, ()) if exists(p)]
+                if name in included:
+                    file_dep += [p for p in included[name] if exists(layout.abs(p))]
                 args = (layout, name, params)
             else:
-                file_dep = [layout.stage_out(previous, name), version]
+                # The version is in the previous stage's output (see ``stages``).
+                file_dep = [source]
                 args = (layout, name)
             yield {
                 "basename": stage,
                 "name": name,
-                "actions": [(getattr(stages, stage), args)],
+                "actions": [(action, args)],
                 "file_dep": file_dep,
-                "targets": [layout.stage_out(stage, name)],
+                "targets": [target],
                 "clean": True,
                 # Stages print nothing; 2 spares doit capturing their output.
                 "verbosity": 2,
             }
+        inputs = targets
 
 
 def task_sessions():
