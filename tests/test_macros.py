@@ -375,6 +375,32 @@ def test_macros_are_not_expanded_in_code(make):
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # the older format quotes whole messages, code included
+            "> ```python\n> print('[@m](domarkx://set?value=X)')\n> ```\n> after [@m](domarkx://set?value=X)",
+            "```python\nprint('[@m](domarkx://set?value=X)')\n```\nafter X",
+        ),
+        (
+            "> ~~~\n> [@m](domarkx://set?value=X)\n> ~~~",
+            "~~~\n[@m](domarkx://set?value=X)\n~~~",
+        ),
+        (
+            "- a list item\n\n  ````sh\n  ```\n  [@m](domarkx://set?value=X)\n  ````\n\n  [@m](domarkx://set?value=X)",
+            "- a list item\n\n  ````sh\n  ```\n  [@m](domarkx://set?value=X)\n  ````\n\n  X",
+        ),
+        (
+            "[@m](domarkx://set?value=X) ``` not a fence ``` [@m](domarkx://set?value=X)",
+            "X ``` not a fence ``` X",
+        ),
+    ],
+)
+def test_macros_are_not_expanded_in_fenced_code_inside_text(make, text, expected):
+    result = make({"sessions/main.md": f"## user\n\n{text}\n"})
+    assert only_text(result.snapshot) == expected
+
+
 def test_macros_expand_in_quoted_text(make):
     result = make({"sessions/main.md": "## user\n\n> Hi [@w](domarkx://set?value=you)\n"})
     assert result.snapshot.conversation[0].content == [TextBlock(value="Hi you", quoted=True)]

@@ -30,6 +30,8 @@ MACRO_PATTERN = re.compile(
 )
 _EXTRA_PARAM = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
 _CODE_SPAN = re.compile(r"(`+)(?:.|\n)*?(?<!`)\1(?!`)")
+# A fence line inside text, after any quote markers and list indentation.
+_FENCE_IN_TEXT = re.compile(r"^(?:[ \t]*>)*[ \t]*(`{3,}|~{3,})")
 
 
 @dataclass
@@ -213,10 +215,34 @@ def _parse_query(query: str) -> dict[str, str]:
 
 
 def _mask_code_spans(text: str) -> str:
-    """``text`` with inline code spans blanked, so macros inside them stay literal."""
-    if "`" not in text:
+    """``text`` with fenced code and inline code spans blanked: macros there stay literal.
+
+    Text can hold fenced code of its own: in a quote (the older format quotes
+    whole messages), in a list item, or brought by an include.
+    """
+    if "`" not in text and "~~~" not in text:
         return text
-    return _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), text)
+    return _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), _mask_fences(text))
+
+
+def _mask_fences(text: str) -> str:
+    lines = text.split("\n")
+    fence = ""
+    for index, line in enumerate(lines):
+        match = _FENCE_IN_TEXT.match(line)
+        if not fence:
+            if match is None or (match.group(1)[0] == "`" and "`" in line[match.end() :]):
+                continue  # not a fence (a backtick fence's info string has no backtick)
+            fence = match.group(1)
+        elif (
+            match is not None
+            and match.group(1)[0] == fence[0]
+            and len(match.group(1)) >= len(fence)
+            and not line[match.end() :].strip()
+        ):
+            fence = ""
+        lines[index] = " " * len(line)
+    return "\n".join(lines)
 
 
 def register_macro(name: str, function: MacroFunction) -> None:
