@@ -277,3 +277,40 @@ def _ran_user_block(conversation: list[Message]) -> bool:
             ):
                 return True
     return False
+
+
+# The examples of docs/session-format.md -------------------------------------------------
+
+DOC = ROOT / "docs" / "session-format.md"
+
+
+def _doc_blocks(info: str) -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    return re.findall(rf"^(`{{3,}}){re.escape(info)}\n(.*?)\n\1$", text, re.S | re.M)
+
+
+def test_the_reference_example_imports_and_round_trips(tmp_path):
+    document = _doc_blocks("markdown")[0][1]
+    (tmp_path / "sessions").mkdir()
+    path = tmp_path / "sessions" / "doc.md"
+    path.write_text(document + "\n", encoding="utf-8")
+    manager = SnapshotManager(Store(tmp_path / ".domarkx", tmp_path))
+    snapshot = manager.import_file(path).snapshot
+    assert [m.role for m in snapshot.conversation] == ["system", "user", "assistant"]
+    assert snapshot.preamble is not None and snapshot.preamble.startswith("# Listing a folder")
+    path.write_text(render(snapshot), encoding="utf-8")
+    assert manager.import_file(path).snapshot.snapshot_id == snapshot.snapshot_id
+
+
+def test_the_documented_snapshot_and_id_recipe_agree():
+    import hashlib
+    import json
+
+    data = json.loads(_doc_blocks("json")[-1][1])
+    assert SessionSnapshot.model_validate(data).compute_id() == data["snapshot_id"]
+    del data["snapshot_id"], data["metadata"]["import_timestamp"], data["metadata"]["source_file"]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert (
+        hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        == json.loads(_doc_blocks("json")[-1][1])["snapshot_id"]
+    )
