@@ -1,10 +1,13 @@
 """Session documents (Markdown) to a ``ParsedSession``, with a line for every piece.
 
-mistletoe finds the document's block structure (CommonMark rules for headings,
-fences, quotes, indented code, setext headings); span parsing is switched off
-because the parser only needs blocks, and inline parsing is most of
-mistletoe's cost. Text is then sliced from the source lines, so it is kept
-byte for byte and a round trip through export changes nothing.
+mistletoe's block structure decides where headings, fences, quotes, indented
+code and setext headings start; span parsing is switched off because the
+parser only needs blocks, and inline parsing is most of mistletoe's cost. A
+replay of mistletoe's top-level tokenizer (``_replay_marks``) finds the same
+structure without importing mistletoe for the documents it covers (nearly all
+sessions), and mistletoe itself parses the others. Text is then sliced from
+the source lines, so it is kept byte for byte and a round trip through export
+changes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import datetime as _dt
 import json
 import re
 import shlex
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +99,398 @@ def _block_tokens(lines: list[str]) -> list[Any]:
             span_token._token_types = saved
 
 
+def _mistletoe_marks(lines: list[str]) -> list[tuple[int, str, Any]]:
+    """``(0-based start, kind, data)`` of each top-level block, as mistletoe finds them.
+
+    kind is "heading" (a level-2 heading; data: its text, whether it is a
+    setext heading), "fence" (data: info string, code), "quote" or "text".
+    """
+    from mistletoe import block_token
+
+    marks: list[tuple[int, str, Any]] = []
+    for token in _block_tokens(lines):
+        start = token.line_number - 1
+        if isinstance(token, block_token.Heading | block_token.SetextHeading) and token.level == 2:
+            setext = isinstance(token, block_token.SetextHeading)
+            marks.append((start, "heading", (_heading_text(token), setext)))
+        elif isinstance(token, block_token.CodeFence):
+            code = token.children[0].content if token.children else ""
+            marks.append((start, "fence", (token.info_string or "", code)))
+        else:
+            kind = "quote" if isinstance(token, block_token.Quote) else "text"
+            marks.append((start, kind, None))
+    return marks
+
+
+def _block_marks(lines: list[str]) -> list[tuple[int, str, Any]]:
+    """What ``_mistletoe_marks`` returns, without mistletoe whenever the replay covers it."""
+    if _mistletoe_customised():
+        return _mistletoe_marks(lines)
+    real = lines[:-1] if lines and lines[-1] == "" else lines
+    try:
+        return _replay_marks([line + "\n" for line in real])
+    except _Unsure:
+        return _mistletoe_marks(lines)
+
+
+def _mistletoe_customised() -> bool:
+    """Whether this process changed mistletoe's block types (a renderer adds HTML blocks)."""
+    module = sys.modules.get("mistletoe.block_token")
+    if module is None:
+        return False
+    names = [token.__name__ for token in module._token_types]
+    return names != _MISTLETOE_BLOCKS or not module.Table.interrupt_paragraph
+
+
+# The block structure without mistletoe -------------------------------------------------
+#
+# Importing mistletoe costs ~0.25 s and tokenizing a 5 KB session ~1.3 ms, while
+# a session needs only where its top-level blocks start. The functions below
+# replay the top level of mistletoe's own block tokenizer (mistletoe 1.x, its
+# default block types, in its order, with its regular expressions and quirks,
+# which are not always CommonMark's), so the result is the one mistletoe gives.
+# What they do not replay (indented code at the top level, link reference
+# definitions, a mistletoe with other block types registered) raises
+# ``_Unsure``, and mistletoe parses that document.
+_HEADING = re.compile(r" {0,3}(#{1,6})(?:\n|\s+?(.*?)(\n|\s+?#+\s*?$))")
+_CODE_FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})( *(\S*)[^\n]*)")
+_THEMATIC_BREAK = re.compile(r" {0,3}(?:([-_*])\s*?)(?:\1\s*?){2,}$")
+_LIST = re.compile(r" {0,3}(?:\d{0,9}[.)]|[+\-*])(?:[ \t]*$|[ \t]+)")
+_LIST_MARKER = re.compile(r"( {0,3})(\d{0,9}[.)]|[+\-*])($|\s+)")
+_LIST_CONTINUATION = re.compile(r"([ \t]*)(\S.*\n|\n)")
+_TABLE_DELIMITER = re.compile(r"\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*")
+_SETEXT_UNDERLINE = re.compile(r" {0,3}(=|-)+ *$")
+_MISTLETOE_BLOCKS = [
+    "BlockCode",
+    "Heading",
+    "Quote",
+    "CodeFence",
+    "ThematicBreak",
+    "List",
+    "Table",
+    "Footnote",
+    "Paragraph",
+]
+
+
+class _Unsure(Exception):
+    """The replay does not cover this document: ask mistletoe."""
+
+
+def _heading(line: str) -> tuple[int, str] | None:
+    match = _HEADING.match(line)
+    if match is None:
+        return None
+    content = (match.group(2) or "").strip()
+    if set(content) == {"#"}:
+        content = ""
+    return len(match.group(1)), content
+
+
+def _fence(line: str) -> re.Match | None:
+    match = _CODE_FENCE.match(line)
+    if match is None or (match.group(2)[0] == "`" and "`" in match.group(3)):
+        return None
+    return match
+
+
+def _is_quote(line: str) -> bool:
+    stripped = line.lstrip(" ")
+    return len(line) - len(stripped) <= 3 and stripped.startswith(">")
+
+
+def _is_block_code(line: str) -> bool:
+    return line.replace("\t", "    ", 1).startswith("    ")
+
+
+def _list_marker(line: str) -> tuple[int, int, str, str] | None:
+    match = _LIST_MARKER.match(line)
+    if match is None:
+        return None
+    prepend = len(match.group(0).expandtabs(4))
+    leader = match.group(2)
+    content = line[match.end(0) :]
+    spaces = prepend - match.end(2)
+    if spaces > 4:
+        prepend -= spaces - 1
+        content = " " * (spaces - 1) + content
+    return len(match.group(1)), prepend, leader, content
+
+
+def _list_interrupts(line: str) -> bool:
+    marker = _list_marker(line)
+    if marker is not None and marker[3].strip() != "":
+        leader = marker[2]
+        return not leader[0].isdigit() or leader in ("1.", "1)")
+    return False
+
+
+def _table_interrupts(lines: list[str], index: int) -> bool:
+    return (
+        "|" in lines[index]
+        and index + 1 < len(lines)
+        and _TABLE_DELIMITER.fullmatch(lines[index + 1]) is not None
+    )
+
+
+def _leading_tabs(text: str) -> str:
+    """mistletoe's ``Quote.convert_leading_tabs``."""
+    text = text.replace(">\t", "   ", 1)
+    count = 0
+    position = 0
+    while True:
+        char = text[position]
+        if char == "\t":
+            count += 4
+        elif char == " ":
+            count += 1
+        else:
+            break
+        if position == len(text) - 1:
+            break
+        position += 1
+    if position == 0:
+        return text
+    return ">" + " " * count + text[position:]
+
+
+def _quote_end(lines: list[str], index: int) -> int:
+    first = _leading_tabs(lines[index].lstrip()).split(">", 1)[1]
+    if first and first[0] == " ":
+        first = first[1:]
+    in_fence = _fence(first) is not None
+    in_code = _is_block_code(first)
+    blank = first.strip() == ""
+    index += 1
+    while index < len(lines):
+        line = lines[index]
+        if (
+            line.strip() == ""
+            or _heading(line)
+            or _fence(line)
+            or _THEMATIC_BREAK.match(line)
+            or _list_interrupts(line)
+            or _table_interrupts(lines, index)
+        ):
+            break
+        stripped = _leading_tabs(line.lstrip())
+        if stripped[0] == ">":
+            stripped = stripped[2:] if stripped[1] == " " else stripped[1:]
+            in_fence = _fence(stripped) is not None
+            in_code = _is_block_code(stripped)
+            blank = stripped.strip() == ""
+        elif in_fence or in_code or blank:
+            break
+        index += 1
+    return index
+
+
+def _list_item(lines: list[str], index: int, marker: Any) -> tuple[int, Any, str]:
+    """(index of the item's last line, the next item's marker or None, the item's leader)."""
+    last = index
+    indentation, prepend, leader, content = marker or _list_marker(lines[index])
+    following = lines[last + 1] if last + 1 < len(lines) else None
+    if content.strip() == "":
+        prepend = indentation + len(leader) + 1
+        blanks = 1
+        while following is not None and following.strip() == "":
+            blanks += 1
+            last += 1
+            following = lines[last + 1] if last + 1 < len(lines) else None
+        if blanks > 1:
+            return last, _list_marker(following) if following is not None else None, leader
+    newlines = 0
+    next_marker = None
+    while True:
+        if following is None:
+            if newlines:
+                last -= 1
+            break
+        continuation = _continuation(following, prepend)
+        if not continuation:
+            if (
+                _heading(following)
+                or _is_quote(following)
+                or _fence(following)
+                or _THEMATIC_BREAK.match(following)
+                or _table_interrupts(lines, last + 1)
+            ):
+                if newlines:
+                    last -= 1
+                break
+            next_marker = _list_marker(following)
+            if next_marker is not None:
+                break
+            if newlines:
+                last -= 1
+                break
+            continuation = following
+        newlines = newlines + 1 if continuation == "\n" else 0
+        last += 1
+        following = lines[last + 1] if last + 1 < len(lines) else None
+    return last, next_marker, leader
+
+
+def _continuation(line: str, prepend: int) -> str | None:
+    match = _LIST_CONTINUATION.match(line)
+    if match is None:
+        return None
+    if match.group(2) == "\n":
+        return "\n"
+    spaces = match.group(1).expandtabs(4)
+    return spaces[prepend:] + match.group(2) if len(spaces) >= prepend else None
+
+
+def _same_marker_type(leader: str, other: str) -> bool:
+    if len(leader) == 1:
+        return leader == other
+    return leader[:-1].isdigit() and other[:-1].isdigit() and leader[-1] == other[-1]
+
+
+def _list_end(lines: list[str], index: int) -> int:
+    leader = None
+    marker = None
+    while True:
+        last, next_marker, item_leader = _list_item(lines, index, marker)
+        if leader is None:
+            leader = item_leader
+        elif not _same_marker_type(leader, item_leader):
+            return index
+        marker = next_marker
+        if marker is None:
+            return last + 1
+        index = last + 1
+
+
+def _may_define_link(lines: list[str], index: int) -> bool:
+    """Whether mistletoe could read a link reference definition here (it then drops lines)."""
+    end = index
+    while end < len(lines) and lines[end].strip() != "":
+        end += 1
+    text = "".join(lines[index:end])
+    start = -1
+    escaped = False
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            if start != -1:
+                return False
+            start = i
+        elif char == "]":
+            if text[start + 1 : i].strip() == "":
+                return False
+            return i + 1 < len(text) and text[i + 1] == ":"
+        if start == -1 and not (char == " " and i < 3):
+            return False
+    return False
+
+
+def _paragraph_end(lines: list[str], index: int) -> tuple[int, bool]:
+    """(index past the paragraph, whether a setext underline ended it)."""
+    index += 1
+    while index < len(lines) and lines[index].strip() != "":
+        line = lines[index]
+        # A line that starts with a letter can only start a table (most prose lines).
+        if line[0].isalpha() and "|" not in line:
+            index += 1
+            continue
+        if (
+            _heading(line)
+            or _is_quote(line)
+            or _fence(line)
+            or _list_interrupts(line)
+            or _table_interrupts(lines, index)
+        ):
+            return index, False
+        if _SETEXT_UNDERLINE.match(line):
+            return index + 1, True
+        if _THEMATIC_BREAK.match(line):
+            return index, False
+        index += 1
+    return index, False
+
+
+def _paragraph_mark(lines: list[str], start: int, end: int, setext: bool) -> tuple[int, str, Any]:
+    if not setext:
+        return start, "text", None
+    text = "\n".join(part.strip() for part in lines[start : end - 1]).strip()
+    return start, "text" if lines[end - 1].rstrip().endswith("=") else "heading", (text, True)
+
+
+def _replay_marks(lines: list[str]) -> list[tuple[int, str, Any]]:
+    """What ``_mistletoe_marks`` returns, found without mistletoe; raises ``_Unsure``."""
+    marks: list[tuple[int, str, Any]] = []
+    count = len(lines)
+    index = 0
+    while index < count:
+        line = lines[index]
+        if line[0].isalpha() and "|" not in line:
+            end, setext = _paragraph_end(lines, index)
+            marks.append(_paragraph_mark(lines, index, end, setext))
+            index = end
+            continue
+        if _is_block_code(line):
+            raise _Unsure
+        heading = _heading(line)
+        if heading is not None:
+            level, content = heading
+            kind = "heading" if level == 2 else "text"
+            marks.append((index, kind, (content, False)))
+            index += 1
+            continue
+        if _is_quote(line):
+            marks.append((index, "quote", None))
+            index = _quote_end(lines, index)
+            continue
+        fence = _fence(line)
+        if fence is not None:
+            indent, leader = len(fence.group(1)), fence.group(2)
+            code = []
+            start = index
+            index += 1
+            while index < count:
+                stripped = lines[index].lstrip(" ")
+                diff = len(lines[index]) - len(stripped)
+                index += 1
+                if (
+                    stripped.startswith(leader)
+                    and len(stripped.split(maxsplit=1)) == 1
+                    and diff < 4
+                ):
+                    break
+                if diff > indent:
+                    stripped = " " * (diff - indent) + stripped
+                code.append(stripped)
+            marks.append((start, "fence", (fence.group(3), "".join(code))))
+            continue
+        if _THEMATIC_BREAK.match(line):
+            marks.append((index, "text", None))
+            index += 1
+            continue
+        if _LIST.match(line):
+            marks.append((index, "text", None))
+            index = _list_end(lines, index)
+            continue
+        if _table_interrupts(lines, index):
+            marks.append((index, "text", None))
+            index += 2
+            while index < count and "|" in lines[index]:
+                index += 1
+            continue
+        if line.lstrip().startswith("[") and _may_define_link(lines, index):
+            raise _Unsure
+        if line.strip() != "":
+            end, setext = _paragraph_end(lines, index)
+            marks.append(_paragraph_mark(lines, index, end, setext))
+            index = end
+            continue
+        index += 1
+    return marks
+
+
 def _heading_text(token: Any) -> str:
     return "".join(getattr(child, "content", "") for child in token.children or []).strip()
 
@@ -113,42 +509,28 @@ def _fence_end(lines: list[str], start: int) -> int:
 
 def _segments(lines: list[str]) -> list[_Segment]:
     """Split the document into role headings, fences and text runs, by source line."""
-    from mistletoe import block_token
-
-    tokens = _block_tokens(lines)
-    marks: list[tuple[int, str, Any]] = []
-    for token in tokens:
-        start = token.line_number - 1
-        if isinstance(token, block_token.Heading | block_token.SetextHeading) and token.level == 2:
-            marks.append((start, "heading", token))
-        elif isinstance(token, block_token.CodeFence):
-            marks.append((start, "fence", token))
-        else:
-            kind = "quote" if isinstance(token, block_token.Quote) else "text"
-            marks.append((start, kind, token))
-
+    marks = _block_marks(lines)
     segments: list[_Segment] = []
     # mistletoe keeps link reference definitions (`[a]: https://...`) out of the
     # token list; lines before the first token still belong to the document.
     first = marks[0][0] if marks else len(lines)
     if first > 0:
         segments.append(_Segment("text", 0, first))
-    for index, (start, kind, token) in enumerate(marks):
+    for index, (start, kind, data) in enumerate(marks):
         end = marks[index + 1][0] if index + 1 < len(marks) else len(lines)
         if kind == "heading":
+            role, setext = data
             heading_end = start + 1
-            if isinstance(token, block_token.SetextHeading):
+            if setext:
                 # The underline sits below however many lines the heading text took.
-                heading_end = start + len(_heading_text(token).splitlines()) + 1
-            segments.append(_Segment("heading", start, heading_end, role=_heading_text(token)))
+                heading_end = start + len(role.splitlines()) + 1
+            segments.append(_Segment("heading", start, heading_end, role=role))
             if heading_end < end:
                 segments.append(_Segment("text", heading_end, end))
         elif kind == "fence":
+            info, code = data
             fence_end = max(min(_fence_end(lines, start), end), start + 1)
-            code = token.children[0].content if token.children else ""
-            segments.append(
-                _Segment("fence", start, fence_end, info=token.info_string or "", code=code)
-            )
+            segments.append(_Segment("fence", start, fence_end, info=info, code=code))
             if fence_end < end:
                 segments.append(_Segment("text", fence_end, end))
         else:
