@@ -333,6 +333,9 @@ def test_domarkx_build_without_a_dodo(root):
     result = domarkx(root, "build")
     assert result.code == 0, result.err
     assert output_of((root / ".domarkx/exports/a.md").read_text()) == "a\n"
+    unknown = domarkx(root, "build", "no-such-task")
+    assert unknown.code == 2
+    assert 'Type "doit list"' in unknown.err
 
 
 def test_check_mode_compares_exports_and_writes_none(root):

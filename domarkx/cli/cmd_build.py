@@ -12,6 +12,9 @@ import sys
 
 from domarkx.cli.options import add_command, parse_params
 
+# doit's exit status for a bad command line or dodo.py (no such task, ...).
+DOIT_USAGE_ERROR = 3
+
 
 def register(subparsers) -> None:
     parser = add_command(
@@ -80,8 +83,11 @@ def run(args) -> int:
         if tasks:
             raise DomarkxError("--check builds every session; give no TASK with it")
         tasks = ["run"]  # the stage up to instances; exports are compared, not written
+        args.keep_going = True  # report every session that fails, not just the first
     with lock.BuildLock(layout.lock_file):
         status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
+        if status == DOIT_USAGE_ERROR:
+            return 2
         if status != 0:
             return 1
         if args.check:

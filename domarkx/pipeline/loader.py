@@ -101,7 +101,13 @@ def _load_dodo(path: str) -> ModuleType:
 def run_doit(loader: NamespaceTaskLoader, argv: Sequence[str]) -> int:
     """``doit ARGV`` with ``loader``'s tasks, in this process; doit's exit status."""
     _cache_doit_plugins()
-    return DoitMain(loader, extra_config={"GLOBAL": {}}).run(list(argv))
+    return _DoitMain(loader, extra_config={"GLOBAL": {}}).run(list(argv))
+
+
+class _DoitMain(DoitMain):
+    # doit names itself in hints ("Type `doit list`..."); the process is `domarkx`,
+    # but what it runs is doit's graph, and `doit list` is the command that helps.
+    BIN_NAME = "doit"
 
 
 def _cache_doit_plugins() -> None:

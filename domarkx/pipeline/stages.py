@@ -157,10 +157,10 @@ def snapshot(layout: Layout, name: str) -> None:
 
 
 def _tagged(store: Any, name: str) -> str | None:
-    """The snapshot id tag ``name`` points at, read without listing every tag."""
+    """The snapshot id tag ``name`` points at (without listing every tag)."""
     try:
-        return store.resolve_snapshot(name) if os.path.isfile(store._tag_path(name)) else None
-    except DomarkxError:
+        return store._tag_path(name).read_text(encoding="utf-8").strip()
+    except OSError:
         return None
 
 
