@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from domarkx.data.atomic import write_atomic
-from domarkx.data.models import SessionInstance, SessionSnapshot
 from domarkx.errors import RefError, StoreError
+
+if TYPE_CHECKING:
+    from domarkx.data.models import SessionInstance, SessionSnapshot
+
+# The start of a snapshot file as ``SessionSnapshot.to_json`` writes it, up to the
+# metadata object: listing snapshots reads only that object, not the conversation.
+_SNAPSHOT_HEAD = re.compile(
+    r'\{\s*"version":\s*"[^"\\]*",\s*"snapshot_id":\s*"[0-9a-f]*",\s*"metadata":\s*'
+)
+_HEAD_BYTES = 4096
 
 STORE_DIR = ".domarkx"
 PROJECT_MARKERS = ("dodo.py", "sessions", STORE_DIR)
@@ -97,6 +108,8 @@ class Store:
         return path
 
     def get_snapshot(self, snapshot_id: str) -> SessionSnapshot:
+        from domarkx.data.models import SessionSnapshot
+
         path = self.snapshot_path(snapshot_id)
         try:
             return SessionSnapshot.model_validate_json(path.read_bytes())
@@ -110,19 +123,13 @@ class Store:
             ) from None
 
     def snapshot_ids(self) -> list[str]:
-        try:
-            return sorted(p.stem for p in self.snapshots_dir.glob("*.json"))
-        except OSError:
-            return []
+        return _names(self.snapshots_dir, ".json")
 
     def snapshot_summaries(self) -> list[SnapshotSummary]:
         summaries = []
+        folder = str(self.snapshots_dir)
         for snapshot_id in self.snapshot_ids():
-            try:
-                data = json.loads(self.snapshot_path(snapshot_id).read_bytes())
-                meta = data.get("metadata", {})
-            except (OSError, ValueError):
-                meta = {}
+            meta = _snapshot_metadata(os.path.join(folder, f"{snapshot_id}.json"))
             summaries.append(
                 SnapshotSummary(
                     snapshot_id, meta.get("source_file", "?"), meta.get("import_timestamp", "?")
@@ -150,15 +157,17 @@ class Store:
 
     def tags(self) -> dict[str, str]:
         result = {}
+        folder = str(self.tags_dir)
         try:
-            entries = sorted(self.tags_dir.iterdir())
+            names = sorted(os.listdir(folder))
         except OSError:
             return {}
-        for path in entries:
-            if path.name.startswith("."):
+        for name in names:
+            if name.startswith("."):
                 continue
             try:
-                result[unquote(path.name)] = path.read_text(encoding="utf-8").strip()
+                with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                    result[unquote(name)] = handle.read().strip()
             except OSError:
                 continue
         return result
@@ -178,6 +187,8 @@ class Store:
         write_atomic(self.instance_dir(instance.instance_id) / "instance.json", instance.to_json())
 
     def get_instance(self, instance_id: str) -> SessionInstance:
+        from domarkx.data.models import SessionInstance
+
         path = self.instance_dir(instance_id) / "instance.json"
         try:
             return SessionInstance.model_validate_json(path.read_bytes())
@@ -201,6 +212,40 @@ class Store:
 
     def remove_instance(self, instance_id: str) -> None:
         shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
+
+
+def _names(folder: Path, suffix: str) -> list[str]:
+    """Sorted names of the ``*suffix`` files in ``folder`` (hidden ones left out)."""
+    try:
+        with os.scandir(folder) as entries:
+            cut = len(suffix)
+            return sorted(
+                entry.name[:-cut]
+                for entry in entries
+                if entry.name.endswith(suffix) and not entry.name.startswith(".")
+            )
+    except OSError:
+        return []
+
+
+def _snapshot_metadata(path: str) -> dict:
+    """A snapshot file's ``metadata``, read from the file's head when it is there."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+            match = _SNAPSHOT_HEAD.match(head.decode("utf-8", "replace"))
+            if match is not None:
+                try:
+                    meta, _ = json.JSONDecoder().raw_decode(head.decode("utf-8"), match.end())
+                except ValueError:  # cut off by the head's end: read the whole file
+                    meta = None
+                if isinstance(meta, dict):
+                    return meta
+            data = json.loads(head + handle.read())
+        meta = data.get("metadata", {}) if isinstance(data, dict) else {}
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _resolve(ref: str, ids: list[str], kind: str, listing: str) -> str:
