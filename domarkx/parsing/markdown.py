@@ -44,6 +44,8 @@ ROLE_ALIASES = {
 SPECIAL_FLAGS = ("session-config", "setup-script", "msg-metadata", "output")
 _QUOTE_MARKER = re.compile(r"^ {0,3}> ?")
 _FENCE_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+# Printable ASCII, spaces and tabs, without quotes or backslashes.
+_PLAIN_INFO = re.compile(r"[ \t!#-&(-\[\]-~]*")
 
 
 class ParsedSession(BaseModel):
@@ -588,10 +590,13 @@ class InfoString:
 
 
 def parse_info_string(info: str) -> InfoString:
-    try:
-        words = shlex.split(info)
-    except ValueError:
-        words = info.split()
+    if _PLAIN_INFO.fullmatch(info):
+        words = info.split()  # what shlex.split gives when nothing is quoted or escaped
+    else:
+        try:
+            words = shlex.split(info)
+        except ValueError:
+            words = info.split()
     if not words:
         return InfoString("", {}, [])
     language, rest = words[0], words[1:]
