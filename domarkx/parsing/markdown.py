@@ -429,6 +429,9 @@ def _replay_marks(lines: list[str]) -> list[tuple[int, str, Any]]:
     index = 0
     while index < count:
         line = lines[index]
+        if line == "\n":  # an empty line starts no block
+            index += 1
+            continue
         if line[0].isalpha() and "|" not in line:
             end, setext = _paragraph_end(lines, index)
             marks.append(_paragraph_mark(lines, index, end, setext))
