@@ -456,6 +456,38 @@ class Bench:
             )
         if "docker" not in seen:
             self.add(Row("per code block, docker", "", "n/a (no Docker engine or image)"))
+        engines = [("local_shell", "")]
+        if "docker" in seen:
+            engines.append(("docker", "image: domarkx-test:busybox"))
+        for engine, extra in engines:
+            self.run_blocks(engine, extra)
+
+    def run_blocks(self, engine: str, extra: str) -> None:
+        """Per block through ``domarkx run``: a session of N+1 blocks against one of 1 block."""
+        n = self.args.blocks
+        folder = self.tmp / f"blocks-{engine}"
+        (folder / "sessions").mkdir(parents=True, exist_ok=True)
+        config = "\n".join(line for line in (f"engine: {engine}", extra) if line)
+        for count in (1, n + 1):
+            blocks = "".join(f"```bash\necho block {i}\n```\n\n" for i in range(count))
+            text = f"```yaml session-config\n{config}\n```\n\n## user\n\nRun.\n\n## assistant\n\n"
+            (folder / "sessions" / f"b{count}.md").write_text(text + blocks)
+            command(domarkx("import", f"sessions/b{count}.md", "--tag", f"b{count}"), folder)
+        times = max(3, self.args.repeat)
+        one = repeat(times, domarkx("run", "b1"), folder)
+        many = repeat(times, domarkx("run", f"b{n + 1}"), folder)
+        per_block = (many.median - one.median) / n
+        limit = 2.0 if engine == "local_shell" else 5.0
+        self.add(
+            Row(
+                f"  same through `domarkx run` ({engine}: {n + 1} blocks vs 1)",
+                "",
+                f"{per_block * 1000:.2f} ms",
+                compared=f"run of 1 block {fmt(one.median)}",
+                goal=f"<= {limit:g} ms",
+                result=verdict(per_block * 1000 <= limit),
+            )
+        )
 
     def startup(self) -> None:
         log("start-up")
