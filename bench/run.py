@@ -292,7 +292,7 @@ class Bench:
                 str(n),
                 fmt(parallel.median),
                 compared=f"serial {fmt(serial.median)}",
-                ratio=f"{parallel.median / serial.median:.2f}x",
+                ratio=f"{serial.median / parallel.median:.2f}x as fast",
                 goal="<= 3 s" if goal else "",
                 result=verdict(parallel.median <= 3) if goal else "",
             )
