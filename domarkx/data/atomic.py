@@ -10,6 +10,11 @@ import os
 import tempfile
 from pathlib import Path
 
+# mkstemp makes files 0600; store files and exports get the usual 0666 & ~umask.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     path = Path(path)
@@ -17,6 +22,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
         os.replace(tmp, path)

@@ -98,13 +98,11 @@ class Store:
         if not snapshot.snapshot_id:
             snapshot = snapshot.with_id()
         path = self.snapshot_path(snapshot.snapshot_id)
-        data = snapshot.to_json()
-        try:
-            if path.read_text(encoding="utf-8") == data:
-                return path
-        except OSError:
-            pass
-        write_atomic(path, data)
+        if path.is_file():
+            # Immutable, like an image digest: the first import's file (and its
+            # timestamp) stays; the same content has nothing new to write.
+            return path
+        write_atomic(path, snapshot.to_json())
         return path
 
     def get_snapshot(self, snapshot_id: str) -> SessionSnapshot:
