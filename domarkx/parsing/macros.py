@@ -85,7 +85,11 @@ class MacroExpander:
         source = Path(parsed.source_path)
         fm_params = parsed.front_matter.get("params") or {}
         self.front_matter_params = fm_params if isinstance(fm_params, dict) else {}
-        result = parsed.model_copy(deep=True)
+        # A shallow copy is enough: every message that changes is rebuilt below,
+        # and a deep copy of a whole session costs more than the expansion.
+        result = parsed.model_copy(
+            update={"messages": list(parsed.messages), "block_lines": list(parsed.block_lines)}
+        )
         if result.preamble is not None:
             line = result.preamble_line or 1
             expanded = self.expand_text(result.preamble, source, line)
