@@ -12,6 +12,8 @@ from pathlib import Path
 class DomarkxError(Exception):
     """Base of every user-facing error: ``file:line: message`` plus a hint."""
 
+    exit_status = 1  # what the command exits with (spec: 1 input or request wrong)
+
     def __init__(
         self,
         message: str,
@@ -44,6 +46,12 @@ def _rebuild(cls, message, file, line, hint):
     err = cls.__new__(cls)
     DomarkxError.__init__(err, message, file=file, line=line, hint=hint)
     return err
+
+
+class UsageError(DomarkxError):
+    """The command line itself is wrong (exit status 2, like argparse's errors)."""
+
+    exit_status = 2
 
 
 class DocumentError(DomarkxError):

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"domarkx: error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_status
     except KeyboardInterrupt:
         print("domarkx: interrupted", file=sys.stderr)
         return 130

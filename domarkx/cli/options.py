@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from domarkx.errors import DomarkxError
+from domarkx.errors import UsageError
 
 
 def open_store():
@@ -23,7 +23,7 @@ def parse_params(values: Iterable[str] | None) -> dict[str, str]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise DomarkxError(
+            raise UsageError(
                 f"--param {item!r} is not KEY=VALUE", hint="write e.g. `--param user=ana`"
             )
         params[key] = value
