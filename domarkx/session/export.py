@@ -7,6 +7,7 @@ A user's own template gets the same context and filters.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import typing
@@ -90,7 +91,10 @@ def _whole_floats(model: BaseModel, data: dict[str, Any]) -> None:
             _whole_floats(getattr(model, name), value)
 
 
+@functools.lru_cache(maxsize=8)
 def _environment(template_dir: Path | None):
+    """One environment per template folder: jinja2 keeps the compiled templates
+    (and reloads a user's template when its file changes)."""
     import jinja2
 
     loaders: list[Any] = [jinja2.PackageLoader("domarkx", "templates")]
