@@ -12,6 +12,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 SNAPSHOT_VERSION = "1.0"
 ROLES = ("system", "user", "assistant", "tool")
@@ -163,7 +164,38 @@ class SessionSnapshot(BaseModel):
         data = self.model_dump(mode="json")
         if self.execution_config is not None:
             data["execution_config"] = dump_config(self.execution_config)
+        if _encodes_alike(data):
+            # pydantic's encoder (in Rust) writes the same bytes ~10x faster.
+            return to_json(data, indent=2).decode("utf-8") + "\n"
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _encodes_alike(data: Any) -> bool:
+    """Whether ``pydantic_core.to_json`` writes ``data`` as ``json.dumps`` does.
+
+    They differ only on floats Python writes with an exponent (``1e-05``
+    against ``1e-5``) or not at all as numbers (``NaN``, ``Infinity``), and on
+    keys that are not strings; anything else is the same text.
+    """
+    stack = [data]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value = pop()
+        kind = type(value)
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) is not str:
+                    return False
+                push(item)
+        elif kind is list:
+            stack.extend(value)
+        elif kind is float:
+            text = repr(value)
+            if "e" in text or "n" in text:  # 1e-05, inf, nan
+                return False
+        elif kind is not str and kind is not int and kind is not bool and value is not None:
+            return False
+    return True
 
 
 def dump_config(config: ExecutionConfig) -> dict[str, Any]:
