@@ -84,6 +84,13 @@ class Layout:
         """Files the session included, as the last expand found them (absent: none)."""
         return f"{self.home}/cache/deps/{name}.json"
 
+    def replay_deps_file(self, name: str) -> str:
+        """Replay records the session's last run used (absent: none), see ``tasks``."""
+        return f"{self.home}/cache/replay-deps/{name}.json"
+
+    def replay_record(self, key: str) -> str:
+        return f"{self.home}/replay/{key[:2]}/{key}.json"
+
     def snapshot_out(self, name: str) -> str:
         return f"{self.home}/cache/snapshot/{name}.id"
 
@@ -127,9 +134,19 @@ class Layout:
                 result[name] = included
         return result
 
-    def read_deps(self, name: str) -> list[str]:
+    def replayed_files(self) -> dict[str, list[str]]:
+        """For each session whose run used model replies, their replay records."""
+        base = self.abs(f"{self.home}/cache/replay-deps")
+        result = {}
+        for name in _walk(base, ".json"):
+            records = self.read_deps(name, self.replay_deps_file(name))
+            if records:
+                result[name] = records
+        return result
+
+    def read_deps(self, name: str, path: str | None = None) -> list[str]:
         try:
-            with open(self.abs(self.deps_file(name)), encoding="utf-8") as handle:
+            with open(self.abs(path or self.deps_file(name)), encoding="utf-8") as handle:
                 data = json.load(handle)
         except (OSError, ValueError):
             return []

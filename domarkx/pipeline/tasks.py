@@ -85,9 +85,13 @@ def session_tasks(
     if names is None:
         all_names = layout.session_names()
         included = layout.included_files()
+        replayed = layout.replayed_files()
     else:
         all_names = sorted(names)
         included = {name: layout.read_deps(name) for name in all_names}
+        replayed = {
+            name: layout.read_deps(name, layout.replay_deps_file(name)) for name in all_names
+        }
     exists = os.path.exists
     version = layout.stamp("version", {"domarkx": stages.BUILD_VERSION})
     expand_config = layout.stamp("expand", {"domarkx": stages.BUILD_VERSION, "params": params})
@@ -116,6 +120,9 @@ def session_tasks(
                 # The version is in the previous stage's output (see ``stages``).
                 file_dep = [source]
                 args = (layout, name)
+                if stage == "run" and name in replayed:
+                    # A new recording of a reply this run used re-runs it (and re-exports).
+                    file_dep += [p for p in replayed[name] if exists(layout.abs(p))]
             yield {
                 "basename": stage,
                 "name": name,
