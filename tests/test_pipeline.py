@@ -392,6 +392,48 @@ def test_two_builds_in_two_folders_write_identical_snapshots_and_exports(tmp_pat
     assert b"Built on 2023-11-14." in trees[0]["exports/a.md"]
 
 
+def test_a_cold_build_of_many_sessions_matches_one_task_at_a_time(tmp_path):
+    # Enough sessions for the first parse task to hand the cold build to worker
+    # processes (stages.PREBUILD_MIN); under `-P process` every task does its own.
+    include = "[@c](domarkx://include?path=../_common.md)"
+    files: dict = {"sessions/_common.md": "Common words.\n"}
+    for n in range(80):
+        extra = include if n % 7 == 0 else f"Plain {n}."
+        files[f"sessions/g{n % 3}/s{n:02}.md"] = session(f"Question {n}", extra=extra)
+    files["sessions/g1/s05.md"] = "---\ntitle: [unclosed\n---\n\n## user\n\nHi\n"
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    trees, runs = [], []
+    for folder, args in (("batch", ()), ("alone", ("-n", "2", "-P", "process"))):
+        root = new_project(tmp_path / folder, files)
+        result = doit(root, *args, "--continue", "snapshot", env=env)
+        assert result.code != 0
+        assert "1 failed" in result.out, result.out
+        assert re.search(r"FAILED parse:g1/s05: sessions/g1/s05\.md:\d+: ", result.out)
+        runs.append(result.executed)
+        store = root / ".domarkx"
+        trees.append(
+            {
+                path.relative_to(store).as_posix(): path.read_bytes().replace(
+                    str(root).encode(), b"ROOT"
+                )
+                for sub in ("snapshots", "tags", "cache")
+                for path in sorted((store / sub).rglob("*"))
+                if path.is_file()
+            }
+        )
+        again = doit(root, "--continue", "snapshot", env=env)
+        assert again.executed == {"parse:g1/s05"}
+        (root / "sessions/_common.md").write_text("Common words, edited.\n")
+        edited = doit(root, "--continue", "snapshot", env=env)
+        includers = {f"g{n % 3}/s{n:02}" for n in range(0, 80, 7)}
+        assert edited.executed == {"parse:g1/s05"} | stage_tasks(
+            *includers, stages=("expand", "snapshot")
+        )
+    assert runs[0] == runs[1]
+    assert trees[0] == trees[1]
+    assert len([key for key in trees[0] if key.startswith("snapshots/")]) == 80
+
+
 # Concurrency and faults ------------------------------------------------------------------
 def test_a_second_build_is_refused_while_one_holds_the_lock(root):
     new_project(root, {"sessions/a.md": session("A")})

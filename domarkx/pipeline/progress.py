@@ -20,7 +20,7 @@ from doit.exceptions import InvalidTask, UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from domarkx.errors import DomarkxError
-from domarkx.pipeline import lock
+from domarkx.pipeline import lock, stages
 from domarkx.pipeline.layout import Layout
 
 REFRESH = 0.1  # seconds between repaints of the status line
@@ -49,8 +49,10 @@ class BuildReporter(ConsoleReporter):
         except DomarkxError as err:
             raise InvalidTask(str(err)) from None
         self.lock_path = path
+        stages.begin_run(tasks, selected_tasks)
 
     def _release(self) -> None:
+        stages.begin_run(None, None)  # the run is over: stop what it started
         if self.lock_path is not None:
             lock.release(self.lock_path)
             self.lock_path = None
