@@ -115,3 +115,40 @@ def test_a_server_failing_for_good_marks_the_instance_failed_and_keeps_what_ran(
     texts = json.dumps([m.model_dump() for m in instance.conversation])
     assert "first-turn" in texts  # the first reply and its output were kept
     assert len(instance.llm_records) == 1
+
+
+def test_a_new_recording_rebuilds_the_export(project, cli):
+    """The build's run depends on the replay records it used (``DOMARKX_LLM=record``)."""
+    from test_pipeline import doit
+
+    with ChatServer() as server:
+        root = project(
+            {
+                "dodo.py": "from domarkx.pipeline.tasks import *  # noqa: F403\n",
+                "sessions/ask.md": SESSION.format(base_url=server.base_url),
+            }
+        )
+        server.reply("First answer.")
+        built = doit(root, env=ENV)
+        assert built.code == 0, built.err
+        export = root / ".domarkx" / "exports" / "ask.md"
+        assert "> First answer." in export.read_text()
+
+        assert doit(root, env=ENV).executed == set()  # up to date: no call, nothing re-run
+
+        server.reply("Second answer.")
+        recorded = doit(root, "forget", "run:ask", env=ENV)
+        assert recorded.code == 0, recorded.err
+        again = doit(root, env={**ENV, "DOMARKX_LLM": "record"})
+        assert again.code == 0, again.err
+        assert "> Second answer." in export.read_text()
+
+    # Offline: the new record now replays, and a plain build has nothing to do.
+    offline = {"DOMARKX_LLM": "replay", "DOMARKX_TEST_KEY": None}
+    assert doit(root, env=offline).executed == set()
+    (root / ".domarkx" / "cache" / "runs").rename(root / ".domarkx" / "cache" / "runs-old")
+    assert doit(root, "forget", "run:ask", env=offline).code == 0
+    rebuilt = doit(root, env=offline)
+    assert rebuilt.code == 0, rebuilt.err
+    assert "> Second answer." in export.read_text()
+    assert len(server.requests) == 2

@@ -22,6 +22,8 @@ goes on with the other sessions.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import json
 import os
 from functools import wraps
@@ -56,6 +58,9 @@ def _stage(function):
             return TaskFailed(str(err))
         return None
 
+    # doit reads every action's signature (for ``task``, ``targets``...) before
+    # calling it; a ready one spares it unwrapping the function each time.
+    wrapper.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -387,8 +392,13 @@ def _tagged(store: Any, name: str) -> str | None:
 
 
 @_stage
-def run(layout: Layout, name: str) -> None:
-    """Run the snapshot, or reuse the execution cache; record the instance id."""
+def run(layout: Layout, name: str, task: Any) -> None:
+    """Run the snapshot, or reuse the execution cache; record the instance id.
+
+    The replay records the run used go to ``cache/replay-deps/<name>.json``
+    and into the running task's ``file_dep`` (as ``expand`` does with
+    includes), so a new recording of one of them runs the session again.
+    """
     from domarkx.session.instance import InstanceManager
 
     snapshot_id = _read(layout, layout.snapshot_out(name)).decode().split("\n", 1)[0]
@@ -405,8 +415,27 @@ def run(layout: Layout, name: str) -> None:
         "instance_id": instance.instance_id,
         "status": instance.status,
         "llm_records": instance.llm_records,
+        # What the export renders: a new reply or output re-exports, the same one does not.
+        "conversation": hashlib.sha256(
+            json.dumps(
+                [
+                    m.model_dump(mode="json", exclude={"content": {"__all__": {"duration"}}})
+                    for m in instance.conversation
+                ],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest(),
     }
     write_if_changed(layout.abs(layout.run_out(name)), json.dumps(record, indent=1) + "\n")
+    replay_deps = layout.abs(layout.replay_deps_file(name))
+    records = sorted({layout.replay_record(key) for key in instance.llm_records})
+    if task is not None:
+        previous = set(layout.read_deps(name, layout.replay_deps_file(name)))
+        task.file_dep = (set(task.file_dep) - previous) | set(records)
+    if records:
+        write_if_changed(replay_deps, json.dumps(records) + "\n")
+    elif os.path.exists(replay_deps):
+        os.unlink(replay_deps)
 
 
 def export_text(layout: Layout, name: str) -> str:

@@ -384,6 +384,15 @@ class InstanceManager:
         instance_id = hashlib.sha256(f"build:{snapshot_id}:{key}".encode()).hexdigest()
         record_path = self.store.cache_dir / "runs" / f"{key}.json"
         record = _load_record(record_path)
+        if record is not None and record.get("replay") != self._replay_digests(
+            record.get("llm_records", [])
+        ):
+            record = None  # a model reply it used was recorded anew (or deleted): run again
+        if record is not None and snapshot.config().model is not None:
+            from domarkx.llm.replay import mode_from_env
+
+            if mode_from_env() == "record":
+                record = None  # DOMARKX_LLM=record asks the model again, cache or not
         if record is not None:
             instance = self._from_record(snapshot, instance_id, record)
             self.store.put_instance(instance)
@@ -418,7 +427,21 @@ class InstanceManager:
                 for m in instance.conversation[len(snapshot.conversation) :]
             ],
             "llm_records": instance.llm_records,
+            "replay": self._replay_digests(instance.llm_records),
         }
+
+    def _replay_digests(self, keys: list[str]) -> dict[str, str | None]:
+        """The content digest of each replay record a run used (None: missing)."""
+        from domarkx.llm.replay import ReplayCache
+
+        cache = ReplayCache(self.store.replay_dir, mode="auto")
+        digests: dict[str, str | None] = {}
+        for key in keys:
+            try:
+                digests[key] = hashlib.sha256(cache.path_for(key).read_bytes()).hexdigest()
+            except OSError:
+                digests[key] = None
+        return digests
 
     def _from_record(
         self, snapshot: SessionSnapshot, instance_id: str, record: dict[str, Any]
