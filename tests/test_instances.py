@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from conftest import REPO_ROOT
@@ -391,3 +392,45 @@ def test_docker_missing_image_is_one_clear_error(project, cli):
     assert code == 1
     assert "domarkx-test:no-such-image" in err and "not found" in err
     assert "Traceback" not in err
+
+
+def test_build_cache_puts_each_output_after_its_own_block(project):
+    """A prose edit reuses the execution cache; outputs stay with their blocks."""
+    from test_pipeline import doit
+
+    session = textwrap.dedent(
+        """\
+        ## assistant
+
+        > {prose}
+
+        ```bash
+        echo one
+        ```
+
+        ```bash
+        echo two
+        ```
+
+        ```python
+        print("three")
+        ```
+        """
+    )
+    root = project(
+        {
+            "dodo.py": "from domarkx.pipeline.tasks import *  # noqa: F403\n",
+            "sessions/three.md": session.format(prose="First words."),
+        }
+    )
+    assert doit(root).code == 0
+    export = root / ".domarkx" / "exports" / "three.md"
+    fresh = export.read_text()
+    (root / "sessions" / "three.md").write_text(session.format(prose="Other words."))
+    rebuilt = doit(root)
+    assert rebuilt.code == 0
+    assert "run:three" in rebuilt.executed
+    cached = export.read_text()
+    assert cached == fresh.replace("First words.", "Other words.")
+    for word, code in (("one", "echo one"), ("two", "echo two"), ("three", 'print("three")')):
+        assert f"{code}\n```\n\n```text output exit_code=0\n{word}\n```" in cached

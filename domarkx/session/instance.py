@@ -39,6 +39,10 @@ from domarkx.execution.engine import (
     engine_class,
 )
 
+# The build's execution-cache records (cache/runs/<key>.json); 1 had outputs
+# misplaced when a message held several runnable blocks.
+RUN_RECORD_FORMAT = 2
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -384,6 +388,8 @@ class InstanceManager:
         instance_id = hashlib.sha256(f"build:{snapshot_id}:{key}".encode()).hexdigest()
         record_path = self.store.cache_dir / "runs" / f"{key}.json"
         record = _load_record(record_path)
+        if record is not None and record.get("format") != RUN_RECORD_FORMAT:
+            record = None  # written by an older domarkx: run again
         if record is not None and record.get("replay") != self._replay_digests(
             record.get("llm_records", [])
         ):
@@ -407,7 +413,10 @@ class InstanceManager:
 
     def _record(self, snapshot: SessionSnapshot, instance: SessionInstance) -> dict[str, Any]:
         cls = engine_class(instance.engine)
-        refs = list(runnable_blocks(snapshot.conversation, cls))
+        # Positions in the instance, where earlier blocks' outputs have moved later
+        # blocks down; the blocks and their order are the snapshot's.
+        ran = instance.conversation[: len(snapshot.conversation)]
+        refs = list(runnable_blocks(ran, cls))
         outputs = []
         for ref in refs:
             content = instance.conversation[ref.message].content
@@ -418,6 +427,7 @@ class InstanceManager:
                 outs.append(block.model_dump(mode="json"))
             outputs.append(outs)
         return {
+            "format": RUN_RECORD_FORMAT,
             "status": instance.status,
             "error": instance.error,
             "setup_output": [o.model_dump(mode="json") for o in instance.setup_output],
