@@ -23,7 +23,6 @@ from typing import Any
 from domarkx.data.atomic import write_atomic
 from domarkx.data.models import (
     CodeBlock,
-    ExecutionConfig,
     Message,
     OutputBlock,
     SessionInstance,
@@ -177,7 +176,7 @@ class InstanceManager:
                 )
 
     def start(self, instance: SessionInstance, snapshot: SessionSnapshot) -> Engine:
-        config = self._config(snapshot)
+        config = snapshot.config()
         cls = engine_class(instance.engine)
         workdir = self.store.instance_dir(instance.instance_id) / "work"
         engine = cls(config, workdir, labels={INSTANCE_LABEL: instance.instance_id})
@@ -186,9 +185,6 @@ class InstanceManager:
         instance.sandbox = {"alive": True, **engine.start(), "owner_pid": os.getpid()}
         self.store.put_instance(instance)
         return engine
-
-    def _config(self, snapshot: SessionSnapshot) -> ExecutionConfig:
-        return snapshot.config()
 
     def run(
         self,
@@ -404,11 +400,10 @@ class InstanceManager:
             self.store.put_instance(instance)
             return instance
         instance = self.create(snapshot, instance_id=instance_id)
-        try:
-            self.execute(instance, snapshot)
-        except DomarkxError:
-            raise
-        write_atomic(record_path, json.dumps(self._record(snapshot, instance), indent=1) + "\n")
+        self.execute(instance, snapshot)
+        if instance.status != "failed":
+            # A failed run is not cached: like a failed make target, the next build retries it.
+            write_atomic(record_path, json.dumps(self._record(snapshot, instance), indent=1) + "\n")
         return instance
 
     def _record(self, snapshot: SessionSnapshot, instance: SessionInstance) -> dict[str, Any]:
