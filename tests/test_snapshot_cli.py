@@ -324,6 +324,7 @@ def test_schema(cli, project):
 
 def test_the_snapshot_file_validates_against_the_schema(cli, greeting):
     import jsonschema
+
     snapshot_id = import_ok(cli, "sessions/greeting.md", "--param", "who=ana")
     schema = json.loads(cli("schema").out)
     jsonschema.validate(json.loads(snapshot_file(greeting, snapshot_id).read_text()), schema)
