@@ -136,7 +136,9 @@ class ProgressReporter(BuildReporter):
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         super().initialize(tasks, selected_tasks)
         if self.tty:
-            self.total = _count(tasks, selected_tasks)
+            self.total = sum(
+                1 for name in stages.reached_tasks(tasks, selected_tasks) if tasks[name].actions
+            )
 
     def write(self, text: str) -> None:
         self._clear_status()
@@ -190,21 +192,6 @@ class ProgressReporter(BuildReporter):
         if self.status_shown:
             self.outstream.write("\r\x1b[K")
             self.status_shown = False
-
-
-def _count(tasks: dict[str, Any], selected: list[str]) -> int:
-    """How many tasks with actions the selection reaches (through task_dep)."""
-    seen: set[str] = set()
-    stack = list(selected)
-    while stack:
-        name = stack.pop()
-        if name in seen or name not in tasks:
-            continue
-        seen.add(name)
-        task = tasks[name]
-        stack.extend(task.task_dep)
-        stack.extend(task.setup_tasks)
-    return sum(1 for name in seen if tasks[name].actions)
 
 
 def _columns() -> int:

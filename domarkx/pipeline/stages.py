@@ -191,6 +191,20 @@ def _prebuild_worker(prebuild: _Prebuild) -> None:
     queue.put(None)
 
 
+def reached_tasks(tasks: dict[str, Any], selected: list[str]) -> set[str]:
+    """The names of the tasks a doit selection reaches (through task_dep and setup)."""
+    reached: set[str] = set()
+    stack = list(selected)
+    while stack:
+        name = stack.pop()
+        if name in reached or name not in tasks:
+            continue
+        reached.add(name)
+        stack.extend(tasks[name].task_dep)
+        stack.extend(tasks[name].setup_tasks)
+    return reached
+
+
 class _Prebuild:
     """The workers of one project's run; its tasks take their results in doit's order."""
 
@@ -227,15 +241,7 @@ class _Prebuild:
             return []  # a worker of ``doit -P process``
         if threading.current_thread() is not threading.main_thread():
             return []
-        reached: set[str] = set()
-        stack = list(selected)
-        while stack:
-            task_name = stack.pop()
-            if task_name in reached or task_name not in tasks:
-                continue
-            reached.add(task_name)
-            stack.extend(tasks[task_name].task_dep)
-            stack.extend(tasks[task_name].setup_tasks)
+        reached = reached_tasks(tasks, selected)
         exists = os.path.exists
         jobs = [
             (
