@@ -392,12 +392,7 @@ class _LanguageProcess:
                 if key.data == 0:
                     exited = True
                     continue
-                data = os.read(key.fd, 1 << 18)
-                if data:
-                    capture.feed(key.data, data)
-                else:
-                    self._sel.unregister(key.fd)
-                    self._open_streams -= 1
+                self._read_ready(key, capture)
             if capture.done:
                 break
             if exited or self._open_streams == 0 or self.proc.poll() is not None:
@@ -420,12 +415,16 @@ class _LanguageProcess:
             if not events:
                 return
             for key, _ in events:
-                data = os.read(key.fd, 1 << 18)
-                if data:
-                    capture.feed(key.data, data)
-                else:
-                    self._sel.unregister(key.fd)
-                    self._open_streams -= 1
+                self._read_ready(key, capture)
+
+    def _read_ready(self, key: selectors.SelectorKey, capture: BlockCapture) -> None:
+        """Feed what one ready pipe holds to ``capture``; at end of file, stop watching it."""
+        data = os.read(key.fd, 1 << 18)
+        if data:
+            capture.feed(key.data, data)
+        else:
+            self._sel.unregister(key.fd)
+            self._open_streams -= 1
 
     def kill(self) -> None:
         """Kill this process, its process group and everything carrying its marker."""
