@@ -51,7 +51,6 @@ class InteractiveRun:
 
     def loop(self) -> SessionInstance:
         self.sandbox = self.manager.start(self.instance, self.snapshot)
-        failed = False
         try:
             self.say(
                 f"instance {self.instance.instance_id[:12]} on {self.instance.engine}: "
@@ -64,17 +63,10 @@ class InteractiveRun:
             if self.instance.status == "running" and not self.keep:
                 self.instance.status = "exited"
         except BaseException:
-            failed = True
             self.instance.status = "failed"
             raise
         finally:
-            if not self.keep or failed:
-                self.sandbox.stop()
-                self.instance.sandbox["alive"] = False
-            from domarkx.session.instance import now
-
-            self.instance.finished_at = now()
-            self.store.put_instance(self.instance)
+            self.manager.finish(self.instance, self.sandbox, keep=self.keep)
         return self.instance
 
     def _commands(self) -> None:

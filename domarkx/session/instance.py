@@ -231,12 +231,16 @@ class InstanceManager:
             instance.error = f"interrupted: {type(err).__name__}"
             raise
         finally:
-            if not keep or instance.status == "failed":
-                sandbox.stop()
-                instance.sandbox["alive"] = False
-            instance.finished_at = now()
-            self.store.put_instance(instance)
+            self.finish(instance, sandbox, keep=keep)
         return instance
+
+    def finish(self, instance: SessionInstance, sandbox: Engine, *, keep: bool = False) -> None:
+        """End a run: destroy the sandbox unless kept (a failed run never keeps it), save."""
+        if not keep or instance.status == "failed":
+            sandbox.stop()
+            instance.sandbox["alive"] = False
+        instance.finished_at = now()
+        self.store.put_instance(instance)
 
     def run_setup(
         self, instance: SessionInstance, snapshot: SessionSnapshot, sandbox: Engine
