@@ -197,6 +197,7 @@ class DockerEngine(Engine):
     """Runs blocks in persistent processes inside one container per sandbox."""
 
     name = "docker"
+    isolated = True
 
     def __init__(
         self, config: ExecutionConfig, workdir: Path, labels: dict[str, str] | None = None

@@ -62,6 +62,9 @@ class Engine(abc.ABC):
     """One sandbox. Subclasses set ``name`` and implement the abstract methods."""
 
     name: ClassVar[str] = ""
+    # Whether the sandbox keeps model-written code away from the user's machine; code
+    # runs there without asking (domarkx.session.approval). Plugins must opt in.
+    isolated: ClassVar[bool] = False
 
     def __init__(
         self, config: ExecutionConfig, workdir: Path, labels: dict[str, str] | None = None

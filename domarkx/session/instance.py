@@ -37,6 +37,7 @@ from domarkx.execution.engine import (
     canonical_language,
     engine_class,
 )
+from domarkx.session.approval import NOT_RUN, Approval, CodeRequest
 
 # The build's execution-cache records (cache/runs/<key>.json); 1 had outputs
 # misplaced when a message held several runnable blocks.
@@ -132,9 +133,17 @@ def describe_block(conversation: list[Message], ref: BlockRef) -> str:
 class InstanceManager:
     """Creates, runs, stops and removes instances in one store."""
 
-    def __init__(self, store: Store, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        echo: Callable[[str], None] | None = None,
+        approval: Approval | None = None,
+    ) -> None:
         self.store = store
         self.echo = echo  # progress lines for interactive runs; None keeps runs quiet
+        # The user's grant for model-written code. Until the project configuration
+        # supplies it, the default keeps today's behaviour (run it).
+        self.approval = approval if approval is not None else Approval(mode="auto")
 
     # Creating and running ---------------------------------------------------
     def create(
@@ -309,6 +318,15 @@ class InstanceManager:
             if not runnable("assistant", block, sandbox):
                 return None
             language = canonical_language(block.language) or block.language
+            request = CodeRequest(
+                session=snapshot.metadata.source_file,
+                where=f"message {len(instance.conversation)} (assistant)",
+                engine=sandbox.name,
+                language=language,
+                code=block.code,
+            )
+            if not self.approval.decide(request, isolated=sandbox.isolated):
+                return [OutputBlock(stream="stdout", text=NOT_RUN, exit_code=None)]
             result = sandbox.run(language, block.code, config.timeout)
             return outputs_of(result)
 
