@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from domarkx.data.models import CodeBlock, OutputBlock, TextBlock
 from domarkx.errors import DocumentError
 from domarkx.parsing import markdown
+from domarkx.parsing.fences import format_info, parse_info
 from domarkx.parsing.markdown import (
     MarkdownParser,
     ParsedSession,
-    format_info_string,
     parse_body,
-    parse_info_string,
 )
 
 
@@ -599,16 +598,23 @@ def test_a_missing_file(tmp_path: Path):
         ('sh name="it\'s" k=', "sh", {"name": "it's", "k": ""}, []),
         ("text output exit_code=0", "text", {"exit_code": "0"}, ["output"]),
         ("sh 'two words' '' k=v", "sh", {"k": "v"}, ["two words", ""]),
-        ("'my lang' 'odd key=v' =x", "my lang", {"odd key": "v"}, ["=x"]),
+        ("'my lang' 'odd key'=v =x 'a=b'", "my lang", {"odd key": "v"}, ["=x", "a=b"]),
+        ("c\\+\\+ it's", "c\\+\\+", {}, ["it's"]),
         ("'' name=n", "", {"name": "n"}, []),
         ("", "", {}, []),
     ],
 )
 def test_info_strings(info, language, attrs, flags):
-    parsed = parse_info_string(info)
-    assert (parsed.language, parsed.attrs, parsed.flags) == (language, attrs, flags)
-    again = parse_info_string(format_info_string(language, attrs, flags))
-    assert (again.language, again.attrs, again.flags) == (language, attrs, flags)
+    parsed = parse_info(info)
+    name = attrs.pop("name", None)
+    assert (parsed.language, parsed.name, parsed.attrs, parsed.flags) == (
+        language,
+        name,
+        attrs,
+        flags,
+    )
+    again = parse_info(format_info(language, attrs, flags, name=name))
+    assert (again.language, again.name, again.attrs, again.flags) == (language, name, attrs, flags)
 
 
 def test_parse_body_reads_blocks_of_included_or_generated_text():

@@ -23,26 +23,21 @@ What the model is sent (``to_chat_messages``):
   that follow; otherwise they are described in the message's text, since servers
   refuse unanswered calls.
 
-What the model answers (``parse_reply``) is split into text and code blocks by a
-small fence scanner (CommonMark fences: three or more backticks or tildes,
-indented by at most three spaces, closed by a fence of the same kind at least as
-long, or by the end of the reply).
+What the model answers (``parse_reply``) is split into text and code blocks at
+its fences (CommonMark's, read by ``domarkx.parsing.fences``: a fence never
+closed runs to the end of the reply).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
 from typing import Any
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
+from domarkx.parsing.fences import fence_end, format_info, open_fence, parse_info, write_fence
 
 OUTPUT_HEADER = "Output of the code block"
 TOOL_HEADER = "Tool result:"
-
-_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
-_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
 
 
 # --- conversation -> chat messages -------------------------------------------------
@@ -91,15 +86,8 @@ def render_blocks(blocks: list[Any]) -> str:
 
 def render_code(block: CodeBlock) -> str:
     """A fenced block with the block's info string, fence longer than any inside."""
-    words = [block.language] if block.language else []
-    if block.name is not None:
-        words.append(f"name={_quote(block.name)}")
-    words += [f"{k}={_quote(v)}" for k, v in block.attrs.items()]
-    words += block.flags
-    info = " ".join(words)
-    # A backtick fence cannot carry a backtick in its info string (CommonMark).
-    fence = _fence_for(block.code, "~" if "`" in info else "`")
-    return f"{fence}{info}\n{block.code}\n{fence}"
+    info = format_info(block.language, block.attrs, block.flags, name=block.name)
+    return write_fence(block.code, info, final_newline=True)
 
 
 def render_outputs(outputs: list[OutputBlock], title: str = "Output") -> str:
@@ -147,12 +135,6 @@ def render_feedback(blocks: list[Any]) -> str | None:
     return "\n\n".join([f"{OUTPUT_HEADER}s above.", *items])
 
 
-def _quote(value: str) -> str:
-    if value and re.fullmatch(r"[^\s'\"\\`]+", value):
-        return value
-    return shlex.quote(value)
-
-
 def _output_run(blocks: list[Any], i: int) -> tuple[list[OutputBlock], int]:
     group: list[OutputBlock] = []
     while i < len(blocks) and isinstance(blocks[i], OutputBlock):
@@ -161,15 +143,9 @@ def _output_run(blocks: list[Any], i: int) -> tuple[list[OutputBlock], int]:
     return group, i
 
 
-def _fence_for(text: str, char: str = "`") -> str:
-    longest = max((len(run) for run in re.findall(re.escape(char) + "{3,}", text)), default=0)
-    return char * max(3, longest + 1)
-
-
 def _fenced_text(text: str) -> str:
     body = text[:-1] if text.endswith("\n") else text
-    fence = _fence_for(body)
-    return f"{fence}text\n{body}\n{fence}"
+    return write_fence(body, "text", final_newline=True)
 
 
 def _assistant_messages(message: Message) -> list[dict[str, Any]]:
@@ -289,6 +265,9 @@ def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
     Text is marked ``quoted`` so that export writes it as a blockquote, as the
     session format does for message text: a ``## heading`` in a reply then stays
     part of the reply instead of starting a new message when the export is read back.
+    A fence whose info string marks a domarkx block (``output``, ``msg-metadata``,
+    ``session-config``, ``setup-script``) is not code the model wrote to run: it
+    stays in the reply's text, so the export reads back as the same reply.
     """
     lines = text.replace("\r\n", "\n").split("\n")
     blocks: list[TextBlock | CodeBlock] = []
@@ -305,53 +284,31 @@ def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
 
     i = 0
     while i < len(lines):
-        opening = _OPEN.match(lines[i])
-        # A backtick fence's info string may not contain a backtick (CommonMark).
-        if opening is None or (opening.group(2)[0] == "`" and "`" in opening.group(3)):
+        fence = open_fence(lines[i])
+        if fence is None:
             pending.append(lines[i])
             i += 1
             continue
-        indent, fence, info = len(opening.group(1)), opening.group(2), opening.group(3).strip()
-        body: list[str] = []
-        i += 1
-        closed = False
-        while i < len(lines):
-            closing = _CLOSE.match(lines[i])
-            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
-                closed = True
-                i += 1
-                break
-            body.append(_dedent(lines[i], indent))
-            i += 1
+        end = fence_end(lines, i)
+        closed = end > i + 1 and fence.closed_by(lines[end - 1])
+        info = parse_info(fence.info)
+        if info.special is not None:
+            pending.extend(lines[i:end])
+            i = end
+            continue
+        body = [fence.content(line) for line in lines[i + 1 : end - 1 if closed else end]]
         if not closed and body and body[-1] == "":
             body.pop()
         flush()
-        blocks.append(_code_block(info, "\n".join(body)))
+        blocks.append(
+            CodeBlock(
+                language=info.language,
+                name=info.name,
+                code="\n".join(body),
+                attrs=info.attrs,
+                flags=info.flags,
+            )
+        )
+        i = end
     flush()
     return blocks
-
-
-def _dedent(line: str, indent: int) -> str:
-    strip = len(line) - len(line.lstrip(" "))
-    return line[min(strip, indent) :]
-
-
-def _code_block(info: str, code: str) -> CodeBlock:
-    # Info strings are shell-quoted words, as in session documents (`name="my file.sh"`).
-    try:
-        words = shlex.split(info)
-    except ValueError:
-        words = info.split()
-    language = words[0] if words else ""
-    name: str | None = None
-    attrs: dict[str, str] = {}
-    flags: list[str] = []
-    for word in words[1:]:
-        key, eq, value = word.partition("=")
-        if not eq:
-            flags.append(word)
-        elif key == "name":
-            name = value
-        else:
-            attrs[key] = value
-    return CodeBlock(language=language, name=name, code=code, attrs=attrs, flags=flags)

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from domarkx import registry
 from domarkx.data.models import Message, TextBlock
 from domarkx.errors import DomarkxError, MacroError
+from domarkx.parsing.fences import Fence, open_fence
 from domarkx.parsing.markdown import ParsedSession, parse_body
 
 GROUP = "domarkx.macros"
@@ -30,8 +31,8 @@ MACRO_PATTERN = re.compile(
 )
 _EXTRA_PARAM = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
 _CODE_SPAN = re.compile(r"(`+)(?:.|\n)*?(?<!`)\1(?!`)")
-# A fence line inside text, after any quote markers and list indentation.
-_FENCE_IN_TEXT = re.compile(r"^(?:[ \t]*>)*[ \t]*(`{3,}|~{3,})")
+# Quote markers and list indentation before a fence line inside text.
+_CONTAINER_PREFIX = re.compile(r"(?:[ \t]*>)*[ \t]*")
 
 
 @dataclass
@@ -231,20 +232,16 @@ def _mask_code_spans(text: str) -> str:
 
 def _mask_fences(text: str) -> str:
     lines = text.split("\n")
-    fence = ""
+    fence: Fence | None = None
     for index, line in enumerate(lines):
-        match = _FENCE_IN_TEXT.match(line)
-        if not fence:
-            if match is None or (match.group(1)[0] == "`" and "`" in line[match.end() :]):
-                continue  # not a fence (a backtick fence's info string has no backtick)
-            fence = match.group(1)
-        elif (
-            match is not None
-            and match.group(1)[0] == fence[0]
-            and len(match.group(1)) >= len(fence)
-            and not line[match.end() :].strip()
-        ):
-            fence = ""
+        # Any indentation counts: the fence may sit in a list item or a quote.
+        rest = line[_CONTAINER_PREFIX.match(line).end() :]  # type: ignore[union-attr]
+        if fence is None:
+            fence = open_fence(rest)
+            if fence is None:
+                continue
+        elif fence.closed_by(rest):
+            fence = None
         lines[index] = " " * len(line)
     return "\n".join(lines)
 

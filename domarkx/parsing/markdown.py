@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-import shlex
 import sys
 import threading
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from domarkx.data.models import (
     TextBlock,
 )
 from domarkx.errors import DocumentError
+from domarkx.parsing import fences
+from domarkx.parsing.fences import InfoString, parse_info
 
 ROLE_ALIASES = {
     "system": "system",
@@ -41,11 +42,7 @@ ROLE_ALIASES = {
     "assistant": "assistant",
     "tool": "tool",
 }
-SPECIAL_FLAGS = ("session-config", "setup-script", "msg-metadata", "output")
 _QUOTE_MARKER = re.compile(r"^ {0,3}> ?")
-_FENCE_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
-# Printable ASCII, spaces and tabs, without quotes or backslashes.
-_PLAIN_INFO = re.compile(r"[ \t!#-&(-\[\]-~]*")
 
 
 class ParsedSession(BaseModel):
@@ -117,7 +114,7 @@ def _mistletoe_marks(lines: list[str]) -> list[tuple[int, str, Any]]:
             marks.append((start, "heading", (_heading_text(token), setext)))
         elif isinstance(token, block_token.CodeFence):
             code = token.children[0].content if token.children else ""
-            marks.append((start, "fence", (token.info_string or "", code)))
+            marks.append((start, "fence", ((token.info_string or "").strip(" \t"), code)))
         else:
             kind = "quote" if isinstance(token, block_token.Quote) else "text"
             marks.append((start, kind, None))
@@ -155,7 +152,6 @@ def _mistletoe_customised() -> bool:
 # definitions, a mistletoe with other block types registered) raises
 # ``_Unsure``, and mistletoe parses that document.
 _HEADING = re.compile(r" {0,3}(#{1,6})(?:\n|\s+?(.*?)(\n|\s+?#+\s*?$))")
-_CODE_FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})( *(\S*)[^\n]*)")
 _THEMATIC_BREAK = re.compile(r" {0,3}(?:([-_*])\s*?)(?:\1\s*?){2,}$")
 _LIST = re.compile(r" {0,3}(?:\d{0,9}[.)]|[+\-*])(?:[ \t]*$|[ \t]+)")
 _LIST_MARKER = re.compile(r"( {0,3})(\d{0,9}[.)]|[+\-*])($|\s+)")
@@ -189,11 +185,8 @@ def _heading(line: str) -> tuple[int, str] | None:
     return len(match.group(1)), content
 
 
-def _fence(line: str) -> re.Match | None:
-    match = _CODE_FENCE.match(line)
-    if match is None or (match.group(2)[0] == "`" and "`" in match.group(3)):
-        return None
-    return match
+def _fence(line: str) -> fences.Fence | None:
+    return fences.open_fence(line[:-1] if line.endswith("\n") else line)
 
 
 def _is_quote(line: str) -> bool:
@@ -452,7 +445,7 @@ def _replay_marks(lines: list[str]) -> list[tuple[int, str, Any]]:
             continue
         fence = _fence(line)
         if fence is not None:
-            indent, leader = len(fence.group(1)), fence.group(2)
+            indent, leader = fence.indent, fence.char * fence.size
             code = []
             start = index
             index += 1
@@ -469,7 +462,7 @@ def _replay_marks(lines: list[str]) -> list[tuple[int, str, Any]]:
                 if diff > indent:
                     stripped = " " * (diff - indent) + stripped
                 code.append(stripped)
-            marks.append((start, "fence", (fence.group(3), "".join(code))))
+            marks.append((start, "fence", (fence.info, "".join(code))))
             continue
         if _THEMATIC_BREAK.match(line):
             marks.append((index, "text", None))
@@ -500,18 +493,6 @@ def _heading_text(token: Any) -> str:
     return "".join(getattr(child, "content", "") for child in token.children or []).strip()
 
 
-def _fence_end(lines: list[str], start: int) -> int:
-    """Index one past the closing fence of the fence opening at ``start`` (CommonMark)."""
-    match = _FENCE_OPEN.match(lines[start])
-    assert match is not None
-    fence = match.group(2)
-    closing = re.compile(r"^ {0,3}" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}[ \t]*$")
-    for index in range(start + 1, len(lines)):
-        if closing.match(lines[index]):
-            return index + 1
-    return len(lines)
-
-
 def _segments(lines: list[str]) -> list[_Segment]:
     """Split the document into role headings, fences and text runs, by source line."""
     marks = _block_marks(lines)
@@ -534,7 +515,7 @@ def _segments(lines: list[str]) -> list[_Segment]:
                 segments.append(_Segment("text", heading_end, end))
         elif kind == "fence":
             info, code = data
-            fence_end = max(min(_fence_end(lines, start), end), start + 1)
+            fence_end = max(min(fences.fence_end(lines, start), end), start + 1)
             segments.append(_Segment("fence", start, fence_end, info=info, code=code))
             if fence_end < end:
                 segments.append(_Segment("text", fence_end, end))
@@ -574,71 +555,6 @@ def first_text_line(lines: list[str], segment: _Segment) -> int:
         if lines[index].strip():
             return index + 1
     return segment.start + 1
-
-
-@dataclass
-class InfoString:
-    """A fence's info string: ``<language> [name=N] [key=value ...] [flag ...]``."""
-
-    language: str
-    attrs: dict[str, str]
-    flags: list[str]
-
-    @property
-    def special(self) -> str | None:
-        for flag in SPECIAL_FLAGS:
-            if flag in self.flags:
-                return flag
-        return None
-
-
-def parse_info_string(info: str) -> InfoString:
-    if _PLAIN_INFO.fullmatch(info):
-        words = info.split()  # what shlex.split gives when nothing is quoted or escaped
-    else:
-        try:
-            words = shlex.split(info)
-        except ValueError:
-            words = info.split()
-    if not words:
-        return InfoString("", {}, [])
-    language, rest = words[0], words[1:]
-    attrs: dict[str, str] = {}
-    flags: list[str] = []
-    for word in rest:
-        key, sep, value = word.partition("=")
-        if sep and key:
-            attrs[key] = value
-        else:
-            flags.append(word)
-    return InfoString(language, attrs, flags)
-
-
-def format_info_string(
-    language: str, attrs: dict[str, str], flags: list[str], marker: str | None = None
-) -> str:
-    """The inverse of ``parse_info_string``, quoting every word that needs it.
-
-    ``marker`` is a flag written right after the language, as in ``text output``.
-    """
-    lead = [marker] if marker else []
-    words = [_quote(language)] if language or attrs or flags or lead else []
-    words += lead
-    words += [_attr_word(key, value) for key, value in attrs.items()]
-    words += [_quote(flag) for flag in flags]
-    return " ".join(words)
-
-
-def _attr_word(key: str, value: str) -> str:
-    if re.fullmatch(r"[^\s'\"\\`=]+", key):
-        return f"{key}={_quote(value)}"
-    return shlex.quote(f"{key}={value}")
-
-
-def _quote(value: str) -> str:
-    if value and re.fullmatch(r"[^\s'\"\\`]+", value):
-        return value
-    return shlex.quote(value)
 
 
 def _json_ready(value: Any) -> Any:
@@ -768,7 +684,7 @@ class MarkdownParser:
         for segment in segments:
             line = segment.start + 1
             if segment.kind == "fence":
-                info = parse_info_string(segment.info)
+                info = parse_info(segment.info)
                 if info.special == "session-config":
                     if parsed.execution_config is not None:
                         raise DocumentError(
@@ -856,7 +772,7 @@ class MarkdownParser:
         line: int,
     ) -> None:
         file = parsed.source_file
-        info = parse_info_string(segment.info)
+        info = parse_info(segment.info)
         special = info.special
         code = _strip_final_newline(segment.code)
         if special in ("session-config", "setup-script"):
@@ -899,10 +815,13 @@ class MarkdownParser:
             message.content.append(_output_block(info, code, file, line))
             block_lines.append(line)
             return
-        name = info.attrs.pop("name", None)
         message.content.append(
             CodeBlock(
-                language=info.language, name=name, code=code, attrs=info.attrs, flags=info.flags
+                language=info.language,
+                name=info.name,
+                code=code,
+                attrs=info.attrs,
+                flags=info.flags,
             )
         )
         block_lines.append(line)
@@ -921,7 +840,7 @@ class MarkdownParser:
 
 
 def _output_block(info: InfoString, code: str, file: str, line: int) -> OutputBlock:
-    attrs = dict(info.attrs)
+    attrs = {"name": info.name, **info.attrs} if info.name is not None else dict(info.attrs)
     exit_code: int | None = None
     if "exit_code" in attrs:
         raw = attrs.pop("exit_code")

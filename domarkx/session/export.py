@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,20 @@ from domarkx.data.models import (
     CodeBlock,
     Message,
     OutputBlock,
+    ScriptBlock,
     SessionInstance,
     SessionSnapshot,
     dump_config,
 )
 from domarkx.errors import DomarkxError
-from domarkx.parsing.markdown import format_info_string
+from domarkx.parsing.fences import format_info, write_fence
 
 DEFAULT_TEMPLATE = "session.md.j2"
 
 
 def fence(text: str, info: str = "") -> str:
     """``text`` as a fenced block whose fence is longer than any fence inside it."""
-    char = "~" if "`" in info else "`"
-    longest = max((len(m.group(0)) for m in re.finditer(re.escape(char) + "+", text)), default=0)
-    marker = char * max(3, longest + 1)
-    body = text + "\n" if text else ""
-    return f"{marker}{info}\n{body}{marker}"
+    return write_fence(text, info)
 
 
 def quote(text: str) -> str:
@@ -55,10 +51,12 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-def info_string(block: CodeBlock | OutputBlock) -> str:
+def info_string(block: CodeBlock | OutputBlock | ScriptBlock) -> str:
+    """The info string that reads back as ``block``'s language, attributes and flags."""
+    if isinstance(block, ScriptBlock):
+        return format_info(block.language, marker="setup-script")
     if isinstance(block, CodeBlock):
-        attrs = {"name": block.name} if block.name is not None else {}
-        return format_info_string(block.language, {**attrs, **block.attrs}, block.flags)
+        return format_info(block.language, block.attrs, block.flags, name=block.name)
     attrs = dict(block.attrs)
     extra_flags = attrs.pop("flags", "").split()
     head: dict[str, str] = {}
@@ -67,7 +65,7 @@ def info_string(block: CodeBlock | OutputBlock) -> str:
     if block.exit_code is not None:
         head["exit_code"] = str(block.exit_code)
     flags = ["timed_out"] if block.timed_out else []
-    return format_info_string(block.language, {**head, **attrs}, flags + extra_flags, "output")
+    return format_info(block.language, {**head, **attrs}, flags + extra_flags, marker="output")
 
 
 def config_as_written(config: BaseModel) -> dict[str, Any]:
