@@ -1,7 +1,10 @@
 """A real chat-completions server on 127.0.0.1 for the tests, scripted response by response.
 
 It speaks ``POST /v1/chat/completions`` as the OpenAI client expects: a JSON
-completion, or server-sent events when the request has ``"stream": true``.
+completion, or server-sent events when the request has ``"stream": true``
+(text in small pieces, tool calls as deltas by index: id and name first, then
+the arguments in pieces; usage in a last chunk when ``stream_options`` asks).
+A response may carry tool calls, usage and ``reasoning_content``.
 Every request body it receives is kept in ``requests``, its headers (lower-case
 names) in ``headers``.
 """
@@ -27,6 +30,19 @@ class Response:
     error: str = "scripted failure"
     delay: float = 0.0
     chunk_size: int = 5
+    # [{"id", "name", "arguments"}]: the calls the model makes (finish_reason "tool_calls").
+    tool_calls: list[dict[str, str]] | None = None
+    reasoning: str | None = None  # sent as reasoning_content
+    usage: dict[str, int] | None = None  # default: prompt 1, completion 1
+    model: str | None = None  # the model the server says answered (default: the request's)
+
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
+
+    def usage_block(self) -> dict[str, int]:
+        usage = dict(self.usage or {"prompt_tokens": 1, "completion_tokens": 1})
+        usage.setdefault("total_tokens", sum(usage.values()))
+        return usage
 
 
 class ChatServer:
@@ -38,6 +54,7 @@ class ChatServer:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
+        self._calls_made = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -46,6 +63,23 @@ class ChatServer:
     def reply(self, *texts: str) -> ChatServer:
         """Queue 200 answers with these texts, one per request."""
         self.queue.extend(Response(text=t) for t in texts)
+        return self
+
+    def call(
+        self, *calls: tuple[str, dict[str, Any] | str], text: str = "", **extra: Any
+    ) -> ChatServer:
+        """Queue one answer that calls tools: ``call(("add", {"a": 1}), ...)``; ids call_1...."""
+        start = self._calls_made
+        tool_calls = [
+            {
+                "id": f"call_{start + n + 1}",
+                "name": name,
+                "arguments": args if isinstance(args, str) else json.dumps(args),
+            }
+            for n, (name, args) in enumerate(calls)
+        ]
+        self._calls_made += len(tool_calls)
+        self.queue.append(Response(text=text, tool_calls=tool_calls, **extra))
         return self
 
     def fail(self, status: int, error: str = "scripted failure") -> ChatServer:
@@ -129,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif body.get("stream"):
             self._stream(body, response)
         else:
-            self._json(200, _completion(body, response.text))
+            self._json(200, _completion(body, response))
 
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
@@ -144,14 +178,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
-        text, size = response.text, response.chunk_size
-        pieces = [text[i : i + size] for i in range(0, len(text), size)]
-        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+        size = response.chunk_size
+
+        def pieces(text: str) -> list[str]:
+            return [text[i : i + size] for i in range(0, len(text), size)]
+
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas += [{"reasoning_content": p} for p in pieces(response.reasoning or "")]
+        deltas += [{"content": p} for p in pieces(response.text)]
+        for index, call in enumerate(response.tool_calls or []):
+            head = {"index": index, "id": call["id"], "type": "function"}
+            deltas.append(
+                {"tool_calls": [{**head, "function": {"name": call["name"], "arguments": ""}}]}
+            )
+            deltas += [
+                {"tool_calls": [{"index": index, "function": {"arguments": p}}]}
+                for p in pieces(call["arguments"])
+            ]
         for n, delta in enumerate(deltas):
-            self._event(_chunk(body, delta, None))
+            self._event(_chunk(body, response, delta, None))
             if n == 0:
                 self.wfile.flush()
-        self._event(_chunk(body, {}, "stop"))
+        self._event(_chunk(body, response, {}, response.finish_reason()))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage_chunk = _chunk(body, response, {}, None)
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = response.usage_block()
+            self._event(usage_chunk)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
@@ -159,28 +212,38 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
 
 
-def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+def _completion(body: dict[str, Any], response: Response) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": response.text or None}
+    if response.reasoning is not None:
+        message["reasoning_content"] = response.reasoning
+    if response.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
+            for c in response.tool_calls
+        ]
+    elif message["content"] is None:
+        message["content"] = ""
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "created": 1700000000,
-        "model": body.get("model", "test-model"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "model": response.model or body.get("model", "test-model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": response.finish_reason()}],
+        "usage": response.usage_block(),
     }
 
 
-def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+def _chunk(
+    body: dict[str, Any], response: Response, delta: dict[str, Any], finish: str | None
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion.chunk",
         "created": 1700000000,
-        "model": body.get("model", "test-model"),
+        "model": response.model or body.get("model", "test-model"),
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }

@@ -117,7 +117,7 @@ def test_a_reply_is_added(server, tmp_path):
     ]
     assert server.headers[0]["authorization"] == "Bearer sk-test-123"
     record = json.loads((run.cache_dir / keys[0][:2] / f"{keys[0]}.json").read_text())
-    assert record["reply"] == "Hello there." and record["request"]["model"] == "test-model"
+    assert record["reply"]["text"] == "Hello there." and record["request"]["model"] == "test-model"
     assert "base_url" not in json.dumps(record["request"])
 
 
@@ -313,7 +313,7 @@ def test_the_scripted_provider_answers_the_last_question():
     conversation = [*question("first?"), Message(role="assistant", content=[TextBlock(value="1")])]
     conversation.append(Message(role="user", content=[TextBlock(value="second?")]))
     provider = provider_for(ModelSettings(provider="scripted"), {"scripted_replies": ["x"]})
-    assert provider.complete(to_chat_messages(conversation)) == "x"
+    assert provider.complete(to_chat_messages(conversation)).text == "x"
 
 
 def test_the_scripted_provider_running_out_is_an_error(tmp_path):

@@ -28,6 +28,7 @@ COMMANDS = (
     "watch",
     "init",
     "schema",
+    "migrate",
 )
 
 

@@ -105,6 +105,11 @@ class ExecutionConfig(BaseModel):
     memory: str | None = Field(default=None, description="Docker memory limit, e.g. `256m`.")
     cpus: float | None = Field(default=None, description="Docker CPU limit.")
     model: ModelSettings | None = None
+    tools: list[str] | None = Field(
+        default=None,
+        description="Tools offered to the model: `bash`, `python`, or functions of the "
+        "Python setup-script (docs/llm.md).",
+    )
 
 
 class ScriptBlock(BaseModel):

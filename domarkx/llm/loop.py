@@ -1,27 +1,70 @@
-"""The assistant's code loop: ask the model, run its code, feed the output back.
+"""The assistant's loop: ask the model, run its code and its tool calls, feed the results back.
 
 Independent of how instances are stored and which sandbox runs the code: the
-caller passes ``execute`` (runs one code block, returns its output blocks) and
-``on_change`` (saves the instance; called after every change, so a crash or a
-failed call loses nothing already done).
+caller passes ``execute`` (runs one code block, returns its output blocks),
+``tools`` (the tools on offer and how to call them) and ``on_change`` (saves
+the instance; called after every change, so a crash or a failed call loses
+nothing already done).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
-from domarkx.data.models import CodeBlock, Message, ModelSettings, OutputBlock
+from domarkx.data.models import CodeBlock, Message, ModelSettings, OutputBlock, TextBlock
 from domarkx.errors import LLMError
 from domarkx.llm.messages import parse_reply, to_chat_messages
-from domarkx.llm.provider import Stream, provider_for
+from domarkx.llm.provider import Provider, Stream, provider_for
 from domarkx.llm.replay import ReplayCache
+from domarkx.llm.reply import Reply, ToolCall, answered_ids, calls_in
 
 Execute = Callable[[CodeBlock], list[OutputBlock] | None]
 
 
+class ToolResultLike(Protocol):
+    text: str
+    is_error: bool
+
+
+class Tools(Protocol):
+    """What the loop needs of the tools on offer (``domarkx.llm.tools.ToolBox``)."""
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """The request's ``tools`` field; empty when none are offered."""
+        ...
+
+    def call(self, call: ToolCall, where: str) -> ToolResultLike:
+        """Run one call; failures are results (``is_error``), never exceptions."""
+        ...
+
+
 def wants_reply(conversation: list[Message]) -> bool:
-    """Whether the conversation is a question waiting for an answer (ends with ``user``)."""
-    return bool(conversation) and conversation[-1].role == "user"
+    """Whether the conversation waits for the model: it ends with ``user`` or a ``tool`` result."""
+    return bool(conversation) and conversation[-1].role in ("user", "tool")
+
+
+def pending_calls(conversation: list[Message]) -> tuple[int, list[ToolCall]]:
+    """The last assistant message's calls that no ``tool`` message after it answers.
+
+    Returns the message's index and the calls, in order; ``(-1, [])`` when nothing
+    waits (a message other than ``tool`` after it means the calls were left behind).
+    """
+    for index in range(len(conversation) - 1, -1, -1):
+        message = conversation[index]
+        if message.role == "tool":
+            continue
+        if message.role != "assistant":
+            return -1, []
+        answered = {i for m in conversation[index + 1 :] for i in answered_ids(m.message_metadata)}
+        calls = [c for c in calls_in(message.message_metadata) if c.id not in answered]
+        return (index, calls) if calls else (-1, [])
+    return -1, []
+
+
+def needs_model(conversation: list[Message]) -> bool:
+    """Whether a run would ask the model (or run calls it left): a reply is wanted."""
+    return wants_reply(conversation) or bool(pending_calls(conversation)[1])
 
 
 def llm_turns(
@@ -34,41 +77,100 @@ def llm_turns(
     cache: ReplayCache,
     context: str,
     stream: Stream | None = None,
+    tools: Tools | None = None,
 ) -> list[str]:
     """Add the model's turns to ``conversation`` (in place); return the replay keys used.
 
-    While the conversation wants a reply, or the last reply's code ran, the model
-    is asked (at most ``settings.max_turns`` times). Each reply is appended as an
-    ``assistant`` message; each of its code blocks is passed to ``execute`` in
+    Calls the conversation ends with and that have no result yet run first. Then,
+    while the conversation wants a reply and the last reply ran code or made
+    calls, the model is asked (at most ``settings.max_turns`` times). Each reply
+    is appended as an ``assistant`` message (its calls and what the server said
+    in ``msg-metadata``); each of its code blocks is passed to ``execute`` in
     order, and the outputs it returns are inserted right after that block (None
-    means the block is not runnable and is left alone). The loop stops at a reply
-    with no runnable code.
+    means the block is not runnable and is left alone); each of its tool calls
+    runs in order and its result is appended as a ``tool`` message.
 
     ``context`` names the session in errors. On an LLMError the conversation keeps
     everything done before the failing call; ``on_change`` is called and the error
     re-raised, with the keys used so far in its ``llm_records`` attribute.
     """
     keys: list[str] = []
-    if not wants_reply(conversation):
+    index, waiting = pending_calls(conversation)
+    if not waiting and not wants_reply(conversation):
         return keys
     try:
         provider = provider_for(settings, front_matter)
+        if waiting:
+            _answer_calls(conversation, index, waiting, tools, on_change)
+        offered = tools.definitions() if tools is not None else []
         for _ in range(settings.max_turns):
             messages = to_chat_messages(conversation)
             where = f"{context}, message {len(conversation) + 1} (assistant)"
-            reply, key = cache.complete(provider, messages, context=where, stream=stream)
+            reply, key = cache.complete(
+                provider, messages, context=where, stream=stream, tools=offered or None
+            )
             if key is not None:
                 keys.append(key)
-            message = Message(role="assistant", content=list(parse_reply(reply)))
+            message = Message(
+                role="assistant",
+                content=list(parse_reply(reply.text)),
+                message_metadata=reply_metadata(provider, reply, key),
+            )
             conversation.append(message)
             on_change()
-            if not _run_code(message, execute, on_change):
+            ran = _run_code(message, execute, on_change)
+            if reply.tool_calls:
+                _answer_calls(
+                    conversation, len(conversation) - 1, list(reply.tool_calls), tools, on_change
+                )
+                ran = True
+            if not ran:
                 break
     except LLMError as error:
         error.llm_records = keys  # type: ignore[attr-defined]
         on_change()
         raise
     return keys
+
+
+def reply_metadata(provider: Provider, reply: Reply, key: str | None) -> dict[str, Any]:
+    """The ``msg-metadata`` of a generated assistant message (spec 1.3), keys in this order."""
+    metadata: dict[str, Any] = {}
+    if reply.tool_calls:
+        metadata["tool_calls"] = [call.flat() for call in reply.tool_calls]
+    metadata.update(
+        provider=provider.provider_name,
+        model=reply.model or provider.model_name,
+        finish_reason=reply.finish_reason,
+        usage=reply.usage,
+        replay_key=key,
+    )
+    if reply.thought:
+        metadata["thought"] = reply.thought
+    return metadata
+
+
+def _answer_calls(
+    conversation: list[Message],
+    index: int,
+    calls: list[ToolCall],
+    tools: Tools | None,
+    on_change: Callable[[], None],
+) -> None:
+    """Run ``calls`` (of message ``index``) in order; append one ``tool`` message each."""
+    for call in calls:
+        where = f"message {index + 1} (assistant), tool call {call.id} ({call.name})"
+        if tools is None:
+            text, is_error = f"unknown tool `{call.name}`; this session offers no tools", True
+        else:
+            result = tools.call(call, where)
+            text, is_error = result.text, result.is_error
+        metadata: dict[str, Any] = {"tool_call_id": call.id, "name": call.name}
+        if is_error:
+            metadata["is_error"] = True
+        content: list[Any] = [TextBlock(value=text, quoted=True)] if text.strip() else []
+        conversation.append(Message(role="tool", message_metadata=metadata, content=content))
+        on_change()
 
 
 def _run_code(message: Message, execute: Execute, on_change: Callable[[], None]) -> bool:

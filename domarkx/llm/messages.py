@@ -17,8 +17,9 @@ What the model is sent (``to_chat_messages``):
   or the older format's ``content`` list of results with ``call_id``) and the
   assistant message before it made that call; otherwise it is sent as a ``user``
   message starting with ``TOOL_HEADER``.
-- An assistant message's tool calls from ``msg-metadata`` (the older format's
-  ``content`` list of ``{id, name, arguments}``, or an OpenAI ``tool_calls`` list)
+- An assistant message's tool calls from ``msg-metadata`` (a ``tool_calls`` list
+  in the flat ``{id, name, arguments}`` or the OpenAI form, or the older
+  format's ``content`` list of ``{id, name, arguments}``)
   are sent as ``tool_calls`` when every call is answered by the ``tool`` messages
   that follow; otherwise they are described in the message's text, since servers
   refuse unanswered calls.
@@ -34,6 +35,7 @@ import json
 from typing import Any
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
+from domarkx.llm.reply import calls_in
 from domarkx.parsing.fences import fence_end, format_info, open_fence, parse_info, write_fence
 
 OUTPUT_HEADER = "Output of the code block"
@@ -62,7 +64,7 @@ def is_output_message(message: dict[str, Any]) -> bool:
     return (
         message.get("role") == "user"
         and isinstance(content, str)
-        and content.startswith(OUTPUT_HEADER)
+        and content.startswith((OUTPUT_HEADER, TOOL_HEADER))
     )
 
 
@@ -165,27 +167,7 @@ def _assistant_messages(message: Message) -> list[dict[str, Any]]:
 
 def _tool_calls(metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Tool calls recorded in an assistant message's ``msg-metadata``, OpenAI-shaped."""
-    if not metadata:
-        return []
-    if isinstance(metadata.get("tool_calls"), list):
-        return [c for c in metadata["tool_calls"] if isinstance(c, dict) and "id" in c]
-    items = metadata.get("content")
-    if not isinstance(items, list):
-        return []
-    calls = []
-    for item in items:
-        if isinstance(item, dict) and {"id", "name"} <= item.keys():
-            arguments = item.get("arguments", "{}")
-            if not isinstance(arguments, str):
-                arguments = json.dumps(arguments, ensure_ascii=False)
-            calls.append(
-                {
-                    "id": str(item["id"]),
-                    "type": "function",
-                    "function": {"name": str(item["name"]), "arguments": arguments},
-                }
-            )
-    return calls
+    return [call.openai() for call in calls_in(metadata)]
 
 
 def _tool_messages(message: Message) -> list[dict[str, Any]]:

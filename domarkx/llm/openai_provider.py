@@ -18,6 +18,7 @@ from typing import Any
 
 from domarkx.errors import LLMError
 from domarkx.llm.provider import Provider, Stream
+from domarkx.llm.reply import Reply, ToolCall
 
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF = 1.0
@@ -97,7 +98,12 @@ class OpenAIProvider(Provider):
                 hint="set `model.timeout` in session-config to a number",
             ) from None
 
-    def complete(self, messages: list[dict[str, Any]], stream: Stream | None = None) -> str:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        stream: Stream | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Reply:
         """Ask the server, retrying transient failures with exponential backoff."""
         if not self.settings.name:
             raise LLMError(
@@ -115,7 +121,7 @@ class OpenAIProvider(Provider):
         base = backoff_base()
         for attempt in range(attempts):
             try:
-                return self._once(openai, client, messages, stream)
+                return self._once(openai, client, messages, stream, tools)
             except _Transient as failure:
                 if attempt + 1 == attempts:
                     tries = f" (tried {attempts} time{'s' if attempts > 1 else ''})"
@@ -124,13 +130,20 @@ class OpenAIProvider(Provider):
         raise AssertionError("unreachable")
 
     def _once(
-        self, openai: Any, client: Any, messages: list[dict[str, Any]], stream: Stream | None
-    ) -> str:
+        self,
+        openai: Any,
+        client: Any,
+        messages: list[dict[str, Any]],
+        stream: Stream | None,
+        tools: list[dict[str, Any]] | None,
+    ) -> Reply:
         params = self.params()
         temperature = params.pop("temperature", None)
         request: dict[str, Any] = {"model": self.settings.name, "messages": messages}
         if temperature is not None:
             request["temperature"] = temperature
+        if tools:
+            request["tools"] = tools
         if params:
             # Other generation parameters (top_p, max_tokens, seed...) go as they are.
             request["extra_body"] = params
@@ -140,16 +153,11 @@ class OpenAIProvider(Provider):
                 response = client.chat.completions.create(**request)
                 if not response.choices:
                     raise LLMError(f"the model server at {where} returned no choices")
-                return response.choices[0].message.content or ""
-            chunks: list[str] = []
-            for chunk in client.chat.completions.create(**request, stream=True):
-                if not chunk.choices:
-                    continue
-                piece = chunk.choices[0].delta.content
-                if piece:
-                    chunks.append(piece)
-                    stream(piece)
-            return "".join(chunks)
+                return _reply_of(response)
+            chunks = client.chat.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}
+            )
+            return _StreamedReply().read(chunks, stream)
         except openai.APITimeoutError:
             raise _Transient(
                 LLMError(
@@ -173,6 +181,99 @@ class OpenAIProvider(Provider):
             raise LLMError(message, hint=_hint_for(status, self.settings.api_key_env)) from None
         except openai.APIError as exc:
             raise LLMError(f"the model server at {where} gave an unusable answer: {exc}") from None
+
+
+def _usage(usage: Any) -> dict[str, int] | None:
+    """``prompt_tokens`` and ``completion_tokens``, those the server sent."""
+    if usage is None:
+        return None
+    found = {}
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = getattr(usage, key, None)
+        if isinstance(value, int):
+            found[key] = value
+    return found or None
+
+
+def _reasoning(message: Any) -> str | None:
+    """``reasoning_content`` (DeepSeek and others): an extra field of the message or delta."""
+    value = getattr(message, "reasoning_content", None)
+    if value is None:
+        value = (getattr(message, "model_extra", None) or {}).get("reasoning_content")
+    return value if isinstance(value, str) else None
+
+
+def _reply_of(response: Any) -> Reply:
+    """A whole (non-streamed) completion as a ``Reply``."""
+    choice = response.choices[0]
+    message = choice.message
+    calls = tuple(
+        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
+        for c in (message.tool_calls or [])
+        if getattr(c, "function", None) is not None
+    )
+    return Reply(
+        text=message.content or "",
+        tool_calls=calls,
+        finish_reason=choice.finish_reason,
+        usage=_usage(response.usage),
+        thought=_reasoning(message),
+        model=response.model,
+    )
+
+
+class _StreamedReply:
+    """Puts a reply together from stream chunks: text, reasoning, tool calls by index."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.thought: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.model: str | None = None
+
+    def read(self, chunks: Any, stream: Stream) -> Reply:
+        for chunk in chunks:
+            self.model = getattr(chunk, "model", None) or self.model
+            if getattr(chunk, "usage", None) is not None:
+                self.usage = _usage(chunk.usage)
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            self.finish_reason = choice.finish_reason or self.finish_reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.content:
+                self.text.append(delta.content)
+                stream(delta.content)
+            thought = _reasoning(delta)
+            if thought:
+                self.thought.append(thought)
+            for part in delta.tool_calls or []:
+                # The first delta of a call carries its id and name; later ones add to
+                # its arguments. They are told apart by ``index``.
+                call = self.calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                if part.id:
+                    call["id"] = part.id
+                function = part.function
+                if function is not None:
+                    if function.name:
+                        call["name"] += function.name
+                    if function.arguments:
+                        call["arguments"] += function.arguments
+        return Reply(
+            text="".join(self.text),
+            tool_calls=tuple(
+                ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
+                for _, c in sorted(self.calls.items())
+            ),
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            thought="".join(self.thought) or None,
+            model=self.model,
+        )
 
 
 def _cause(exc: BaseException) -> str:

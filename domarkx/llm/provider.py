@@ -2,7 +2,8 @@
 
 A provider is built from a session's ``model`` settings (and its front matter,
 which the offline ``scripted`` provider reads its replies from) and answers a
-list of OpenAI chat messages with the assistant's text. Providers are found
+list of OpenAI chat messages (and the tools on offer) with a ``Reply``: text,
+tool calls, finish reason, usage, reasoning. Providers are found
 through the ``domarkx.providers`` registry; a third-party provider subclasses
 ``Provider`` and registers an entry point.
 """
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 from domarkx import registry
 from domarkx.data.models import ModelSettings
 from domarkx.errors import LLMError
+from domarkx.llm.reply import Reply
 
 GROUP = "domarkx.providers"
 
@@ -57,12 +59,20 @@ class Provider(abc.ABC):
         return dict(sorted(extra.items()))
 
     @abc.abstractmethod
-    def complete(self, messages: list[dict[str, Any]], stream: Stream | None = None) -> str:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        stream: Stream | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Reply:
         """Answer ``messages`` (OpenAI chat message dicts: ``role``, ``content`` and, for
-        tool calls, ``tool_calls``/``tool_call_id``) with the assistant's Markdown text.
+        tool calls, ``tool_calls``/``tool_call_id``) with the assistant's reply.
 
-        ``stream``, when given, receives the text in chunks as it arrives; the joined
-        chunks equal the returned text. Failures raise ``LLMError``.
+        ``tools`` are the chat-completions tool definitions on offer (``{"type":
+        "function", "function": {name, description, parameters}}``), or None.
+        ``stream``, when given, receives the reply's text in chunks as it arrives;
+        the joined chunks equal ``Reply.text``. Failures raise ``LLMError``. (A
+        plugin that returns a plain ``str`` is read as a text reply.)
         """
 
 

@@ -1,10 +1,13 @@
 """Record and replay model calls, so that builds give the same answers offline.
 
 Every request is reduced to its canonical form (provider, model name, messages,
-generation parameters; not the ``base_url``, so that the same model behind
-another mirror replays) and keyed by the SHA-256 of that form's canonical JSON.
-The reply is stored beside the request in ``<folder>/<key[:2]>/<key>.json``: a
-small, human-readable file meant to be committed (``.domarkx/replay/``).
+the tools on offer when there are any, generation parameters; not the
+``base_url``, so that the same model behind another mirror replays) and keyed
+by the SHA-256 of that form's canonical JSON. The reply (text, tool calls,
+finish reason, usage, reasoning, model: ``Reply.to_record``) is stored beside
+the request in ``<folder>/<key[:2]>/<key>.json``: a small, human-readable file
+meant to be committed (``.domarkx/replay/``). Records of format 1 (the reply's
+text alone) are still read.
 
 ``DOMARKX_LLM`` chooses the mode:
 
@@ -27,10 +30,11 @@ from typing import Any
 
 from domarkx.errors import LLMError
 from domarkx.llm.provider import Provider, Stream
+from domarkx.llm.reply import Reply, as_reply
 
 ENV = "DOMARKX_LLM"
 MODES = ("auto", "replay", "record")
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 
 
 def mode_from_env() -> str:
@@ -44,14 +48,24 @@ def mode_from_env() -> str:
     return mode
 
 
-def canonical_request(provider: Provider, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """What identifies a model call: the same dict gives the same reply from a replay."""
-    return {
+def canonical_request(
+    provider: Provider,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What identifies a model call: the same dict gives the same reply from a replay.
+
+    ``tools`` is left out when empty, so requests without tools keep their keys.
+    """
+    request: dict[str, Any] = {
         "provider": provider.provider_name,
         "model": provider.model_name,
         "messages": messages,
         "params": provider.params(),
     }
+    if tools:
+        request["tools"] = tools
+    return request
 
 
 def request_key(request: dict[str, Any]) -> str:
@@ -73,7 +87,7 @@ class ReplayCache:
         """Where the record of ``key`` lives."""
         return self.folder / key[:2] / f"{key}.json"
 
-    def lookup(self, key: str) -> str | None:
+    def lookup(self, key: str) -> Reply | None:
         """The recorded reply for ``key``, or None."""
         path = self.path_for(key)
         try:
@@ -86,20 +100,27 @@ class ReplayCache:
                 file=path,
                 hint=f"delete it, or record it again with {ENV}=record",
             ) from None
-        reply = record.get("reply") if isinstance(record, dict) else None
-        if not isinstance(reply, str):
+        try:
+            if not isinstance(record, dict) or "reply" not in record:
+                raise ValueError("it has no `reply`")
+            return Reply.from_record(record["reply"])
+        except (ValueError, TypeError) as exc:
             raise LLMError(
-                "the replay record has no `reply` text",
+                f"the replay record has no usable `reply`: {exc}",
                 file=path,
                 hint=f"delete it, or record it again with {ENV}=record",
-            )
-        return reply
+            ) from None
 
-    def store(self, key: str, request: dict[str, Any], reply: str) -> Path:
+    def store(self, key: str, request: dict[str, Any], reply: Reply) -> Path:
         """Write the record of ``key`` atomically (temporary file, then rename)."""
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"format": RECORD_FORMAT, "key": key, "request": request, "reply": reply}
+        record = {
+            "format": RECORD_FORMAT,
+            "key": key,
+            "request": request,
+            "reply": reply.to_record(),
+        }
         text = json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}.", suffix=".tmp")
         try:
@@ -118,21 +139,22 @@ class ReplayCache:
         *,
         context: str,
         stream: Stream | None = None,
-    ) -> tuple[str, str | None]:
+        tools: list[dict[str, Any]] | None = None,
+    ) -> tuple[Reply, str | None]:
         """The reply to ``messages`` and its record key (None for offline providers).
 
         ``context`` says which session and message asked, for the replay-miss error.
-        A replayed reply is passed to ``stream`` in one piece.
+        A replayed reply's text is passed to ``stream`` in one piece.
         """
         if provider.offline:
-            return provider.complete(messages, stream), None
-        request = canonical_request(provider, messages)
+            return as_reply(provider.complete(messages, stream, tools)), None
+        request = canonical_request(provider, messages, tools)
         key = request_key(request)
         if self.mode != "record":
             reply = self.lookup(key)
             if reply is not None:
-                if stream is not None:
-                    stream(reply)
+                if stream is not None and reply.text:
+                    stream(reply.text)
                 return reply, key
             if self.mode == "replay":
                 raise LLMError(
@@ -141,6 +163,6 @@ class ReplayCache:
                     hint=f"record it once with {ENV}=auto or {ENV}=record and commit "
                     f"{self.path_for(key)}",
                 )
-        reply = provider.complete(messages, stream)
-        self.store(key, request, reply)
-        return reply, key
+        fresh = as_reply(provider.complete(messages, stream, tools))
+        self.store(key, request, fresh)
+        return fresh, key

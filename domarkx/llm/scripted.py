@@ -10,16 +10,21 @@ scripted_replies:
 
 with ``model: {provider: scripted}`` in ``session-config``. It reaches no
 network and needs no key, so example sessions build anywhere and tests need
-no patching.
+no patching. A reply may also be a mapping that asks for tool calls:
+``{text: "Let me add.", tool_calls: [{name: add, arguments: {a: 2, b: 3}}]}``
+(``arguments`` as an object or as JSON text; ``id`` defaults to
+``call_<reply>_<n>``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 from domarkx.errors import LLMError
 from domarkx.llm.messages import is_output_message
 from domarkx.llm.provider import Provider, Stream
+from domarkx.llm.reply import Reply, ToolCall
 
 FRONT_MATTER_KEY = "scripted_replies"
 
@@ -36,13 +41,13 @@ class ScriptedProvider(Provider):
 
     offline: ClassVar[bool] = True
 
-    def replies(self) -> list[str]:
+    def replies(self) -> list[str | dict[str, Any]]:
         """The ``scripted_replies`` list of the front matter, checked."""
         replies = self.front_matter.get(FRONT_MATTER_KEY)
-        if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
+        if not isinstance(replies, list) or not all(isinstance(r, str | dict) for r in replies):
             raise LLMError(
                 f"the scripted provider reads its replies from the front matter key "
-                f"`{FRONT_MATTER_KEY}`, a list of strings",
+                f"`{FRONT_MATTER_KEY}`, a list of strings (or of {{text, tool_calls}} mappings)",
                 hint=f'add `{FRONT_MATTER_KEY}: ["first reply", "second reply"]` to the front matter',
             )
         return replies
@@ -58,7 +63,12 @@ class ScriptedProvider(Provider):
                 break
         return count
 
-    def complete(self, messages: list[dict[str, Any]], stream: Stream | None = None) -> str:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        stream: Stream | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Reply:
         """The next scripted reply; an LLMError when the list has run out."""
         replies = self.replies()
         index = self.reply_index(messages)
@@ -68,7 +78,33 @@ class ScriptedProvider(Provider):
                 f"{'y' if len(replies) == 1 else 'ies'} and was asked for reply {index + 1}",
                 hint=f"add a reply to `{FRONT_MATTER_KEY}` or lower `model.max_turns`",
             )
-        reply = replies[index]
-        if stream is not None:
-            stream(reply)
+        reply = _reply(replies[index], index)
+        if stream is not None and reply.text:
+            stream(reply.text)
         return reply
+
+
+def _reply(item: str | dict[str, Any], index: int) -> Reply:
+    if isinstance(item, str):
+        return Reply(text=item, finish_reason="stop")
+    text = item.get("text", "")
+    calls = []
+    for n, call in enumerate(item.get("tool_calls") or []):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise LLMError(
+                f"scripted reply {index + 1}: a tool call needs a `name`",
+                hint="write tool calls as {name: add, arguments: {a: 1}}",
+            )
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        calls.append(
+            ToolCall(
+                id=str(call.get("id", f"call_{index}_{n}")), name=call["name"], arguments=arguments
+            )
+        )
+    return Reply(
+        text=text if isinstance(text, str) else str(text),
+        tool_calls=tuple(calls),
+        finish_reason="tool_calls" if calls else "stop",
+    )

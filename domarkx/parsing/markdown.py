@@ -828,6 +828,13 @@ class MarkdownParser:
 
     def _role(self, heading: str, file: str, line: int) -> str:
         role = ROLE_ALIASES.get(heading.strip().lower())
+        if role is None and heading.strip().lower() == "unknow":
+            raise DocumentError(
+                f"`## {heading}` is the older domarkx format's heading for tool results",
+                file=file,
+                line=line,
+                hint=f"run `domarkx migrate {file}` (it becomes `## tool`)",
+            )
         if role is None:
             raise DocumentError(
                 f"unknown role heading `## {heading}`",

@@ -153,6 +153,7 @@ class InstanceManager:
         engine_name = engine or config.engine
         cls = engine_class(engine_name)
         self._check_languages(snapshot, cls)
+        self._check_model_source(snapshot)
         instance = SessionInstance(
             instance_id=instance_id or secrets.token_hex(32),
             snapshot_id=snapshot.snapshot_id,
@@ -183,6 +184,25 @@ class InstanceManager:
                     file=snapshot.metadata.source_file,
                     hint="use bash or python, or mark the block `norun`",
                 )
+
+    def _check_model_source(self, snapshot: SessionSnapshot) -> None:
+        """An older-format session whose model is a setup-script ``client`` cannot be asked."""
+        if snapshot.config().model is not None:
+            return
+        from domarkx.llm.loop import needs_model
+
+        if not needs_model(snapshot.conversation):
+            return
+        from domarkx.session.legacy import check_model_source, read_source
+
+        setup = snapshot.setup_script
+        source_file = snapshot.metadata.source_file
+        check_model_source(
+            setup.language if setup else None,
+            setup.code if setup else None,
+            read_source(self.store.root, source_file) if setup else None,
+            source_file,
+        )
 
     def start(self, instance: SessionInstance, snapshot: SessionSnapshot) -> Engine:
         config = snapshot.config()
@@ -297,6 +317,30 @@ class InstanceManager:
         )
         return False
 
+    def run_model_code(
+        self,
+        snapshot: SessionSnapshot,
+        sandbox: Engine,
+        language: str,
+        code: str,
+        where: str,
+    ) -> list[OutputBlock]:
+        """Run code that a model wrote (a code-loop block, a bash/python tool call).
+
+        The one path for "a model wants something run": the user's grant decides
+        (``self.approval``); a refusal is recorded as ``NOT_RUN`` and the model is told.
+        """
+        request = CodeRequest(
+            session=snapshot.metadata.source_file,
+            where=where,
+            engine=sandbox.name,
+            language=language,
+            code=code,
+        )
+        if not self.approval.decide(request, isolated=sandbox.isolated):
+            return [OutputBlock(stream="stdout", text=NOT_RUN, exit_code=None)]
+        return outputs_of(sandbox.run(language, code, snapshot.config().timeout))
+
     def llm_turn(
         self,
         instance: SessionInstance,
@@ -304,33 +348,28 @@ class InstanceManager:
         sandbox: Engine,
         stream: Callable[[str], None] | None = None,
     ) -> None:
-        """Ask the model while the session ends with a user message (spec: ``run``)."""
+        """Ask the model while the session wants a reply (spec: ``run``), tools included.
+
+        A session that ends with tool calls left without results runs them first.
+        """
         config = snapshot.config()
         if config.model is None:
             return
-        from domarkx.llm.loop import llm_turns, wants_reply
+        from domarkx.llm.loop import llm_turns, needs_model
         from domarkx.llm.replay import ReplayCache
 
-        if not wants_reply(instance.conversation):
+        if not needs_model(instance.conversation):
             return
 
         def execute(block: CodeBlock) -> list[OutputBlock] | None:
             if not runnable("assistant", block, sandbox):
                 return None
             language = canonical_language(block.language) or block.language
-            request = CodeRequest(
-                session=snapshot.metadata.source_file,
-                where=f"message {len(instance.conversation)} (assistant)",
-                engine=sandbox.name,
-                language=language,
-                code=block.code,
-            )
-            if not self.approval.decide(request, isolated=sandbox.isolated):
-                return [OutputBlock(stream="stdout", text=NOT_RUN, exit_code=None)]
-            result = sandbox.run(language, block.code, config.timeout)
-            return outputs_of(result)
+            where = f"message {len(instance.conversation)} (assistant)"
+            return self.run_model_code(snapshot, sandbox, language, block.code, where)
 
         try:
+            tools = self.tools_for(snapshot, sandbox)
             keys = llm_turns(
                 instance.conversation,
                 config.model,
@@ -340,6 +379,7 @@ class InstanceManager:
                 cache=ReplayCache(self.store.replay_dir),
                 context=snapshot.metadata.source_file,
                 stream=stream,
+                tools=tools,
             )
         except LLMError as err:
             # Keep the records of the calls that worked before this one failed.
@@ -347,6 +387,35 @@ class InstanceManager:
             raise
         instance.llm_records.extend(keys)
         self.store.put_instance(instance)
+
+    def tools_for(self, snapshot: SessionSnapshot, sandbox: Engine) -> Any:
+        """The run's ``ToolBox``: session-config's ``tools``, or the setup script's ``tools``."""
+        from domarkx.llm.tools import ToolBox, ToolDeclarationError
+
+        config = snapshot.config()
+        setup = snapshot.setup_script
+        is_python = setup is not None and canonical_language(setup.language) == "python"
+
+        def run_code(language: str, code: str, where: str) -> list[OutputBlock]:
+            return self.run_model_code(snapshot, sandbox, language, code, where)
+
+        try:
+            return ToolBox.declare(
+                config.tools,
+                setup_code=setup.code if setup is not None and is_python else None,
+                run_code=run_code,
+                python=lambda code: sandbox.run("python", code, config.timeout),
+            )
+        except ToolDeclarationError as err:
+            from domarkx.session.legacy import config_key_line, read_source
+
+            source = read_source(self.store.root, snapshot.metadata.source_file)
+            raise ToolDeclarationError(
+                err.message,
+                file=snapshot.metadata.source_file,
+                line=config_key_line(source, "tools") if source is not None else None,
+                hint=err.hint,
+            ) from None
 
     def raise_for_failures(self, instance: SessionInstance) -> None:
         """``--strict``: a failed or timed-out block is an error (exit status 1)."""
@@ -396,6 +465,7 @@ class InstanceManager:
             data["model"] = config.model.model_dump(mode="json")
             data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]
             data["front_matter"] = snapshot.metadata.user_metadata
+            data["tools"] = config.tools
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -1,0 +1,45 @@
+"""``domarkx migrate FILE``: rewrite an older-format session so that a run can use it."""
+
+from __future__ import annotations
+
+import sys
+
+from domarkx.cli.options import add_command
+
+
+def register(subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "migrate",
+        run,
+        help="rewrite an older-format session (model client, `## unknow`) in place",
+        description="Move a model `client` built in the setup script into session-config.model "
+        "(provider, name, base_url; never a key) and rename `## unknow` headings to `## tool`. "
+        "Every other byte stays; the file is replaced atomically.",
+    )
+    parser.add_argument("file", metavar="FILE", help="the session document to rewrite")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from domarkx.data.atomic import write_atomic
+    from domarkx.errors import DocumentError
+    from domarkx.session.legacy import migrate_text
+
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DocumentError(f"cannot read: {err.strerror}", file=args.file) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentError("not UTF-8 text", file=args.file, hint="save it as UTF-8") from None
+    migrated = migrate_text(text)
+    if migrated == text:
+        print(f"{args.file}: nothing to migrate", file=sys.stderr)
+        return 0
+    write_atomic(path, migrated)
+    print(f"{args.file}: migrated", file=sys.stderr)
+    return 0

@@ -1,0 +1,186 @@
+"""The tools a session offers its model, and how each call is run in the sandbox.
+
+Two kinds (docs/llm.md, "Tools"):
+
+- the built-ins ``bash`` and ``python``: the call's ``code`` runs in the
+  session's sandbox like a code block the model wrote (same engine call, same
+  approval rule: ``run_code`` is the caller's, and it asks);
+- functions of the session's Python setup script: their schemas are derived and
+  the calls made inside the sandbox's Python, through the small helper of
+  ``domarkx.llm.sandbox_tools`` (``python`` runs one block there). They are the
+  user's own code and run without asking.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from domarkx.data.models import OutputBlock
+from domarkx.errors import DomarkxError
+from domarkx.execution.engine import BlockResult
+from domarkx.llm import sandbox_tools
+from domarkx.llm.messages import render_outputs
+from domarkx.llm.reply import ToolCall
+from domarkx.session.approval import NOT_RUN
+
+BUILTINS: dict[str, dict[str, Any]] = {
+    name: {
+        "name": name,
+        "description": f"Run {label} code in the session's sandbox, in the same persistent "
+        f"{process} as the session's code blocks (state carries over between calls). "
+        "The result is what it printed and its exit code.",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": f"The {label} code to run."}},
+            "required": ["code"],
+            "additionalProperties": False,
+        },
+    }
+    for name, label, process in (
+        ("bash", "bash", "shell"),
+        ("python", "Python", "Python process"),
+    )
+}
+
+# Runs model-written code (language, code, where) and returns its output blocks;
+# the caller decides on approval (a refusal is an output saying so, with no exit code).
+RunCode = Callable[[str, str, str], list[OutputBlock]]
+# Runs one block in the sandbox's Python and returns what it did.
+RunPython = Callable[[str], BlockResult]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What one call gives the model: the text of its ``tool`` message, and whether it failed."""
+
+    text: str
+    is_error: bool = False
+
+
+class ToolDeclarationError(DomarkxError):
+    """``session-config``'s ``tools`` names something that is no tool (the caller adds the line)."""
+
+
+@dataclass
+class ToolBox:
+    """The tools of one run: their definitions for the request, and how to call each."""
+
+    functions: list[dict[str, Any]] = field(default_factory=list)  # {name, description, parameters}
+    run_code: RunCode | None = None
+    python: RunPython | None = None
+
+    @classmethod
+    def declare(
+        cls,
+        names: list[str] | None,
+        *,
+        setup_code: str | None,
+        run_code: RunCode,
+        python: RunPython,
+    ) -> ToolBox:
+        """The tools ``names`` (session-config) or, when None, the setup script's ``tools``.
+
+        ``setup_code`` is the session's Python setup script (None when it has none
+        or it is not Python). A name that is neither built in nor a function of it
+        raises ``ToolDeclarationError``.
+        """
+        box = cls(run_code=run_code, python=python)
+        if names is None:
+            if setup_code is None or "tools" not in setup_code:
+                return box
+            box.functions = box._describe(None, strict=False)
+            return box
+        wanted = [n for n in names if n not in BUILTINS]
+        if wanted and setup_code is None:
+            raise ToolDeclarationError(
+                f"`tools` names {', '.join(f'`{n}`' for n in wanted)}, which "
+                f"{'is' if len(wanted) == 1 else 'are'} not built in (bash, python), and "
+                "the session has no Python setup-script to define "
+                f"{'it' if len(wanted) == 1 else 'them'}",
+                hint="define the function in a ```python setup-script``` block, or use bash/python",
+            )
+        described = {f["name"]: f for f in box._describe(wanted, strict=True)} if wanted else {}
+        box.functions = [BUILTINS[n] if n in BUILTINS else described[n] for n in names]
+        return box
+
+    def _describe(self, names: list[str] | None, *, strict: bool) -> list[dict[str, Any]]:
+        assert self.python is not None
+        result = self.python(sandbox_tools.install_code() + sandbox_tools.describe_code(names))
+        answer, _ = sandbox_tools.answer_of(result.stdout)
+        if answer is None:
+            raise DomarkxError(
+                "the sandbox's Python did not answer the request for the tools' schemas"
+                + (f": {result.stderr.strip().splitlines()[-1]}" if result.stderr.strip() else ""),
+                hint="see docs/engines.md, Tools; the setup script must have run",
+            )
+        problems = answer.get("problems") or {}
+        if strict and problems:
+            name, why = next(iter(problems.items()))
+            raise ToolDeclarationError(
+                f"`tools` names `{name}`, which is no tool: {why}",
+                hint="name bash, python, or a function that the Python setup-script defines",
+            )
+        return list(answer.get("tools") or [])
+
+    @property
+    def names(self) -> list[str]:
+        return [f["name"] for f in self.functions]
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """The request's ``tools`` field (chat-completions form)."""
+        return [{"type": "function", "function": f} for f in self.functions]
+
+    def call(self, call: ToolCall, where: str) -> ToolResult:
+        """Run one call; every failure is a result the model reads, never an exception."""
+        spec = next((f for f in self.functions if f["name"] == call.name), None)
+        if spec is None:
+            known = ", ".join(self.names) or "none"
+            return ToolResult(f"unknown tool `{call.name}`; the tools are: {known}", True)
+        try:
+            arguments = json.loads(call.arguments or "{}", parse_constant=_no_constant)
+        except ValueError as exc:
+            return ToolResult(f"the arguments are not valid JSON: {exc}", True)
+        problem = sandbox_tools.check(spec["parameters"], arguments)
+        if problem:
+            return ToolResult(f"the arguments do not fit `{call.name}`: {problem}", True)
+        if call.name in BUILTINS and spec is BUILTINS[call.name]:
+            return self._run_builtin(call.name, arguments["code"], where)
+        return self._run_function(call, arguments)
+
+    def _run_builtin(self, language: str, code: str, where: str) -> ToolResult:
+        assert self.run_code is not None
+        outputs = self.run_code(language, code, where)
+        if any(o.text == NOT_RUN and o.exit_code is None for o in outputs):
+            return ToolResult(NOT_RUN, True)  # the user said no
+        failed = any(o.timed_out or o.exit_code not in (0, None) for o in outputs)
+        return ToolResult(render_outputs(outputs), failed)
+
+    def _run_function(self, call: ToolCall, arguments: dict[str, Any]) -> ToolResult:
+        assert self.python is not None
+        result = self.python(sandbox_tools.call_code(call.name, arguments))
+        answer, before = sandbox_tools.answer_of(result.stdout)
+        if answer is None:
+            why = "timed out" if result.timed_out else f"exit status {result.exit_code}"
+            text = f"the call did not complete ({why})"
+            detail = (before + result.stderr).strip()
+            return ToolResult(text + (f":\n{detail}" if detail else ""), True)
+        printed = before + (answer.get("output") or "") + result.stderr
+        if not answer.get("ok"):
+            return ToolResult(_join(printed, answer.get("error") or "the call failed"), True)
+        value = answer.get("result")
+        if answer.get("plain", True) and value is not None and not isinstance(value, str):
+            value = json.dumps(value, ensure_ascii=False)
+        return ToolResult(_join(printed, value), False)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _join(printed: str, result: str | None) -> str:
+    """What the model reads: what the call printed, then what it returned."""
+    parts = [p for p in (printed.rstrip("\n"), (result or "").rstrip("\n")) if p]
+    return "\n".join(parts)

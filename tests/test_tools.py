@@ -1,0 +1,452 @@
+"""Model tool calls, end to end: tools in session-config or the setup script, calls run in the
+sandbox (local shell and Docker), results as `## tool` messages, errors told to the model,
+streaming deltas, msg-metadata, replay, and the older format.
+
+The model is the loopback chat-completions server (tests/chat_server.py) reached through the
+real `openai` client; sandboxes are real processes and containers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from chat_server import ChatServer, Response
+from dockerutil import PYTHON_IMAGE, require_image
+
+from domarkx.cli.main import main
+from domarkx.data.store import Store
+from domarkx.errors import DomarkxError
+from domarkx.session.approval import NOT_RUN, Approval, ApprovalRequired
+from domarkx.session.instance import InstanceManager
+
+SETUP = '''
+def add(a: int, b: int = 0) -> int:
+    """Add two whole numbers.
+
+    Longer explanation that the model does not need.
+    """
+    return a + b
+
+
+def shout(text: str) -> str:
+    """Upper-case a text; refuses empty text."""
+    if not text:
+        raise ValueError("nothing to shout")
+    print("shouting")
+    return text.upper()
+'''
+
+SESSION = """\
+---
+title: tools
+---
+
+```yaml session-config
+{engine}timeout: 20
+model:
+  provider: openai
+  name: test-model
+  base_url: {base_url}
+  max_turns: {max_turns}
+tools: [{tools}]
+```
+
+```python setup-script
+{setup}
+```
+
+## user
+
+> What is 2 + 3?
+"""
+
+ENV = {"DOMARKX_LLM_BACKOFF": "0.01", "DOMARKX_LLM_RETRIES": "1", "DOMARKX_LLM": "auto"}
+
+
+@pytest.fixture(autouse=True)
+def llm_env(monkeypatch):
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def server():
+    with ChatServer() as chat:
+        yield chat
+
+
+def write_session(
+    project, server, *, tools="add, shout, bash", max_turns=4, engine="", setup=SETUP
+):
+    return project(
+        {
+            "sessions/calc.md": SESSION.format(
+                base_url=server.base_url,
+                tools=tools,
+                max_turns=max_turns,
+                engine=engine,
+                setup=setup.strip("\n"),
+            )
+        }
+    )
+
+
+def run(root, *, approval=None, stream=None, ref="sessions/calc.md"):
+    """Import and run through the real components; return (instance, export text)."""
+    assert main(["import", ref]) == 0
+    store = Store(root / ".domarkx", root)
+    manager = InstanceManager(store, approval=approval)
+    instance = manager.run("calc", stream=stream)
+    from domarkx.session.export import export_ref
+
+    return instance, export_ref(store, instance.instance_id)
+
+
+def tool_messages(instance):
+    return [m for m in instance.conversation if m.role == "tool"]
+
+
+def text_of(message) -> str:
+    return "\n".join(b.value for b in message.content if b.type == "text")
+
+
+# --- the loop --------------------------------------------------------------------------
+
+
+def test_a_function_call_runs_in_the_sandbox_and_the_model_reads_its_result(project, server):
+    root = write_session(project, server)
+    server.call(("add", {"a": 2, "b": 3}), text="Let me add.").reply("It is 5.")
+    instance, exported = run(root)
+
+    first, second = server.requests
+    offered = {t["function"]["name"]: t["function"] for t in first["tools"]}
+    assert list(offered) == ["add", "shout", "bash"]
+    assert offered["add"]["description"] == "Add two whole numbers."
+    assert offered["add"]["parameters"] == {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer", "default": 0}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    assert offered["bash"]["parameters"]["required"] == ["code"]
+    # The second request carries the call and its result, as the protocol wants.
+    assert second["messages"][-2]["tool_calls"] == [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'},
+        }
+    ]
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "5"}
+
+    roles = [m.role for m in instance.conversation]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    call_message, result, answer = instance.conversation[1:]
+    assert call_message.message_metadata["tool_calls"] == [
+        {"id": "call_1", "name": "add", "arguments": '{"a": 2, "b": 3}'}
+    ]
+    assert result.message_metadata == {"tool_call_id": "call_1", "name": "add"}
+    assert text_of(result) == "5"
+    meta = answer.message_metadata
+    assert meta["provider"] == "openai" and meta["model"] == "test-model"
+    assert meta["finish_reason"] == "stop"
+    assert meta["usage"] == {"prompt_tokens": 1, "completion_tokens": 1}
+    assert meta["replay_key"] == instance.llm_records[1]
+    assert call_message.message_metadata["finish_reason"] == "tool_calls"
+    assert '## tool\n\n```json msg-metadata\n{\n  "tool_call_id": "call_1",' in exported
+    assert "> It is 5." in exported
+
+
+def test_failures_are_results_the_model_reads_and_the_run_goes_on(project, server):
+    root = write_session(project, server)
+    server.call(
+        ("shout", {"text": ""}),
+        ("nope", {}),
+        ("add", "{not json"),
+        ("add", {"a": "two"}),
+        ("add", {"a": 1, "c": 2}),
+        ("shout", {"text": "hi"}),
+    ).reply("Done.")
+    instance, _ = run(root)
+    assert instance.status == "exited"
+    results = tool_messages(instance)
+    assert [r.message_metadata.get("is_error", False) for r in results] == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+    raised, unknown, bad_json, bad_type, extra, fine = (text_of(r) for r in results)
+    assert "ValueError: nothing to shout" in raised and "shouting" not in raised
+    assert "in shout" in raised  # the traceback names the function, not the helper
+    assert unknown == "unknown tool `nope`; the tools are: add, shout, bash"
+    assert bad_json.startswith("the arguments are not valid JSON")
+    assert bad_type == "the arguments do not fit `add`: `a` must be an integer"
+    assert extra == "the arguments do not fit `add`: `c` is not a parameter"
+    assert fine == "shouting\nHI"
+    tool_results = [m for m in server.requests[1]["messages"] if m["role"] == "tool"]
+    assert len(tool_results) == 6 and tool_results[1]["content"] == unknown
+
+
+def test_the_bash_tool_shares_the_sandbox_with_the_code_blocks(project, server):
+    root = write_session(project, server, tools="bash, python")
+    server.call(
+        ("bash", {"code": "export N=41; echo set"}), ("python", {"code": "print(add(40, 2))"})
+    )
+    server.call(("bash", {"code": "echo $((N + 1)); exit 3"})).reply("Both are 42.")
+    instance, _ = run(root)
+    first, second, third = (text_of(m) for m in tool_messages(instance))
+    assert first == "Output (exit code 0):\n```text\nset\n```"
+    assert second == "Output (exit code 0):\n```text\n42\n```"  # the setup script's add
+    assert third == "Output (exit code 3):\n```text\n42\n```"
+    assert tool_messages(instance)[2].message_metadata["is_error"] is True
+
+
+def test_model_written_code_in_tool_calls_asks_for_approval(project, server):
+    root = write_session(project, server, tools="add, bash")
+    server.call(("bash", {"code": "touch made-by-model"}), ("add", {"a": 1})).reply("ok")
+    instance, _ = run(root, approval=Approval(mode="never"))
+    refused, added = tool_messages(instance)
+    assert text_of(refused) == NOT_RUN and refused.message_metadata["is_error"] is True
+    assert text_of(added) == "1"  # the setup script's function is the user's code: no asking
+    assert not list(root.rglob("made-by-model"))
+
+    # Without a terminal to ask, the run stops before the call (the reply is replayed).
+    with pytest.raises(ApprovalRequired, match="tool call call_1 \\(bash\\)"):
+        run(root, approval=Approval(mode="ask", ask=None))
+
+
+def test_max_turns_bounds_the_requests(project, server):
+    root = write_session(project, server, max_turns=2)
+    server.call(("add", {"a": 1})).call(("add", {"a": 2})).reply("never asked")
+    instance, _ = run(root)
+    assert len(server.requests) == 2
+    assert [m.role for m in instance.conversation][-2:] == ["assistant", "tool"]
+
+
+def test_streamed_deltas_give_the_same_calls_reasoning_and_usage(project, server):
+    root = write_session(project, server)
+    usage = {"prompt_tokens": 31, "completion_tokens": 7}
+    server.call(
+        ("add", {"a": 20, "b": 22}), text="Adding now.", reasoning="2+3? use add", usage=usage
+    )
+    server.queue[-1].chunk_size = 3
+    server.queue.append(Response(text="It is 42.", reasoning="done", chunk_size=2))
+    chunks: list[str] = []
+    instance, _ = run(root, stream=chunks.append)
+    assert "".join(chunks) == "Adding now.It is 42."
+    assert len(chunks) > 4
+    assert all(r.get("stream") for r in server.requests)
+    call_message = instance.conversation[1]
+    assert call_message.message_metadata["tool_calls"] == [
+        {"id": "call_1", "name": "add", "arguments": '{"a": 20, "b": 22}'}
+    ]
+    assert call_message.message_metadata["thought"] == "2+3? use add"
+    assert call_message.message_metadata["usage"] == usage
+    assert text_of(tool_messages(instance)[0]) == "42"
+    assert instance.conversation[-1].message_metadata["thought"] == "done"
+
+
+def test_replay_builds_the_same_export_offline(project, server, monkeypatch):
+    root = write_session(project, server)
+    server.call(("add", {"a": 2, "b": 3}), reasoning="think").reply("It is 5.")
+    _, first = run(root)
+    server.stop()
+    monkeypatch.setenv("DOMARKX_LLM", "replay")
+    _, again = run(root)
+    assert again == first
+    record = next((root / ".domarkx" / "replay").rglob("*.json"))
+    data = json.loads(record.read_text())
+    assert data["format"] == 2 and "tools" in data["request"]
+
+
+def test_an_unknown_name_in_session_config_names_its_line(project, server, capsys):
+    write_session(project, server, tools="add, launch_rockets")
+    assert main(["import", "sessions/calc.md"]) == 0
+    assert main(["run", "calc"]) == 1
+    err = capsys.readouterr().err
+    assert "sessions/calc.md:12: `tools` names `launch_rockets`, which is no tool" in err
+    assert server.requests == []
+
+
+def test_setup_script_tools_list_of_the_older_format_declares_them(project, server):
+    setup = SETUP + "\n\ntools = [add]\n"
+    root = write_session(project, server, setup=setup)
+    text = (root / "sessions/calc.md").read_text().replace("tools: [add, shout, bash]\n", "")
+    (root / "sessions/calc.md").write_text(text)
+    server.call(("add", {"a": 2, "b": 3})).reply("5")
+    instance, _ = run(root)
+    assert [t["function"]["name"] for t in server.requests[0]["tools"]] == ["add"]
+    assert text_of(tool_messages(instance)[0]) == "5"
+
+
+# --- the older format's sessions ----------------------------------------------------
+
+# Modelled on the older project's function-execution test sessions: a client built in the
+# setup script, `tools = [...]`, and a conversation that ends with a call not yet answered.
+OLDER = """\
+---
+title: "Simple Tool Call"
+---
+
+```json session-config
+{
+  "type": "AssistantAgentState",
+  "version": "1.0.0",
+  "llm_context": {}
+}
+```
+
+```python setup-script
+from domarkx.models.openrouter import OpenRouterR1OpenAIChatCompletionClient
+import os
+
+client = OpenRouterR1OpenAIChatCompletionClient(
+    model="test-model",
+    base_url="BASE_URL",
+    api_key="mock_key",
+    model_info={"vision": False, "function_calling": True},
+)
+
+class MyTool:
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+tools = [MyTool().add]
+```
+
+## system_message
+
+> You are a helpful AI assistant.
+
+## user
+
+```json msg-metadata
+{
+  "source": "user",
+  "type": "UserMessage"
+}
+```
+
+> Add 2 and 2.
+
+## assistant
+
+```json msg-metadata
+{
+  "content": [
+    {
+      "id": "call_123",
+      "arguments": "{\\"a\\": 2, \\"b\\": 2}",
+      "name": "add"
+    }
+  ],
+  "source": "assistant",
+  "type": "AssistantMessage"
+}
+```
+"""
+
+
+def test_an_older_session_fails_until_migrated_then_runs_its_pending_call(project, server, capsys):
+    root = project({"sessions/calc.md": OLDER.replace("BASE_URL", server.base_url)})
+    assert main(["import", "sessions/calc.md"]) == 0
+    assert main(["run", "calc"]) == 1
+    err = capsys.readouterr().err
+    assert "sessions/calc.md:17: the setup script builds a model `client`" in err
+    assert "domarkx migrate sessions/calc.md" in err
+
+    before = (root / "sessions/calc.md").read_text()
+    assert main(["migrate", "sessions/calc.md"]) == 0
+    after = (root / "sessions/calc.md").read_text()
+    assert '"model": {"provider": "openai", "name": "test-model", "base_url": ' in after
+    assert "mock_key" not in after and "client =" not in after and "openrouter" not in after
+    # Only the client (and its import) left the setup script; only `model` came in.
+    client = before[before.index("client = ") : before.index("class MyTool") - 1]
+    expected = before.replace(before.splitlines(True)[13], "").replace(client, "")
+    expected = expected.replace(
+        '"llm_context": {}\n',
+        '"llm_context": {},\n  "model": {"provider": "openai", "name": "test-model", '
+        f'"base_url": "{server.base_url}"}}\n',
+    )
+    assert after == expected
+
+    server.reply("2 + 2 = 4.")
+    instance, exported = run(root)
+    assert [m.role for m in instance.conversation][-3:] == ["assistant", "tool", "assistant"]
+    assert text_of(tool_messages(instance)[0]) == "4"
+    (request,) = server.requests
+    assert request["messages"][-1] == {"role": "tool", "tool_call_id": "call_123", "content": "4"}
+    assert "> 2 + 2 = 4." in exported
+    assert main(["migrate", "sessions/calc.md"]) == 0  # nothing left to do: unchanged
+    assert (root / "sessions/calc.md").read_text() == after
+
+
+def test_unknow_headings_name_migrate_and_migrate_renames_them(project, capsys):
+    text = "## user\n\n> hi\n\n## Unknow\n\n> result\n\n## assistant\n\n```text\n## unknow\n```\n"
+    root = project({"sessions/old.md": text})
+    assert main(["import", "sessions/old.md"]) == 1
+    err = capsys.readouterr().err
+    assert "sessions/old.md:5: `## Unknow` is the older domarkx format's heading" in err
+    assert "domarkx migrate sessions/old.md" in err
+    assert main(["migrate", "sessions/old.md"]) == 0
+    assert (root / "sessions/old.md").read_text() == text.replace("## Unknow", "## tool")
+    assert main(["import", "sessions/old.md"]) == 0
+
+
+def test_migrate_of_a_missing_file_is_one_clear_error(project, capsys):
+    project()
+    assert main(["migrate", "sessions/none.md"]) == 1
+    assert "sessions/none.md" in capsys.readouterr().err
+
+
+# --- Docker ---------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_tools_run_inside_the_container(project, server):
+    image = require_image(PYTHON_IMAGE)
+    setup = SETUP + "\n\nimport socket\ndef where() -> str:\n    return socket.gethostname()\n"
+    root = write_session(
+        project,
+        server,
+        tools="add, where, bash",
+        engine=f"engine: docker\nimage: {image}\n",
+        setup=setup,
+    )
+    server.call(("add", {"a": 2, "b": 3}), ("where", {}), ("bash", {"code": "cat /etc/hostname"}))
+    server.call(("add", {"a": "x"})).reply("5")
+    instance, _ = run(root, approval=Approval(mode="ask", ask=None))  # docker: no asking
+    added, where, hostname, refused = tool_messages(instance)
+    assert text_of(added) == "5"
+    import socket
+
+    assert text_of(where) != socket.gethostname()
+    assert text_of(where) in text_of(hostname)
+    assert refused.message_metadata["is_error"] is True
+    assert server.requests[0]["tools"][0]["function"]["parameters"]["required"] == ["a"]
+
+
+def test_a_conversation_without_tools_sends_no_tools_field(project, server):
+    root = write_session(project, server, tools="")
+    text = (root / "sessions/calc.md").read_text().replace("tools: []\n", "")
+    (root / "sessions/calc.md").write_text(text)
+    server.reply("5")
+    run(root)
+    assert "tools" not in server.requests[0]
+
+
+def test_errors_of_declared_tools_without_a_python_setup_script(project, server):
+    root = write_session(project, server, tools="add", setup="echo hi")
+    text = (
+        (root / "sessions/calc.md")
+        .read_text()
+        .replace("```python setup-script", "```bash setup-script")
+    )
+    (root / "sessions/calc.md").write_text(text)
+    assert main(["import", "sessions/calc.md"]) == 0
+    with pytest.raises(DomarkxError, match="no Python setup-script"):
+        InstanceManager(Store(root / ".domarkx", root)).run("calc")
