@@ -450,3 +450,54 @@ def test_errors_of_declared_tools_without_a_python_setup_script(project, server)
     assert main(["import", "sessions/calc.md"]) == 0
     with pytest.raises(DomarkxError, match="no Python setup-script"):
         InstanceManager(Store(root / ".domarkx", root)).run("calc")
+
+
+def test_a_plain_run_on_a_terminal_streams_the_reply_to_stderr(project, server):
+    """Through a pty, as a user's terminal; with pipes (a build, a script) nothing streams."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    write_session(project, server)
+    server.call(("add", {"a": 2, "b": 3}), text="Adding. ").reply("The sum is five.")
+    server.queue[0].chunk_size = 2
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "domarkx", "import", "sessions/calc.md"], env=env
+        ).returncode
+        == 0
+    )
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "domarkx", "run", "calc"],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    seen = b""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"Adding. The sum is five." in seen.replace(b"\r\n", b"\n")
+    assert all(r.get("stream") for r in server.requests)
+    assert len(proc.stdout.read().split()) == 1  # stdout: the instance id alone

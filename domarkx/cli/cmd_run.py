@@ -35,7 +35,14 @@ def run(args) -> int:
         instance = InteractiveRun(store, args.ref, engine=args.engine, keep=args.keep).loop()
     else:
         manager = InstanceManager(store)
-        instance = manager.run(args.ref, engine=args.engine, keep=args.keep, strict=False)
+        stream = _terminal_stream()
+        try:
+            instance = manager.run(
+                args.ref, engine=args.engine, keep=args.keep, strict=False, stream=stream
+            )
+        finally:
+            if stream is not None:
+                stream.end()
         if args.strict:
             print(instance.instance_id)
             manager.raise_for_failures(instance)
@@ -44,3 +51,28 @@ def run(args) -> int:
     if instance.status == "failed" and instance.error:
         print(f"domarkx: warning: {instance.error}", file=sys.stderr)
     return 0
+
+
+class _TerminalStream:
+    """Shows the model's reply on stderr as it arrives (a terminal only, never in builds)."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def __call__(self, chunk: str) -> None:
+        sys.stderr.write(chunk)
+        sys.stderr.flush()
+        self.open = not chunk.endswith("\n")
+
+    def end(self) -> None:
+        if self.open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.open = False
+
+
+def _terminal_stream() -> _TerminalStream | None:
+    try:
+        return _TerminalStream() if sys.stderr.isatty() else None
+    except ValueError:  # stderr closed
+        return None
