@@ -48,7 +48,8 @@ class Response:
 class ChatServer:
     """``with ChatServer() as server:`` serves on ``server.base_url`` until the block ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self.requested_port = port  # 0: any free port
         self.queue: deque[Response] = deque()
         self.default: Response | None = None
         self.requests: list[dict[str, Any]] = []
@@ -112,7 +113,7 @@ class ChatServer:
         class Handler(_Handler):
             chat = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.requested_port), Handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(

@@ -10,6 +10,7 @@ feature of both catalogues.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,11 @@ STATIC: dict[str, Callable[[Example], bool]] = {
     "on-error-continue": lambda e: e.config.get("on_error") == "continue",
     "nested-session": lambda e: "/" in e.name,
     "model": lambda e: bool(e.config.get("model")),
+    "tools": lambda e: bool(e.config.get("tools")) and e.snapshot.setup_script is not None,
+    "recorded-model": lambda e: (
+        e.config.get("model", {}).get("provider") == "openai"
+        and e.snapshot.conversation[-1].role == "user"
+    ),
     "scripted-replies": lambda e: (
         e.config.get("model", {}).get("provider") == "scripted"
         and bool(e.snapshot.metadata.user_metadata.get("scripted_replies"))
@@ -177,6 +183,9 @@ RUNTIME: dict[str, Callable[[Example, SessionInstance], bool]] = {
     "stderr": lambda e, i: any(o.stream == "stderr" and o.text for o in _outputs(i)),
     "exit-code": lambda e, i: any(o.exit_code not in (0, None, 124) for o in _outputs(i)),
     "timeout": lambda e, i: any(o.timed_out for o in _outputs(i)),
+    "tool-results": lambda e, i: any(
+        m.role == "tool" and not (m.message_metadata or {}).get("is_error") for m in i.conversation
+    ),
 }
 
 
@@ -240,6 +249,9 @@ def runs(tmp_path_factory):
             pair = []
             for attempt in (1, 2):
                 store = Store(tmp_path_factory.mktemp(f"run-{attempt}"), ROOT)
+                # The committed replay records, as a checkout has them.
+                if (ROOT / ".domarkx" / "replay").is_dir():
+                    shutil.copytree(ROOT / ".domarkx" / "replay", store.replay_dir)
                 imported = SnapshotManager(store).import_file(path)
                 pair.append(InstanceManager(store).run(imported.snapshot.snapshot_id))
             done[name] = (pair[0], pair[1])
