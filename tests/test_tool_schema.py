@@ -279,3 +279,27 @@ def test_the_helper_needs_nothing_but_the_minimal_standard_library():
         "ast",
         "pathlib",
     }
+
+
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(functions(), min_size=1, max_size=4))
+def test_generated_signatures_get_the_same_schemas_through_the_local_sandbox(tmp_path, cases):
+    sources = [
+        source.replace("def tool_fn(", f"def tool_fn{i}(") for i, (source, _) in enumerate(cases)
+    ]
+    engine = LocalShellEngine(ExecutionConfig(), tmp_path)
+    engine.start()
+    try:
+        assert engine.run("python", "import typing\n" + "\n".join(sources), 30).ok
+        wanted = [f"tool_fn{i}" for i in range(len(cases))]
+        result = engine.run(
+            "python", sandbox_tools.install_code() + sandbox_tools.describe_code(wanted), 30
+        )
+    finally:
+        engine.stop()
+    answer, _ = sandbox_tools.answer_of(result.stdout)
+    assert answer is not None, result.stderr
+    expected = [dict(schema, name=f"tool_fn{i}") for i, (_, schema) in enumerate(cases)]
+    assert answer["tools"] == expected

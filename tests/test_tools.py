@@ -256,8 +256,9 @@ def test_replay_builds_the_same_export_offline(project, server, monkeypatch):
     _, first = run(root)
     server.stop()
     monkeypatch.setenv("DOMARKX_LLM", "replay")
-    _, again = run(root)
+    instance, again = run(root)
     assert again == first
+    assert instance.conversation[1].message_metadata["thought"] == "think"
     record = next((root / ".domarkx" / "replay").rglob("*.json"))
     data = json.loads(record.read_text())
     assert data["format"] == 2 and "tools" in data["request"]
@@ -501,3 +502,103 @@ def test_a_plain_run_on_a_terminal_streams_the_reply_to_stderr(project, server):
     assert b"Adding. The sum is five." in seen.replace(b"\r\n", b"\n")
     assert all(r.get("stream") for r in server.requests)
     assert len(proc.stdout.read().split()) == 1  # stdout: the instance id alone
+
+
+def test_a_call_past_the_timeout_is_an_error_and_later_calls_say_why(project, server):
+    setup = (
+        SETUP
+        + "\n\ndef nap(seconds: float) -> str:\n    import time\n    time.sleep(seconds)\n    return 'rested'\n"
+    )
+    root = write_session(project, server, tools="add, nap", setup=setup)
+    text = (root / "sessions/calc.md").read_text().replace("timeout: 20", "timeout: 1")
+    (root / "sessions/calc.md").write_text(text)
+    server.call(("nap", {"seconds": 30}), ("add", {"a": 1})).reply("ok")
+    instance, _ = run(root)
+    napped, added = tool_messages(instance)
+    assert napped.message_metadata["is_error"] and "did not complete (timed out)" in text_of(napped)
+    assert added.message_metadata["is_error"] and "was restarted" in text_of(added)
+
+
+def test_an_export_with_tool_messages_imports_back_to_the_same_bytes(project, server, tmp_path):
+    root = write_session(project, server)
+    server.call(("shout", {"text": "multi\nline"}), ("nope", {})).reply("Done.")
+    _, exported = run(root)
+    (root / "sessions/again.md").write_text(exported)
+    assert main(["import", "sessions/again.md"]) == 0
+    store = Store(root / ".domarkx", root)
+    from domarkx.session.export import export_ref
+
+    assert export_ref(store, "again") == exported
+
+
+def test_the_scripted_provider_calls_tools_offline(project):
+    root = project(
+        {
+            "sessions/calc.md": """\
+                ---
+                scripted_replies:
+                  - {text: "Adding.", tool_calls: [{name: add, arguments: {a: 2, b: 2}}]}
+                  - "Four."
+                ---
+
+                ```yaml session-config
+                model: {provider: scripted}
+                tools: [add]
+                ```
+
+                ```python setup-script
+                def add(a: int, b: int) -> int:
+                    return a + b
+                ```
+
+                ## user
+
+                > 2 + 2?
+                """
+        }
+    )
+    instance, _ = run(root)
+    assert [m.role for m in instance.conversation] == ["user", "assistant", "tool", "assistant"]
+    assert instance.conversation[1].message_metadata["tool_calls"] == [
+        {"id": "call_0_0", "name": "add", "arguments": '{"a": 2, "b": 2}'}
+    ]
+    assert text_of(tool_messages(instance)[0]) == "4"
+    assert instance.conversation[1].message_metadata["replay_key"] is None
+
+
+def test_pending_calls_in_every_form_and_a_trailing_result_asks_the_model():
+    from domarkx.data.models import Message, TextBlock
+    from domarkx.llm.loop import needs_model, pending_calls
+
+    user = Message(role="user", content=[TextBlock(value="hi")])
+    flat = {"tool_calls": [{"id": "a", "name": "f", "arguments": "{}"}, {"id": "b", "name": "g"}]}
+    openai_form = {
+        "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ]
+    }
+    older = {"content": [{"id": "a", "name": "f", "arguments": {"x": 1}}]}
+    for metadata in (flat, openai_form, older):
+        conversation = [user, Message(role="assistant", message_metadata=metadata)]
+        index, calls = pending_calls(conversation)
+        assert index == 1 and calls[0].name == "f" and calls[0].id == "a"
+    answered_a = Message(role="tool", message_metadata={"tool_call_id": "a"})
+    index, calls = pending_calls(
+        [user, Message(role="assistant", message_metadata=flat), answered_a]
+    )
+    assert [c.id for c in calls] == ["b"]
+    older_answer = Message(
+        role="tool", message_metadata={"content": [{"call_id": "a", "content": "1"}]}
+    )
+    assert pending_calls(
+        [user, Message(role="assistant", message_metadata=older), older_answer]
+    ) == (-1, [])
+    assert needs_model([user, Message(role="assistant", message_metadata=older), older_answer])
+    # A later user message leaves old calls behind: they are not run.
+    later = [user, Message(role="assistant", message_metadata=flat), user]
+    assert pending_calls(later) == (-1, [])
+    assert older["content"][0]["arguments"] == {"x": 1}
+    assert (
+        pending_calls([user, Message(role="assistant", message_metadata=older)])[1][0].arguments
+        == '{"x": 1}'
+    )

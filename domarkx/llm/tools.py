@@ -163,6 +163,12 @@ class ToolBox:
         result = self.python(sandbox_tools.call_code(call.name, arguments))
         answer, before = sandbox_tools.answer_of(result.stdout)
         if answer is None:
+            if f"No module named '{sandbox_tools.MODULE}'" in result.stderr:
+                return ToolResult(
+                    "the call cannot be made: the sandbox's Python process was restarted "
+                    "(a block or call timed out), and the setup script's functions went with it",
+                    True,
+                )
             why = "timed out" if result.timed_out else f"exit status {result.exit_code}"
             text = f"the call did not complete ({why})"
             detail = (before + result.stderr).strip()
