@@ -426,10 +426,9 @@ class InstanceManager:
             )
         for m, message in enumerate(instance.conversation):
             for block in message.content:
-                failed = isinstance(block, OutputBlock) and (
-                    block.timed_out or block.exit_code not in (0, None)
-                )
-                if failed and block.stream == "stdout":
+                if not isinstance(block, OutputBlock) or block.stream != "stdout":
+                    continue
+                if block.timed_out or block.exit_code not in (0, None):
                     raise DomarkxError(
                         f"instance {instance.instance_id[:12]}: a code block in message "
                         f"{m + 1} ({message.role}) failed with exit status {block.exit_code}",
