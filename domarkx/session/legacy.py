@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from domarkx.errors import DocumentError
-from domarkx.parsing.markdown import _segments, load_yaml, parse_info_string, split_front_matter
+from domarkx.parsing.fences import parse_info
+from domarkx.parsing.markdown import _segments, load_yaml, split_front_matter
 
 LEGACY_ROLE = "unknow"
 PROVIDER = "openai"  # every client of the older format spoke chat completions
@@ -119,7 +120,7 @@ def layout_of(text: str) -> Layout:
             if segment.role.strip().lower() == LEGACY_ROLE:
                 layout.legacy_headings.append(segment.start)
         elif segment.kind == "fence" and not seen_role:
-            info = parse_info_string(segment.info)
+            info = parse_info(segment.info)
             place = (segment.start, segment.end, info.language)
             if info.special == "session-config" and layout.config is None:
                 layout.config = place
