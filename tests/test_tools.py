@@ -602,3 +602,40 @@ def test_pending_calls_in_every_form_and_a_trailing_result_asks_the_model():
         pending_calls([user, Message(role="assistant", message_metadata=older)])[1][0].arguments
         == '{"x": 1}'
     )
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (  # no session-config: one is written where the setup script stood; it goes when empty
+            "```python setup-script\nfrom a import X\nclient = X(model='m')\n```\n\n## user\n\n> hi\n",
+            '```yaml session-config\nmodel: {"provider": "openai", "name": "m"}\n```\n\n## user\n\n> hi\n',
+        ),
+        (  # an empty JSON object; the key's variable is kept, never a key
+            "```json session-config\n{}\n```\n\n```python setup-script\n"
+            'client = X(model="m", api_key=os.environ["K"])\nx = 1\n```\n',
+            '```json session-config\n{\n  "model": {"provider": "openai", "name": "m", "api_key_env": "K"}\n}\n```\n\n'
+            "```python setup-script\nx = 1\n```\n",
+        ),
+        (  # YAML: appended; an import used elsewhere stays
+            "```yaml session-config\ntimeout: 3\n```\n\n```python setup-script\nfrom a import X\n"
+            "client = X(model='m', api_key='sk-secret')\ny = X\n```\n",
+            '```yaml session-config\ntimeout: 3\nmodel: {"provider": "openai", "name": "m"}\n```\n\n'
+            "```python setup-script\nfrom a import X\ny = X\n```\n",
+        ),
+        (  # a model already configured: only the client goes
+            "```yaml session-config\nmodel: {provider: scripted}\n```\n\n```python setup-script\n"
+            "client = X(model='m')\ny = 1\n```\n",
+            "```yaml session-config\nmodel: {provider: scripted}\n```\n\n```python setup-script\ny = 1\n```\n",
+        ),
+        (  # CRLF line endings stay CRLF
+            "## user\r\n\r\n> hi\r\n\r\n## unknow\r\n\r\n> r\r\n",
+            "## user\r\n\r\n> hi\r\n\r\n## tool\r\n\r\n> r\r\n",
+        ),
+    ],
+)
+def test_migrate_rewrites_only_what_the_run_cannot_use(before, after):
+    from domarkx.session.legacy import migrate_text
+
+    assert migrate_text(before) == after
+    assert migrate_text(after) == after

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from domarkx.errors import DocumentError
-from domarkx.parsing.fences import parse_info
+from domarkx.parsing.fences import parse_info, write_fence
 from domarkx.parsing.markdown import _segments, load_yaml, split_front_matter
 
 LEGACY_ROLE = "unknow"
@@ -211,7 +211,8 @@ def migrate_text(text: str) -> str:
         if end < len(lines) and not lines[end].strip():
             edits[end] = None
     if layout.config is None:
-        block = ["```yaml session-config", f"model: {json.dumps(client.model)}", "```", ""]
+        config = write_fence(f"model: {json.dumps(client.model)}", "yaml session-config")
+        block = [*config.split("\n"), ""]
         edits[start] = block + (edits.get(start, [lines[start]]) or [])
     else:
         c_start, c_end, language = layout.config
