@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from domarkx.data.models import CodeBlock, Message, ModelSettings, OutputBlock, TextBlock
-from domarkx.errors import LLMError
+from domarkx.errors import DomarkxError
 from domarkx.llm.messages import parse_reply, to_chat_messages
 from domarkx.llm.provider import Provider, Stream, provider_for
 from domarkx.llm.replay import ReplayCache
@@ -90,7 +90,8 @@ def llm_turns(
     means the block is not runnable and is left alone); each of its tool calls
     runs in order and its result is appended as a ``tool`` message.
 
-    ``context`` names the session in errors. On an LLMError the conversation keeps
+    ``context`` names the session in errors. On an error (a failed model call,
+    ``ApprovalRequired``) the conversation keeps
     everything done before the failing call; ``on_change`` is called and the error
     re-raised, with the keys used so far in its ``llm_records`` attribute.
     """
@@ -126,7 +127,7 @@ def llm_turns(
                 ran = True
             if not ran:
                 break
-    except LLMError as error:
+    except DomarkxError as error:  # a failed call, or code the user did not approve
         error.llm_records = keys  # type: ignore[attr-defined]
         on_change()
         raise

@@ -29,7 +29,7 @@ from domarkx.data.models import (
     SessionSnapshot,
 )
 from domarkx.data.store import Store
-from domarkx.errors import DomarkxError, EngineError, LLMError
+from domarkx.errors import DomarkxError, EngineError
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
     BlockResult,
@@ -381,7 +381,7 @@ class InstanceManager:
                 stream=stream,
                 tools=tools,
             )
-        except LLMError as err:
+        except DomarkxError as err:
             # Keep the records of the calls that worked before this one failed.
             instance.llm_records.extend(getattr(err, "llm_records", None) or [])
             raise
