@@ -195,6 +195,29 @@ def test_replay_offline_gives_the_same_conversation(tmp_path, monkeypatch):
     assert mirror(settings_for("http://127.0.0.1:9/v1")) == online_keys
 
 
+def test_a_record_of_format_1_still_replays(tmp_path, monkeypatch):
+    """Records written before replies had structure hold the text alone."""
+    monkeypatch.setenv("DOMARKX_LLM", "replay")
+    settings = settings_for("http://127.0.0.1:9/v1")
+    request = canonical_request(provider_for(settings), to_chat_messages(question()))
+    key = request_key(request)
+    path = tmp_path / "replay" / key[:2] / f"{key}.json"
+    path.parent.mkdir(parents=True)
+    record = {"format": 1, "key": key, "request": request, "reply": "Old answer."}
+    path.write_text(json.dumps(record))
+    run = Run(tmp_path)
+    assert run(settings) == [key]
+    answer = run.conversation[-1]
+    assert answer.content == [TextBlock(value="Old answer.", quoted=True)]
+    assert answer.message_metadata == {
+        "provider": "openai",
+        "model": "test-model",
+        "finish_reason": None,
+        "usage": None,
+        "replay_key": key,
+    }
+
+
 def test_a_replay_miss_names_the_session_and_message(server, tmp_path, monkeypatch):
     monkeypatch.setenv("DOMARKX_LLM", "replay")
     run = Run(tmp_path)
