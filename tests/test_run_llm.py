@@ -33,18 +33,33 @@ model:
 > How many lines does `printf 'a\\nb\\n'` print?
 """
 
+# The user grants the key to the test server, as docs/security.md says.
+GRANT = """\
+[endpoints.test]
+base_url = "{base_url}"
+api_key_env = "DOMARKX_TEST_KEY"
+"""
+
+
+def files(base_url: str) -> dict[str, str]:
+    return {
+        "sessions/ask.md": SESSION.format(base_url=base_url),
+        "domarkx.toml": GRANT.format(base_url=base_url),
+    }
+
+
 ENV = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_BACKOFF": "0.01", "DOMARKX_LLM_RETRIES": "2"}
 
 
 def import_and_run(cli, *, env):
     code, _, err = cli("import", "sessions/ask.md", env=env)
     assert code == 0, err
-    return cli("run", "ask", env=env)
+    return cli("run", "--yes", "ask", env=env)
 
 
 def test_the_model_answers_its_code_runs_and_the_output_goes_back(project, cli):
     with ChatServer() as server:
-        root = project({"sessions/ask.md": SESSION.format(base_url=server.base_url)})
+        root = project(files(server.base_url))
         server.reply(
             "Let me count:\n\n```bash\nprintf 'a\\nb\\n' | wc -l\n```", "It prints 2 lines."
         )
@@ -76,7 +91,7 @@ def test_the_model_answers_its_code_runs_and_the_output_goes_back(project, cli):
 def test_replay_builds_the_same_export_with_the_server_gone(project, cli):
     with ChatServer() as server:
         base_url = server.base_url
-        project({"sessions/ask.md": SESSION.format(base_url=base_url)})
+        project(files(base_url))
         server.reply("```bash\necho counted\n```", "Two.")
         code, out, err = import_and_run(cli, env=ENV)
         assert code == 0, err
@@ -84,7 +99,7 @@ def test_replay_builds_the_same_export_with_the_server_gone(project, cli):
 
     # The server is stopped; no key either: replay must answer everything.
     offline = {"DOMARKX_LLM": "replay", "DOMARKX_TEST_KEY": None}
-    code, out, err = cli("run", "ask", env=offline)
+    code, out, err = cli("run", "--yes", "ask", env=offline)
     assert code == 0, err
     _, second_export, _ = cli("export", out.strip())
     assert second_export == first_export
@@ -100,7 +115,7 @@ def test_replay_builds_the_same_export_with_the_server_gone(project, cli):
 
 def test_a_server_failing_for_good_marks_the_instance_failed_and_keeps_what_ran(project, cli):
     with ChatServer() as server:
-        root = project({"sessions/ask.md": SESSION.format(base_url=server.base_url)})
+        root = project(files(server.base_url))
         server.reply("```bash\necho first-turn\n```")
         for _ in range(10):
             server.fail(500, "the model is on fire")
@@ -125,7 +140,7 @@ def test_a_new_recording_rebuilds_the_export(project, cli):
         root = project(
             {
                 "dodo.py": "from domarkx.pipeline.tasks import *  # noqa: F403\n",
-                "sessions/ask.md": SESSION.format(base_url=server.base_url),
+                **files(server.base_url),
             }
         )
         server.reply("First answer.")

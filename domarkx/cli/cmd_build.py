@@ -8,7 +8,10 @@ differs from what the build produces, writing none (for CI).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 
 from domarkx.cli.options import add_command, parse_params
 
@@ -56,6 +59,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--param", action="append", metavar="K=V", help="value of a parameter macro (repeatable)"
     )
+    parser.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="run model-written code on this machine without asking (local_shell); "
+        "the same as DOMARKX_YES=1 doit",
+    )
 
 
 def doit_argv(args, tasks: list[str]) -> list[str]:
@@ -84,7 +94,7 @@ def run(args) -> int:
             raise DomarkxError("--check builds every session; give no TASK with it")
         tasks = ["run"]  # the stage up to instances; exports are compared, not written
         args.keep_going = True  # report every session that fails, not just the first
-    with lock.BuildLock(layout.lock_file):
+    with lock.BuildLock(layout.lock_file), _granted(args.yes):
         status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
         if status == DOIT_USAGE_ERROR:
             return 2
@@ -93,6 +103,25 @@ def run(args) -> int:
         if args.check:
             return _check(layout)
     return 0
+
+
+@contextlib.contextmanager
+def _granted(yes: bool) -> Iterator[None]:
+    """``--yes`` for the build's tasks, in this process and the ones it starts."""
+    from domarkx.session.approval import YES_ENV
+
+    if not yes:
+        yield
+        return
+    before = os.environ.get(YES_ENV)
+    os.environ[YES_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(YES_ENV, None)
+        else:
+            os.environ[YES_ENV] = before
 
 
 def _check(layout) -> int:

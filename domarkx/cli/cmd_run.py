@@ -23,18 +23,28 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a code block fails or times out"
     )
+    parser.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="run model-written code on this machine without asking (local_shell)",
+    )
 
 
 def run(args) -> int:
+    from domarkx.session.approval import for_project
     from domarkx.session.instance import InstanceManager
 
     store = open_store()
+    approval = for_project(store.root, yes=args.yes)
     if args.interactive:
         from domarkx.cli.interactive import InteractiveRun
 
-        instance = InteractiveRun(store, args.ref, engine=args.engine, keep=args.keep).loop()
+        instance = InteractiveRun(
+            store, args.ref, engine=args.engine, keep=args.keep, approval=approval
+        ).loop()
     else:
-        manager = InstanceManager(store)
+        manager = InstanceManager(store, approval=approval)
         stream = _terminal_stream()
         try:
             instance = manager.run(

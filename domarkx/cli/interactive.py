@@ -13,6 +13,7 @@ from typing import TextIO
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, SessionInstance, TextBlock
 from domarkx.data.store import Store
+from domarkx.session.approval import Approval
 from domarkx.session.instance import InstanceManager, describe_block, runnable_blocks
 
 HELP = "(n)ext  (a)ll  (s)tate  (u)ser TEXT  (q)uit"
@@ -28,12 +29,13 @@ class InteractiveRun:
         keep: bool = False,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
+        approval: Approval | None = None,
     ) -> None:
         self.store = store
         self.keep = keep
         self.stdin = stdin or sys.stdin
         self.out = stdout or sys.stdout
-        self.manager = InstanceManager(store, echo=self.say)
+        self.manager = InstanceManager(store, echo=self.say, approval=approval)
         self.snapshot = store.get_snapshot(store.resolve_snapshot(ref))
         self.instance: SessionInstance = self.manager.create(self.snapshot, engine)
         self.done: set[tuple[int, int]] = set()

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    config = sys.modules.get("domarkx.config")  # not imported yet: nothing to forget
+    if config is not None:
+        config.forget()  # the project's configuration is read once per command
     try:
         return int(args.handler(args) or 0)
     except DomarkxError as err:

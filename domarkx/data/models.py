@@ -81,6 +81,11 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     provider: str = Field(default="openai", description="A registered provider name.")
     name: str | None = Field(default=None, description="The model name the server knows.")
+    endpoint: str | None = Field(
+        default=None,
+        description="A server named in the project's configuration (`[endpoints.NAME]`): "
+        "its base_url and key.",
+    )
     base_url: str | None = None
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable that holds the API key."

@@ -78,6 +78,7 @@ def llm_turns(
     context: str,
     stream: Stream | None = None,
     tools: Tools | None = None,
+    refusal: LLMError | None = None,
 ) -> list[str]:
     """Add the model's turns to ``conversation`` (in place); return the replay keys used.
 
@@ -90,6 +91,9 @@ def llm_turns(
     means the block is not runnable and is left alone); each of its tool calls
     runs in order and its result is appended as a ``tool`` message.
 
+    ``refusal``, when given, is raised instead of any request that would reach the
+    server (a recorded reply still replays): see ``domarkx.llm.endpoints``.
+
     ``context`` names the session in errors. On an error (a failed model call,
     ``ApprovalRequired``) the conversation keeps
     everything done before the failing call; ``on_change`` is called and the error
@@ -101,6 +105,7 @@ def llm_turns(
         return keys
     try:
         provider = provider_for(settings, front_matter)
+        provider.refusal = refusal
         if waiting:
             _answer_calls(conversation, index, waiting, tools, on_change)
         offered = tools.definitions() if tools is not None else []

@@ -33,6 +33,9 @@ class Provider(abc.ABC):
 
     # True for providers that are deterministic and reach no network (no record needed).
     offline: ClassVar[bool] = False
+    # Set when the user's configuration does not let this request out (a key not granted
+    # to the server): raised in place of calling ``complete`` (domarkx.llm.endpoints).
+    refusal: LLMError | None = None
 
     def __init__(self, settings: ModelSettings, front_matter: dict[str, Any] | None = None) -> None:
         # The session's `model` settings and its front matter (`metadata.user_metadata`).

@@ -163,6 +163,8 @@ class ReplayCache:
                     hint=f"record it once with {ENV}=auto or {ENV}=record and commit "
                     f"{self.path_for(key)}",
                 )
+        if provider.refusal is not None:
+            raise provider.refusal  # nothing is sent that the user did not grant
         fresh = as_reply(provider.complete(messages, stream, tools))
         self.store(key, request, fresh)
         return fresh, key

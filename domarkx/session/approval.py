@@ -12,11 +12,18 @@ session's own setup script are the user's code and never come here.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, TextIO
 
 from domarkx.errors import DomarkxError
+
+# ``DOMARKX_YES=1 doit``: what ``--yes`` is to ``domarkx run`` and ``domarkx build``.
+YES_ENV = "DOMARKX_YES"
 
 # "ask": ask on a terminal, stop without one; "auto": run everything; "never": refuse all.
 Mode = Literal["ask", "auto", "never"]
@@ -70,3 +77,62 @@ class Approval:
         if answer == "always":
             self._always = True
         return answer in ("yes", "always")
+
+
+def yes_from_env() -> bool:
+    """Whether ``DOMARKX_YES`` grants every call (``1``, ``true``, ``yes``)."""
+    return os.environ.get(YES_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def on_terminal() -> bool:
+    """Whether a person can be asked: stdin and stderr are both terminals."""
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def for_project(root: str | os.PathLike[str], *, yes: bool = False) -> Approval:
+    """The grant of one command: ``--yes`` (or ``DOMARKX_YES``), else ``approve`` of the
+    project's configuration; asking on a terminal when there is one."""
+    if yes or yes_from_env():
+        return Approval(mode="auto")
+    from domarkx import config
+
+    mode = config.load(Path(root)).approve
+    return Approval(mode=mode, ask=terminal_prompt if on_terminal() else None)
+
+
+_prompt_lock = threading.Lock()
+
+
+def terminal_prompt(
+    request: CodeRequest, stdin: TextIO | None = None, stderr: TextIO | None = None
+) -> Answer:
+    """Show the code on stderr and read yes / no / always from stdin (end of input: no).
+
+    One question at a time, even when a build runs sessions in threads.
+    """
+    stdin = stdin or sys.stdin
+    stderr = stderr or sys.stderr
+    with _prompt_lock:
+        stderr.write(
+            f"\n{request.session}: {request.where}: the model wants to run this "
+            f"{request.language} code on this machine ({request.engine} engine):\n"
+        )
+        for line in request.code.split("\n"):
+            stderr.write(f"  | {line}\n")
+        while True:
+            stderr.write("run it? [y]es / [n]o / [a]lways: ")
+            stderr.flush()
+            answer = stdin.readline()
+            if not answer:
+                stderr.write("\n")
+                return "no"
+            word = answer.strip().lower()
+            if word in ("y", "yes"):
+                return "yes"
+            if word in ("n", "no"):
+                return "no"
+            if word in ("a", "always"):
+                return "always"

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domarkx.data.atomic import write_atomic
 from domarkx.data.models import (
@@ -37,7 +37,10 @@ from domarkx.execution.engine import (
     canonical_language,
     engine_class,
 )
-from domarkx.session.approval import NOT_RUN, Approval, CodeRequest
+from domarkx.session.approval import NOT_RUN, Approval, ApprovalRequired, CodeRequest
+
+if TYPE_CHECKING:
+    from domarkx.llm.endpoints import Access
 
 # The build's execution-cache records (cache/runs/<key>.json); 1 had outputs
 # misplaced when a message held several runnable blocks.
@@ -141,9 +144,15 @@ class InstanceManager:
     ) -> None:
         self.store = store
         self.echo = echo  # progress lines for interactive runs; None keeps runs quiet
-        # The user's grant for model-written code. Until the project configuration
-        # supplies it, the default keeps today's behaviour (run it).
-        self.approval = approval if approval is not None else Approval(mode="auto")
+        # The user's grant for model-written code: given by the command (``--yes``), else
+        # the project's configuration (``approve``), asking on a terminal.
+        if approval is None:
+            from domarkx.session.approval import for_project
+
+            approval = for_project(store.root)
+        self.approval = approval
+        # Snapshots whose run refused some code: not cached (a later grant runs it).
+        self.refused: set[str] = set()
 
     # Creating and running ---------------------------------------------------
     def create(
@@ -338,6 +347,7 @@ class InstanceManager:
             code=code,
         )
         if not self.approval.decide(request, isolated=sandbox.isolated):
+            self.refused.add(snapshot.snapshot_id)
             return [OutputBlock(stream="stdout", text=NOT_RUN, exit_code=None)]
         return outputs_of(sandbox.run(language, code, snapshot.config().timeout))
 
@@ -368,11 +378,12 @@ class InstanceManager:
             where = f"message {len(instance.conversation)} (assistant)"
             return self.run_model_code(snapshot, sandbox, language, block.code, where)
 
+        access = self.model_access(snapshot)
         try:
             tools = self.tools_for(snapshot, sandbox)
             keys = llm_turns(
                 instance.conversation,
-                config.model,
+                access.settings,
                 front_matter=snapshot.metadata.user_metadata,
                 execute=execute,
                 on_change=lambda: self.store.put_instance(instance),
@@ -380,10 +391,16 @@ class InstanceManager:
                 context=snapshot.metadata.source_file,
                 stream=stream,
                 tools=tools,
+                refusal=access.refusal,
             )
         except DomarkxError as err:
             # Keep the records of the calls that worked before this one failed.
             instance.llm_records.extend(getattr(err, "llm_records", None) or [])
+            if isinstance(err, ApprovalRequired):
+                short = instance.instance_id[:12]
+                err.hint = (
+                    f"{err.hint}; the reply is kept in instance {short} (`domarkx export {short}`)"
+                )
             raise
         instance.llm_records.extend(keys)
         self.store.put_instance(instance)
@@ -416,6 +433,22 @@ class InstanceManager:
                 line=config_key_line(source, "tools") if source is not None else None,
                 hint=err.hint,
             ) from None
+
+    def model_access(self, snapshot: SessionSnapshot) -> Access:
+        """The session's model settings as the project's configuration lets them out."""
+        from domarkx import config as project_config
+        from domarkx.llm.endpoints import resolve
+        from domarkx.session.locate import config_key_line
+
+        settings = snapshot.config().model
+        assert settings is not None
+        source = snapshot.metadata.source_file
+        return resolve(
+            settings,
+            project_config.load(self.store.root),
+            session=source,
+            locate=lambda key: config_key_line(self.store.root / source, key),
+        )
 
     def raise_for_failures(self, instance: SessionInstance) -> None:
         """``--strict``: a failed or timed-out block is an error (exit status 1)."""
@@ -492,8 +525,9 @@ class InstanceManager:
             return instance
         instance = self.create(snapshot, instance_id=instance_id)
         self.execute(instance, snapshot)
-        if instance.status != "failed":
-            # A failed run is not cached: like a failed make target, the next build retries it.
+        if instance.status != "failed" and snapshot.snapshot_id not in self.refused:
+            # A failed run is not cached: like a failed make target, the next build retries
+            # it; nor is one where the user refused code (a later grant runs it).
             write_atomic(record_path, json.dumps(self._record(snapshot, instance), indent=1) + "\n")
         return instance
 

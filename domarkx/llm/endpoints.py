@@ -1,0 +1,99 @@
+"""Which server a session's model calls go to, and whether the user's key goes with them.
+
+A session document may name ``base_url`` and ``api_key_env``, or an endpoint
+of the project's configuration by name (``model: {endpoint: deepseek}``). The
+value of a key variable is sent only to an endpoint that the configuration
+lists with that variable (tools-chat-trust spec, section 3). Anything else is
+a refusal: an ``LLMError`` that the replay cache raises instead of calling the
+model, so a recorded reply still replays offline and nothing is ever sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from domarkx.config import ProjectConfig
+from domarkx.data.models import ModelSettings
+from domarkx.errors import LLMError
+
+# Where the openai client sends requests when no base_url is given.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class Access:
+    """A session's model settings as the user's configuration lets them out."""
+
+    settings: ModelSettings  # the endpoint, when named, resolved to its base_url and key
+    refusal: LLMError | None = None  # raised in place of any request to the server
+
+
+def same_url(a: str, b: str) -> bool:
+    """Whether two base URLs name the same server and path (case of the host, final /)."""
+    x, y = urlsplit(a.strip()), urlsplit(b.strip())
+    return (
+        x.scheme.lower() == y.scheme.lower()
+        and x.netloc.lower() == y.netloc.lower()
+        and x.path.rstrip("/") == y.path.rstrip("/")
+        and x.query == y.query
+    )
+
+
+def resolve(
+    settings: ModelSettings,
+    project: ProjectConfig,
+    *,
+    session: str,
+    locate: Callable[[str], int | None],
+) -> Access:
+    """The access ``settings`` get in ``project``; ``locate(key)`` finds a setting's line."""
+    config_file = project.describe()
+
+    def refuse(key: str, message: str, hint: str) -> Access:
+        return Access(settings, LLMError(message, file=session, line=locate(key), hint=hint))
+
+    if settings.endpoint is not None:
+        name = settings.endpoint
+        endpoint = project.endpoints.get(name)
+        if endpoint is None:
+            known = ", ".join(sorted(project.endpoints)) or "none"
+            return refuse(
+                "endpoint",
+                f"model.endpoint {name!r} is not an endpoint of the project's configuration "
+                f"(known: {known})",
+                f"add to {config_file}:\n    [endpoints.{name}]\n"
+                '    base_url = "<the server\'s URL>"\n'
+                '    api_key_env = "<the variable that holds its key>"',
+            )
+        if settings.base_url is not None and not same_url(settings.base_url, endpoint.base_url):
+            return refuse(
+                "base_url",
+                f"model.base_url {settings.base_url} is not the base_url of endpoint {name!r} "
+                f"({endpoint.base_url})",
+                "remove `base_url` from session-config: the endpoint gives it",
+            )
+        if settings.api_key_env is not None and settings.api_key_env != endpoint.api_key_env:
+            return refuse(
+                "api_key_env",
+                f"model.api_key_env {settings.api_key_env} is not the key variable of endpoint "
+                f"{name!r}",
+                "remove `api_key_env` from session-config: the endpoint gives it",
+            )
+        update = {"base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env}
+        return Access(settings.model_copy(update=update))
+    variable = settings.api_key_env
+    if variable is None:
+        return Access(settings)  # no secret goes anywhere
+    url = settings.base_url or DEFAULT_BASE_URL
+    for endpoint in project.endpoints.values():
+        if endpoint.api_key_env == variable and same_url(endpoint.base_url, url):
+            return Access(settings)
+    return refuse(
+        "api_key_env",
+        f"the session asks to send the key in {variable} to {url}, and the project's "
+        "configuration does not grant that key to that server; nothing was sent",
+        f"if you trust that server with that key, add to {config_file}:\n"
+        f'    [endpoints.NAME]\n    base_url = "{url}"\n    api_key_env = "{variable}"',
+    )
