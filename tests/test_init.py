@@ -15,7 +15,7 @@ def test_init_makes_a_project_that_doit_builds(tmp_path):
     root = tmp_path / "new"
     assert made.out.split() == [
         str(root.relative_to(tmp_path) / name)
-        for name in ("dodo.py", "sessions/example.md", ".gitignore")
+        for name in ("dodo.py", "sessions/example.md", ".gitignore", "domarkx.toml")
     ]
     assert "from domarkx.pipeline.tasks import *" in (root / "dodo.py").read_text()
 
@@ -51,4 +51,10 @@ def test_the_gitignore_keeps_exports_and_ignores_caches(tmp_path):
         text=True,
     ).stdout
     listed = sorted(line[3:] for line in status.splitlines())
-    assert listed == [".domarkx/exports/example.md", ".gitignore", "dodo.py", "sessions/example.md"]
+    assert listed == [
+        ".domarkx/exports/example.md",
+        ".gitignore",
+        "dodo.py",
+        "domarkx.toml",
+        "sessions/example.md",
+    ]

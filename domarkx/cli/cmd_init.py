@@ -1,4 +1,4 @@
-"""``domarkx init [DIR]``: a new project: dodo.py, sessions/example.md, .gitignore."""
+"""``domarkx init [DIR]``: a new project: dodo.py, sessions/example.md, .gitignore, domarkx.toml."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ PROJECT_FILES = {
     "dodo.py": "dodo.py",
     "sessions/example.md": "example.md",
     ".gitignore": "gitignore",
+    "domarkx.toml": "domarkx.toml",
 }
 
 
@@ -19,9 +20,10 @@ def register(subparsers) -> None:
         subparsers,
         "init",
         run,
-        help="make a new project (dodo.py, sessions/example.md, .gitignore)",
-        description="Make DIR a domarkx project: a dodo.py for doit, an example session and a "
-        ".gitignore that ignores the caches in .domarkx/. Files already there are kept.",
+        help="make a new project (dodo.py, sessions/example.md, .gitignore, domarkx.toml)",
+        description="Make DIR a domarkx project: a dodo.py for doit, an example session, a "
+        ".gitignore that ignores the caches in .domarkx/ and a commented domarkx.toml (what "
+        "the project grants its sessions). Files already there are kept.",
     )
     parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="default: here")
 

@@ -95,11 +95,11 @@ def on_terminal() -> bool:
 def for_project(root: str | os.PathLike[str], *, yes: bool = False) -> Approval:
     """The grant of one command: ``--yes`` (or ``DOMARKX_YES``), else ``approve`` of the
     project's configuration; asking on a terminal when there is one."""
-    if yes or yes_from_env():
-        return Approval(mode="auto")
     from domarkx import config
 
-    mode = config.load(Path(root)).approve
+    mode = config.load(Path(root)).approve  # read (and checked) even when --yes overrides it
+    if yes or yes_from_env():
+        return Approval(mode="auto")
     return Approval(mode=mode, ask=terminal_prompt if on_terminal() else None)
 
 
