@@ -39,6 +39,15 @@ _MEMORY = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def size_in_bytes(value: str) -> int:
+    """``512m`` -> bytes, as Docker reads memory sizes (b, k, m, g; powers of 1024)."""
+    text = value.strip().lower()
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
 class ConfigError(DomarkxError):
     """The project's configuration file is malformed."""
 

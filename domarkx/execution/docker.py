@@ -5,9 +5,12 @@ Design:
 - ``start()`` creates one container from ``config.image`` (never pulled: a
   missing image is an error) that only sleeps (``sleep infinity`` under
   Docker's init, which reaps what blocks leave behind). It runs with
-  ``network_mode=config.network`` (``none`` by default), the memory and CPU
-  limits of the config, ``config.env`` and the labels ``SANDBOX_LABEL`` plus
-  the engine's own (the instance id), so ``prune`` finds leftovers.
+  ``network_mode=config.network`` (``none`` by default; any other only when
+  the project's configuration lists it), every capability dropped,
+  ``no-new-privileges``, the project's process-count and memory limits (a
+  session may only lower the memory), the CPU limit of the config,
+  ``config.env`` and the labels ``SANDBOX_LABEL`` plus the engine's own (the
+  instance id), so ``prune`` finds leftovers.
 - Blocks run in one persistent shell per container (``bash`` when the image
   has it, else ``sh``, e.g. busybox) and one ``python3`` driver, each started
   once through an exec socket (``exec_create(stdin=True)`` +
@@ -42,15 +45,19 @@ import secrets
 import selectors
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
+
+if TYPE_CHECKING:
+    from domarkx.config import ProjectConfig
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
     SANDBOX_LABEL,
     BlockResult,
     Engine,
+    Refusal,
     canonical_language,
 )
 from domarkx.execution.local_shell import (
@@ -242,11 +249,7 @@ class DockerEngine(Engine):
         workdir = self.config.workdir
         if workdir and not workdir.startswith("/"):
             workdir = posixpath.join("/", workdir)
-        host = {
-            "network_mode": self.config.network or "none",
-            "mem_limit": self.config.memory,
-            "nano_cpus": int(self.config.cpus * 1e9) if self.config.cpus else None,
-        }
+        host = self.host_settings()
         labels = {SANDBOX_LABEL: "1", **self.labels}
         for init in (True, False):  # Docker's init reaps orphans; not every engine has it
             try:
@@ -276,6 +279,53 @@ class DockerEngine(Engine):
                 self._remove_quietly()
                 raise _api_error(exc, f"start a container from {image}") from exc
         return self.handle()
+
+    @classmethod
+    def refusal(cls, config: ExecutionConfig, project: ProjectConfig) -> Refusal | None:
+        """A network other than ``none`` needs the project's grant (``[docker] networks``)."""
+        network = config.network or "none"
+        if network == "none" or network in project.docker.networks:
+            return None
+        return Refusal(
+            "network",
+            f"session-config asks for the Docker network {network!r}, which the project's "
+            "configuration does not grant",
+            f"if sessions of this project may use it, add to {project.describe()}:\n"
+            f'    [docker]\n    networks = ["{network}"]',
+        )
+
+    def host_settings(self) -> dict[str, Any]:
+        """The container's limits: the project's (``[docker]``), lowered by the session's.
+
+        Every capability is dropped (the project may give some back), privileges
+        cannot be gained (setuid binaries do nothing), and the number of processes
+        and the memory are bounded.
+        """
+        from domarkx.config import ProjectConfig, size_in_bytes
+
+        project = self.project or ProjectConfig()
+        refused = self.refusal(self.config, project)
+        if refused is not None:
+            raise EngineError(refused.message, hint=refused.hint)
+        memory = size_in_bytes(project.docker.memory)
+        if self.config.memory:
+            try:
+                memory = min(memory, size_in_bytes(self.config.memory))
+            except ValueError:
+                raise EngineError(
+                    f"memory {self.config.memory!r} is not a size",
+                    hint="write it as Docker does: 512m, 2g",
+                ) from None
+        return {
+            "network_mode": self.config.network or "none",
+            "mem_limit": memory,
+            "memswap_limit": memory,  # no swap beyond the limit
+            "nano_cpus": int(self.config.cpus * 1e9) if self.config.cpus else None,
+            "pids_limit": project.docker.pids_limit,
+            "cap_drop": ["ALL"],
+            "cap_add": list(project.docker.cap_add) or None,
+            "security_opt": ["no-new-privileges"],
+        }
 
     def _remove_quietly(self) -> None:
         if self.container_id is not None:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from domarkx import registry
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
+
+if TYPE_CHECKING:
+    from domarkx.config import ProjectConfig
 
 GROUP = "domarkx.engines"
 
@@ -41,6 +44,15 @@ INSTANCE_LABEL = "io.domarkx.instance"
 def canonical_language(language: str) -> str | None:
     """``bash`` or ``python`` for a runnable info-string language, else None."""
     return LANGUAGE_ALIASES.get(language.strip().lower())
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A setting a session asks for and the user has not granted."""
+
+    key: str  # the session-config key, to name its line
+    message: str
+    hint: str
 
 
 @dataclass
@@ -74,6 +86,17 @@ class Engine(abc.ABC):
         self.config = config
         self.workdir = Path(workdir)
         self.labels = dict(labels or {})
+        # What the user grants (domarkx.toml); the defaults until the caller sets it,
+        # so an engine made without a project is as strict as one with an empty file.
+        self.project: ProjectConfig | None = None
+
+    @classmethod
+    def refusal(cls, config: ExecutionConfig, project: ProjectConfig) -> Refusal | None:
+        """What ``config`` asks for that ``project`` does not grant (None: nothing).
+
+        Checked before a sandbox is made, so the error can name the session-config line.
+        """
+        return None
 
     @abc.abstractmethod
     def start(self) -> dict[str, Any]:

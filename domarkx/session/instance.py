@@ -163,6 +163,7 @@ class InstanceManager:
         cls = engine_class(engine_name)
         self._check_languages(snapshot, cls)
         self._check_model_source(snapshot)
+        self._check_grants(snapshot, cls)
         instance = SessionInstance(
             instance_id=instance_id or secrets.token_hex(32),
             snapshot_id=snapshot.snapshot_id,
@@ -213,11 +214,29 @@ class InstanceManager:
             source_file,
         )
 
+    def _check_grants(self, snapshot: SessionSnapshot, cls: type[Engine]) -> None:
+        """What the session asks of its sandbox and the user has not granted: an error."""
+        from domarkx import config as project_config
+        from domarkx.session.locate import config_key_line
+
+        refused = cls.refusal(snapshot.config(), project_config.load(self.store.root))
+        if refused is not None:
+            source = snapshot.metadata.source_file
+            raise EngineError(
+                refused.message,
+                file=source,
+                line=config_key_line(self.store.root / source, refused.key),
+                hint=refused.hint,
+            )
+
     def start(self, instance: SessionInstance, snapshot: SessionSnapshot) -> Engine:
+        from domarkx import config as project_config
+
         config = snapshot.config()
         cls = engine_class(instance.engine)
         workdir = self.store.instance_dir(instance.instance_id) / "work"
         engine = cls(config, workdir, labels={INSTANCE_LABEL: instance.instance_id})
+        engine.project = project_config.load(self.store.root)
         instance.status = "running"
         instance.started_at = now()
         instance.sandbox = {"alive": True, **engine.start(), "owner_pid": os.getpid()}
