@@ -15,12 +15,15 @@ from domarkx.parsing.macros import Expansion, MacroCall
 
 
 def include(call: MacroCall) -> Expansion:
-    """The text of ``path``, relative to the including file, kept inside the project."""
+    """The text of ``path``, relative to the including file, kept inside the project.
+
+    With no project found, the including document's own folder is the limit.
+    """
     raw = call.params.get("path")
     if not raw:
         raise call.error("include needs a path", hint="write `domarkx://include?path=FILE`")
-    target = (call.file.parent / raw).resolve()
-    root = call.expander.root.resolve()
+    target = (call.file.parent / raw).resolve()  # symlinks resolved: where it really is
+    root = (call.expander.confine or call.expander.root).resolve()
     if not target.is_relative_to(root):
         raise call.error(
             f"include `{raw}` leaves the project folder {root}",

@@ -74,6 +74,9 @@ class MacroExpander:
     params: dict[str, str] = field(default_factory=dict)
     front_matter_params: dict[str, Any] = field(default_factory=dict)
     included: set[Path] = field(default_factory=set)
+    # The folder that included files must lie in (real paths); None: ``root``.
+    # See domarkx.session.files.
+    confine: Path | None = None
 
     def display(self, path: Path) -> str:
         try:

@@ -14,6 +14,7 @@ from domarkx.data.store import Store
 from domarkx.parsing.builtin_macros import import_time
 from domarkx.parsing.macros import MacroExpander
 from domarkx.parsing.markdown import MarkdownParser, ParsedSession
+from domarkx.session.files import check_document, document_root
 from domarkx.session.names import display_path, session_name
 
 
@@ -32,13 +33,20 @@ class SnapshotManager:
         self.parser = MarkdownParser()
 
     def parse(self, path: Path) -> ParsedSession:
-        return self.parser.parse_file(Path(path), display_path(Path(path), self.store.root))
+        """Parse ``path``, read only when its real path lies inside its project."""
+        display = display_path(Path(path), self.store.root)
+        check_document(path, self.store.root, display)
+        return self.parser.parse_file(Path(path), display)
 
     def expand(
         self, parsed: ParsedSession, params: dict[str, str] | None = None
     ) -> tuple[ParsedSession, list[str]]:
         """Macros expanded, plus the files read on the way (project-relative, sorted)."""
-        expander = MacroExpander(root=self.store.root, params=dict(params or {}))
+        expander = MacroExpander(
+            root=self.store.root,
+            params=dict(params or {}),
+            confine=document_root(parsed.source_path, self.store.root),
+        )
         expanded = expander.expand_session(parsed)
         included = sorted(display_path(p, self.store.root) for p in expander.included)
         return expanded, included
