@@ -145,14 +145,23 @@ class InstanceManager:
         self.store = store
         self.echo = echo  # progress lines for interactive runs; None keeps runs quiet
         # The user's grant for model-written code: given by the command (``--yes``), else
-        # the project's configuration (``approve``), asking on a terminal.
-        if approval is None:
-            from domarkx.session.approval import for_project
-
-            approval = for_project(store.root)
-        self.approval = approval
+        # the project's configuration (``approve``), asking on a terminal; read when first
+        # needed, so that `stop` or `prune` work whatever the configuration says.
+        self._approval = approval
         # Snapshots whose run refused some code: not cached (a later grant runs it).
         self.refused: set[str] = set()
+
+    @property
+    def approval(self) -> Approval:
+        if self._approval is None:
+            from domarkx.session.approval import for_project
+
+            self._approval = for_project(self.store.root)
+        return self._approval
+
+    @approval.setter
+    def approval(self, value: Approval) -> None:
+        self._approval = value
 
     # Creating and running ---------------------------------------------------
     def create(
