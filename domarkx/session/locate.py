@@ -30,8 +30,11 @@ def config_key_line(source: str | Path, key: str) -> int | None:
     start = parsed.config_line
     if start is None:
         return None
-    pattern = re.compile(rf"""^[\s{{,>-]*["']?{re.escape(key)}["']?\s*:""")
+    # ``key:`` at the start of a line, or inside a flow mapping (``model: {endpoint: x}``).
+    pattern = re.compile(rf"""(^|[\s{{,])["']?{re.escape(key)}["']?\s*:""")
     for number in range(start, len(lines)):
-        if pattern.match(lines[number]):
+        if lines[number].lstrip().startswith(("```", "~~~")):
+            break  # the block's closing fence: YAML and JSON lines never start so
+        if pattern.search(lines[number]):
             return number + 1
     return start
