@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from domarkx.errors import DomarkxError
+from domarkx.parsing.fences import fence_end
 
 
 def config_key_line(source: str | Path, key: str) -> int | None:
@@ -19,22 +20,25 @@ def config_key_line(source: str | Path, key: str) -> int | None:
     ``key`` is the setting's last name (``api_key_env``, ``network``); the first
     line after the block's opening fence that sets it is the one.
     """
-    from domarkx.parsing.markdown import MarkdownParser
+    from domarkx.parsing.markdown import MarkdownParser, decode_document
 
     path = Path(source)
     try:
-        parsed = MarkdownParser().parse_file(path)
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (DomarkxError, OSError, UnicodeDecodeError):
+        text = decode_document(path.read_bytes(), str(path))
+        parsed = MarkdownParser().parse_text(text, str(path), path)
+    except (DomarkxError, OSError):
         return None
+    lines = text.split("\n")
     start = parsed.config_line
     if start is None:
         return None
+    try:
+        end = fence_end(lines, start - 1) - 1  # the closing fence's index
+    except ValueError:
+        return start
     # ``key:`` at the start of a line, or inside a flow mapping (``model: {endpoint: x}``).
     pattern = re.compile(rf"""(^|[\s{{,])["']?{re.escape(key)}["']?\s*:""")
-    for number in range(start, len(lines)):
-        if lines[number].lstrip().startswith(("```", "~~~")):
-            break  # the block's closing fence: YAML and JSON lines never start so
+    for number in range(start, end):
         if pattern.search(lines[number]):
             return number + 1
     return start
