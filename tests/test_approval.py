@@ -68,6 +68,7 @@ def test_without_a_terminal_or_grant_the_run_stops_before_the_code(session, caps
     [instance_id] = store.instance_ids()
     instance = store.get_instance(instance_id)
     assert instance.status == "failed" and "nothing approves it" in (instance.error or "")
+    assert f"domarkx export {instance_id[:12]}" in err
     assert instance.conversation[-1].role == "assistant"
     assert "touch" in instance.conversation[-1].content[-1].code  # type: ignore[union-attr]
 
