@@ -6,6 +6,7 @@ that leaves a file behind, so each test sees whether the code really ran.
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import select
@@ -39,6 +40,13 @@ model:
 
 DODO = "from domarkx.pipeline.tasks import *  # noqa: F403\n"
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_grant_from_outside(monkeypatch):
+    """No terminal in this process (even under ``pytest -s``) and no DOMARKX_YES."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    monkeypatch.delenv("DOMARKX_YES", raising=False)
 
 
 @pytest.fixture
@@ -210,3 +218,24 @@ def test_on_a_terminal_the_user_is_asked(session, capsys):
     code, screen = converse(root, ["yes"], "run", "look")
     assert code == 0, screen
     assert marker.exists()
+
+
+def test_the_prompt_shows_the_code_and_always_stops_asking():
+    from domarkx.session.approval import Approval, CodeRequest, terminal_prompt
+
+    request = CodeRequest("s.md", "message 3 (assistant)", "local_shell", "bash", "rm -rf x\nls")
+    screen = io.StringIO()
+    asked: list[str] = []
+
+    def ask(req: CodeRequest):
+        asked.append(req.code)
+        return terminal_prompt(req, stdin=io.StringIO("maybe\nalways\n"), stderr=screen)
+
+    approval = Approval(mode="ask", ask=ask)
+    assert approval.decide(request, isolated=False)
+    assert approval.decide(request, isolated=False)  # not asked again
+    assert len(asked) == 1
+    assert "  | rm -rf x\n  | ls\n" in screen.getvalue()
+    assert screen.getvalue().count("run it?") == 2  # "maybe" is asked again
+    # End of input is a no.
+    assert terminal_prompt(request, stdin=io.StringIO(""), stderr=io.StringIO()) == "no"
