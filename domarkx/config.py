@@ -35,17 +35,17 @@ PYPROJECT_TABLE = ("tool", "domarkx")
 DEFAULT_PIDS_LIMIT = 512
 DEFAULT_MEMORY = "2g"
 
-_MEMORY = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
+_MEMORY = re.compile(r"^([0-9]+)\s*([kmg]?)b?$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def size_in_bytes(value: str) -> int:
-    """``512m`` -> bytes, as Docker reads memory sizes (b, k, m, g; powers of 1024)."""
-    text = value.strip().lower()
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    if text and text[-1] in units:
-        return int(text[:-1]) * units[text[-1]]
-    return int(text)
+    """``512m`` -> bytes, as Docker reads memory sizes (b, k, m, g, kb, mb, gb; powers of 1024)."""
+    match = _MEMORY.match(value.strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a size")
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    return int(match.group(1)) * units[match.group(2).lower()]
 
 
 class ConfigError(DomarkxError):
