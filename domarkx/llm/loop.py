@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from domarkx.data.models import CodeBlock, Message, ModelSettings, OutputBlock, TextBlock
-from domarkx.errors import DomarkxError
+from domarkx.errors import DomarkxError, LLMError
 from domarkx.llm.messages import parse_reply, to_chat_messages
 from domarkx.llm.provider import Provider, Stream, provider_for
 from domarkx.llm.replay import ReplayCache

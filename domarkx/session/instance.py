@@ -226,7 +226,6 @@ class InstanceManager:
     def _check_grants(self, snapshot: SessionSnapshot, cls: type[Engine]) -> None:
         """What the session asks of its sandbox and the user has not granted: an error."""
         from domarkx import config as project_config
-        from domarkx.session.locate import config_key_line
 
         refused = cls.refusal(snapshot.config(), project_config.load(self.store.root))
         if refused is not None:
@@ -234,7 +233,7 @@ class InstanceManager:
             raise EngineError(
                 refused.message,
                 file=source,
-                line=config_key_line(self.store.root / source, refused.key),
+                line=self._config_line(source, refused.key),
                 hint=refused.hint,
             )
 
@@ -466,7 +465,6 @@ class InstanceManager:
         """The session's model settings as the project's configuration lets them out."""
         from domarkx import config as project_config
         from domarkx.llm.endpoints import resolve
-        from domarkx.session.locate import config_key_line
 
         settings = snapshot.config().model
         assert settings is not None
@@ -475,8 +473,15 @@ class InstanceManager:
             settings,
             project_config.load(self.store.root),
             session=source,
-            locate=lambda key: config_key_line(self.store.root / source, key),
+            locate=lambda key: self._config_line(source, key),
         )
+
+    def _config_line(self, source_file: str, key: str) -> int | None:
+        """The line of ``key`` in the session's session-config, read again from its source."""
+        from domarkx.session.legacy import config_key_line, read_source
+
+        text = read_source(self.store.root, source_file)
+        return config_key_line(text, key) if text is not None else None
 
     def raise_for_failures(self, instance: SessionInstance) -> None:
         """``--strict``: a failed or timed-out block is an error (exit status 1)."""

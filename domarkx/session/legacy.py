@@ -136,9 +136,10 @@ def config_key_line(text: str, key: str) -> int | None:
         return None
     start, end, _ = layout.config
     lines = text.split("\n")
-    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*:")
+    # ``key:`` at the start of a line, or inside a flow mapping (``model: {endpoint: x}``).
+    pattern = re.compile(rf"(^|[\s{{,])[\"']?{re.escape(key)}[\"']?\s*:")
     for index in range(start + 1, min(end, len(lines))):
-        if pattern.match(lines[index]):
+        if pattern.search(lines[index]):
             return index + 1
     return start + 1
 
