@@ -197,6 +197,7 @@ def test_the_bash_tool_shares_the_sandbox_with_the_code_blocks(project, server):
         ("bash", {"code": "export N=41; echo set"}), ("python", {"code": "print(add(40, 2))"})
     )
     server.call(("bash", {"code": "echo $((N + 1)); exit 3"})).reply("Both are 42.")
+    (root / "domarkx.toml").write_text('approve = "auto"\n')  # the user's grant
     instance, _ = run(root)
     first, second, third = (text_of(m) for m in tool_messages(instance))
     assert first == "Output (exit code 0):\n```text\nset\n```"
