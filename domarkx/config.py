@@ -36,6 +36,7 @@ DEFAULT_PIDS_LIMIT = 512
 DEFAULT_MEMORY = "2g"
 
 _MEMORY = re.compile(r"^([0-9]+)\s*([kmg]?)b?$", re.IGNORECASE)
+_CAPABILITY = re.compile(r"^(CAP_)?[A-Z][A-Z_]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -92,6 +93,14 @@ class DockerSettings(BaseModel):
         default_factory=list,
         description="Capabilities given back after all are dropped (e.g. `CHOWN`).",
     )
+
+    @field_validator("cap_add")
+    @classmethod
+    def _capabilities(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _CAPABILITY.match(name):
+                raise ValueError(f"{name!r} is not a capability name (e.g. CHOWN)")
+        return value
 
     @field_validator("memory")
     @classmethod

@@ -95,6 +95,11 @@ def test_domarkx_toml_comes_before_pyproject(tmp_path):
     assert load_text(tmp_path, 'approve = "auto"\n').approve == "auto"
 
 
+def test_a_bad_capability_names_its_line(tmp_path):
+    err = error_of(tmp_path, '[docker]\ncap_add = ["CHOWN", "all of them"]\n')
+    assert err.line == 2 and "capability" in err.message
+
+
 def test_broken_toml_names_its_line(tmp_path):
     err = error_of(tmp_path, 'approve = "auto"\n[docker\n')
     assert err.line == 2 and "not valid TOML" in err.message
