@@ -176,3 +176,34 @@ def test_a_refused_key_still_replays_a_recorded_reply(project, capsys, monkeypat
     monkeypatch.setenv("DOMARKX_LLM", "replay")
     code, _, err = run(capsys, "run", "ask")
     assert code == 0, err
+
+
+def test_the_openai_packages_environment_headers_go_only_where_a_key_goes(
+    project, capsys, monkeypatch
+):
+    """OPENAI_ORG_ID, OPENAI_PROJECT_ID and OPENAI_CUSTOM_HEADERS stay home without a grant."""
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-do-not-leak")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-do-not-leak")
+    monkeypatch.setenv("OPENAI_CUSTOM_HEADERS", "X-Proxy-Auth: do-not-leak")
+    with ChatServer() as server:
+        server.reply("Hi!", "Hi again!")
+        root = project({"sessions/ask.md": SESSION.format(model=f"  base_url: {server.base_url}")})
+        run(capsys, "import", "sessions/ask.md")
+        code, _, err = run(capsys, "run", "ask")
+        assert code == 0, err
+        # Granted, with its key: the user's own settings for that server go along.
+        (root / "sessions/ask.md").write_text(
+            SESSION.format(model=ASKS_FOR_KEY.format(base_url=server.base_url))
+        )
+        (root / "domarkx.toml").write_text(
+            f'[endpoints.t]\nbase_url = "{server.base_url}"\napi_key_env = "DOMARKX_SECRET"\n'
+        )
+        run(capsys, "import", "sessions/ask.md")
+        monkeypatch.setenv("DOMARKX_LLM", "record")  # ask the server, not the first record
+        code, _, err = run(capsys, "run", "ask")
+        assert code == 0, err
+
+    anonymous, granted = server.headers
+    assert not any("do-not-leak" in value for value in anonymous.values()), anonymous
+    assert granted["openai-organization"] == "org-do-not-leak"
+    assert granted["x-proxy-auth"] == "do-not-leak"

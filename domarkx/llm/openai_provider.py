@@ -87,6 +87,23 @@ class OpenAIProvider(Provider):
             )
         return key
 
+    def withheld_headers(self, openai: Any) -> dict[str, Any]:
+        """Headers the ``openai`` package fills from the environment, left out here.
+
+        It sends ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and every header of
+        ``OPENAI_CUSTOM_HEADERS`` to whatever ``base_url`` it is given. They go
+        where the key goes: to an endpoint the project's configuration grants a key
+        (domarkx.llm.endpoints), never to a server a document named without one.
+        """
+        if self.settings.api_key_env is not None:
+            return {}
+        names = ["OpenAI-Organization", "OpenAI-Project"]
+        for line in os.environ.get("OPENAI_CUSTOM_HEADERS", "").split("\n"):
+            name, colon, _ = line.partition(":")
+            if colon and name.strip():
+                names.append(name.strip())
+        return {name: openai.Omit() for name in names}
+
     def timeout(self) -> float:
         """Seconds one request may take (``model.timeout``, default 120)."""
         value = (self.settings.model_extra or {}).get("timeout", DEFAULT_TIMEOUT)
@@ -116,6 +133,7 @@ class OpenAIProvider(Provider):
             base_url=self.settings.base_url,
             max_retries=0,
             timeout=self.timeout(),
+            default_headers=self.withheld_headers(openai) or None,
         )
         attempts = retries() + 1
         base = backoff_base()
