@@ -1,7 +1,7 @@
 """domarkx: keep LLM sessions as plain Markdown and build them like code.
 
 Nothing is imported here on purpose: the command line must start fast, so
-heavy modules (mistletoe, docker, jinja2, openai) load only where used.
+heavy modules (markdown-it, docker, jinja2, openai) load only where used.
 """
 
 __version__ = "0.1.0"

@@ -6,12 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from domarkx.data.models import CodeBlock, OutputBlock, TextBlock
 from domarkx.errors import DocumentError
-from domarkx.parsing import markdown
 from domarkx.parsing.fences import format_info, parse_info
 from domarkx.parsing.markdown import (
     MarkdownParser,
@@ -633,39 +630,3 @@ def test_parse_body_rejects_role_headings():
         parse_body("text\n\n## assistant\n\nmore", "part.md", first_line=5)
     assert info.value.line == 7
     assert "role heading" in info.value.message
-
-
-# The block replay agrees with mistletoe --------------------------------------------------
-
-LINES = st.sampled_from(
-    [
-        *["", " ", "\t", "para text", "Para", "  indented 2", "    indented 4", "\tTabbed"],
-        *["## user", "##  user  ##", "## ", "#", "### three", " ## one space", "#no"],
-        *["---", "***", "- - -", "===", "--", "  ---", "___"],
-        *["```", "```bash", "````", "~~~", "~~~ info `x`", "   ```sh", "    ```", "``` a ``` b"],
-        *["> quote", ">", "> > nested", ">no space", "   > q", "> ```", "> - item", ">\tq"],
-        *["- item", "* item", "+ item", "1. one", "1) one", "2. two", "10. ten", "-", "-\ttab"],
-        *["  - nested", "   continued", "      deep", "-    wide", "1."],
-        *["| a | b |", "|---|---|", "a | b", "--- | ---", "| x |", ":--|--:"],
-        *["<div>", "</div>", "<!-- c -->", "<pre>"],
-        *["[a]: https://x", "[a]:", "[b]: <u> 'title'", "[x] not a definition"],
-        *["\\## escaped", "text with `code`", "   para", "a\\", "form\x0cfeed", "a\u2028b"],
-    ]
-)
-
-
-def _marks(found):
-    return [
-        (start, kind, data if kind in ("heading", "fence") else None) for start, kind, data in found
-    ]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(LINES, max_size=20))
-def test_the_block_replay_finds_what_mistletoe_finds(lines):
-    """Where the replay answers (it may defer to mistletoe), it answers as mistletoe does."""
-    try:
-        replay = markdown._replay_marks([line + "\n" for line in lines])
-    except markdown._Unsure:
-        return
-    assert _marks(replay) == _marks(markdown._mistletoe_marks([*lines, ""]))

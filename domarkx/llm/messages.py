@@ -36,7 +36,14 @@ from typing import Any
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
 from domarkx.llm.reply import calls_in
-from domarkx.parsing.fences import fence_end, format_info, open_fence, parse_info, write_fence
+from domarkx.parsing.fences import (
+    code_text,
+    fence_end,
+    format_info,
+    open_fence,
+    parse_info,
+    write_fence,
+)
 
 OUTPUT_HEADER = "Output of the code block"
 TOOL_HEADER = "Tool result:"
@@ -89,7 +96,7 @@ def render_blocks(blocks: list[Any]) -> str:
 def render_code(block: CodeBlock) -> str:
     """A fenced block with the block's info string, fence longer than any inside."""
     info = format_info(block.language, block.attrs, block.flags, name=block.name)
-    return write_fence(block.code, info, final_newline=True)
+    return write_fence(block.code, info)
 
 
 def render_outputs(outputs: list[OutputBlock], title: str = "Output") -> str:
@@ -286,7 +293,7 @@ def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
             CodeBlock(
                 language=info.language,
                 name=info.name,
-                code="\n".join(body),
+                code=code_text(body),
                 attrs=info.attrs,
                 flags=info.flags,
             )

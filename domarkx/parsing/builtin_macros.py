@@ -45,7 +45,7 @@ def include(call: MacroCall) -> Expansion:
     except OSError as err:
         raise call.error(f"cannot read included file `{raw}`: {err.strerror}") from None
     call.expander.included.add(target)
-    from domarkx.parsing.markdown import decode_document
+    from domarkx.parsing.source import decode_document
 
     try:
         text = decode_document(data, call.expander.display(target))

@@ -96,17 +96,29 @@ def fence_char(info: str) -> str:
 
 
 def write_fence(text: str, info: str = "", *, final_newline: bool = False) -> str:
-    """``text`` as a fenced block that reads back as ``text`` with ``info``.
+    """``text`` as a fenced block that ``code_text`` reads back as ``text``, with ``info``.
 
-    Empty text gives a fence with no line inside, unless ``final_newline``, which
-    writes ``text`` followed by a newline whatever it is (as the model is shown code).
+    ``final_newline`` writes ``text`` and a newline whatever the text is, as the
+    model is shown program output (never read back).
     """
     char = fence_char(info)
     marker = char * fence_size(text, char)
-    body = text + "\n" if text or final_newline else ""
+    # "" is no line and "\n" * k is k blank lines (see code_text); other text ends a line.
+    body = text + "\n" if final_newline or text.strip("\n") else text
     # An info string starting with the fence character would lengthen the fence.
     space = " " if info.startswith(char) else ""
     return f"{marker}{space}{info}\n{body}{marker}"
+
+
+def code_text(lines: list[str]) -> str:
+    """The text of a fence's content lines (indent removed), without the final newline.
+
+    A fence of only blank lines holds that many newlines, so that a fence with
+    one blank line and a fence with none are told apart, as a reader shows them.
+    """
+    if lines and not any(lines):
+        return "\n" * len(lines)
+    return "\n".join(lines)
 
 
 # --- info strings -----------------------------------------------------------------

@@ -9,6 +9,7 @@ file it read, because the build graph declares them as dependencies.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,17 +21,17 @@ from domarkx import registry
 from domarkx.data.models import Message, TextBlock
 from domarkx.errors import DomarkxError, MacroError
 from domarkx.parsing.fences import Fence, open_fence
-from domarkx.parsing.markdown import ParsedSession, parse_body
+from domarkx.parsing.markdown import ParsedSession, append_block, parse_body
 
 GROUP = "domarkx.macros"
 MAX_DEPTH = 32
 
 MACRO_PATTERN = re.compile(
-    r"\[@(?P<text>[^\]\n]*)\]\((?P<url>domarkx://[^)\s]*)\)"
+    r"\[@(?P<text>[^\[\]\n]*)\]\((?P<url>domarkx://[^)\s]*)\)"
     r"(?P<extra>(?:\[[^\]\n]*\]\([^)\s]*\))*)"
 )
 _EXTRA_PARAM = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
-_CODE_SPAN = re.compile(r"(`+)(?:.|\n)*?(?<!`)\1(?!`)")
+_BACKTICKS = re.compile(r"`+")
 # Quote markers and list indentation before a fence line inside text.
 _CONTAINER_PREFIX = re.compile(r"(?:[ \t]*>)*[ \t]*")
 
@@ -99,7 +100,8 @@ class MacroExpander:
             expanded = self.expand_text(result.preamble, source, line)
             if expanded != result.preamble:
                 parse_body(expanded, parsed.source_file, line)  # rejects role headings
-            result.preamble = expanded
+            # A preamble that expands to nothing is no preamble (export writes none).
+            result.preamble = expanded if expanded.strip() else None
         for index, message in enumerate(result.messages):
             lines = result.block_lines[index]
             result.messages[index], result.block_lines[index] = self._expand_message(
@@ -119,14 +121,12 @@ class MacroExpander:
                 continue
             value = self.expand_text(block.value, source, line)
             if value == block.value or block.quoted:
-                content.append(block.model_copy(update={"value": value}))
-                new_lines.append(line)
+                append_block(content, new_lines, block.model_copy(update={"value": value}), line)
                 continue
             # Included text may bring code blocks or quotes: re-read it as a message body
             # so that exporting and importing again gives the same blocks.
             for new_block, new_line in parse_body(value, display, line):
-                content.append(new_block)
-                new_lines.append(new_line)
+                append_block(content, new_lines, new_block, new_line)
         return message.model_copy(update={"content": content}), new_lines
 
     def expand_text(
@@ -145,6 +145,8 @@ class MacroExpander:
         pieces: list[str] = []
         position = 0
         for match in MACRO_PATTERN.finditer(masked):
+            if not _is_macro(masked, match):
+                continue
             pieces.append(text[position : match.start()])
             position = match.end()
             match_line = line + text.count("\n", 0, match.start())
@@ -161,7 +163,10 @@ class MacroExpander:
             else:
                 pieces.append(self.expand_text(str(result), file, match_line, chain, depth + 1))
         pieces.append(text[position:])
-        return "".join(pieces)
+        result = "".join(pieces)
+        # Results put side by side can form a macro that none of them held; it is
+        # not expanded, and a backslash keeps it from being read as one on import.
+        return _escape_macros(result) if depth == 0 and result != text else result
 
     def _call(
         self, match: re.Match[str], file: Path, line: int, chain: tuple[tuple[Path, int], ...]
@@ -222,6 +227,30 @@ def _parse_query(query: str) -> dict[str, str]:
     return params
 
 
+def _is_macro(text: str, match: re.Match[str]) -> bool:
+    """Whether a match is a link (not ``\\[@..]`` escaped, not an image ``![@..]``)."""
+    start = match.start()
+    if _escaped(text, start):
+        return False
+    return not (start > 0 and text[start - 1] == "!" and not _escaped(text, start - 1))
+
+
+def _escaped(text: str, index: int) -> bool:
+    """Whether ``text[index]`` follows an odd number of backslashes."""
+    count = 0
+    while index - count > 0 and text[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
+
+
+def _escape_macros(text: str) -> str:
+    masked = _mask_code_spans(text)
+    starts = [m.start() for m in MACRO_PATTERN.finditer(masked) if _is_macro(masked, m)]
+    for start in reversed(starts):
+        text = text[:start] + "\\" + text[start:]
+    return text
+
+
 def _mask_code_spans(text: str) -> str:
     """``text`` with fenced code and inline code spans blanked: macros there stay literal.
 
@@ -230,7 +259,31 @@ def _mask_code_spans(text: str) -> str:
     """
     if "`" not in text and "~~~" not in text:
         return text
-    return _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), _mask_fences(text))
+    text = _mask_fences(text)
+    if "`" not in text:
+        return text
+    # A run of backticks opens a code span closed by the next run of the same length
+    # (CommonMark); found in one pass, so that many unmatched runs cost no more.
+    runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text)]
+    by_length: dict[int, list[int]] = {}
+    for index, (start, end) in enumerate(runs):
+        by_length.setdefault(end - start, []).append(index)
+    pieces: list[str] = []
+    position = 0
+    index = 0
+    while index < len(runs):
+        start, end = runs[index]
+        same = by_length[end - start]
+        later = bisect.bisect_right(same, index)
+        if later == len(same):
+            index += 1
+            continue
+        close = runs[same[later]][1]
+        pieces += [text[position:start], " " * (close - start)]
+        position = close
+        index = same[later] + 1
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def _mask_fences(text: str) -> str:

@@ -4,7 +4,7 @@ Each stage reads the previous stage's cache file and writes its own, always
 atomically, and only when the content changed (so doit's checks downstream
 see an unchanged file and stop there). They are module-level functions with
 plain arguments, so ``doit -n 2 -P process`` can pickle them. Heavy imports
-(mistletoe, pydantic models, jinja2, engines) happen here, when a stage
+(markdown-it, pydantic models, jinja2, engines) happen here, when a stage
 runs, never when doit loads the task list.
 
 Each stage's output carries the domarkx version (the expand cache, the

@@ -25,6 +25,7 @@ from domarkx.data.models import (
     dump_config,
 )
 from domarkx.errors import DomarkxError
+from domarkx.parsing.blocks import is_open_at_end
 from domarkx.parsing.fences import format_info, write_fence
 
 DEFAULT_TEMPLATE = "session.md.j2"
@@ -120,11 +121,15 @@ def render(
     import jinja2
 
     env = _environment(template.parent if template else None)
+    preamble = snapshot.preamble
     try:
         tmpl = env.get_template(template.name if template else DEFAULT_TEMPLATE)
         text = tmpl.render(
             front_matter=snapshot.metadata.user_metadata,
-            preamble=snapshot.preamble,
+            preamble=preamble,
+            # A preamble that ends inside an open block (a fence never closed) would
+            # take in the config written after it: the default template writes it last.
+            preamble_last=preamble is not None and is_open_at_end(preamble),
             config=config_as_written(snapshot.execution_config)
             if snapshot.execution_config is not None
             else None,
@@ -142,16 +147,21 @@ def render(
         ) from None
     except jinja2.UndefinedError as err:
         raise DomarkxError(f"template error: {err.message}", file=template) from None
-    return _tidy(text)
+    return _tidy(text, bool(snapshot.metadata.user_metadata))
 
 
-def _tidy(text: str) -> str:
+def _tidy(text: str, front_matter: bool) -> str:
     """No blank lines at the start and one newline at the end, whatever the template did.
 
     Blank lines in between are left alone: code and text are kept verbatim, and
     a run of blank lines inside them is part of the content (and of the id).
+    Without front matter, a first line ``---`` (a rule in the preamble) keeps one
+    blank line before it: first, it would open a front matter.
     """
-    return text.lstrip("\n").rstrip("\n") + "\n"
+    text = text.lstrip("\n").rstrip("\n") + "\n"
+    if not front_matter and text.split("\n", 1)[0].rstrip() == "---":
+        text = "\n" + text
+    return text
 
 
 def export_ref(store, ref: str, template: Path | None = None) -> str:

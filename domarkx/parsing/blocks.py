@@ -1,0 +1,167 @@
+"""A document's top-level blocks, by source line, as a CommonMark reader finds them.
+
+markdown-it-py (a CommonMark parser) decides where headings, fences, quotes,
+lists, HTML blocks and paragraphs start and end; only its block rules run (a
+session needs no inline parsing). A session is then cut into three kinds of
+piece: level-2 headings (role headings), fenced code at the top level, and
+the text between them, sliced from the source lines so that it is kept byte
+for byte. A fence inside a quote, a list item or an HTML block is text, as it
+is to any Markdown reader.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from domarkx.parsing import fences
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+
+_QUOTE_MARKER = re.compile(r" {0,3}> ?")
+# A lazy line that a quote marker would turn into a setext underline.
+_EQUALS_LINE = re.compile(r" {0,3}=+[ \t]*")
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A level-2 heading (ATX or setext): a role heading. ``text`` is as rendered."""
+
+    start: int  # 0-based index of the first line
+    end: int  # 0-based index one past the last line
+    text: str
+
+
+@dataclass(frozen=True)
+class FencedCode:
+    """A fenced code block at the top level; ``code`` without the final newline."""
+
+    start: int
+    end: int
+    info: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Text:
+    """Text between headings and fences; ``quoted`` when it is a blockquote."""
+
+    start: int
+    end: int
+    quoted: bool = False
+
+
+Block = Heading | FencedCode | Text
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark")
+    parser.disable(["inline", "text_join"], ignoreInvalid=True)
+    return parser
+
+
+def blocks(lines: list[str]) -> list[Block]:
+    """The headings, fences and text runs of ``lines`` (split on ``\\n``), in order."""
+    from markdown_it.common.utils import unescapeAll
+
+    tokens = _parser().parse("\n".join(lines))
+    found: list[Block] = []
+    position = 0
+    for index, token in enumerate(tokens):
+        if token.level != 0 or token.nesting == -1 or token.map is None:
+            continue
+        start, end = token.map
+        if start > position:
+            found.append(Text(position, start))
+        position = end
+        if token.type == "heading_open" and token.tag == "h2":
+            found.append(Heading(start, end, unescapeAll(tokens[index + 1].content).strip()))
+        elif token.type == "fence":
+            found.append(_fenced(lines, start, end))
+        elif token.type == "blockquote_open":
+            found.append(Text(start, end, quoted=_quotable(lines[start:end])))
+        else:
+            found.append(Text(start, end))
+    if position < len(lines):
+        found.append(Text(position, len(lines)))
+    return _merge_text(found, lines)
+
+
+def is_open_at_end(text: str) -> bool:
+    """Whether ``text`` leaves a block open (an unclosed fence, an HTML comment, ...)
+    that would take in what is written after it, even after a blank line."""
+    lines = text.split("\n")
+    probe = len(lines) + 1
+    found = blocks([*lines, "", "## x"])
+    return not (found and isinstance(found[-1], Heading) and found[-1].start == probe)
+
+
+def _quotable(quote: list[str]) -> bool:
+    """Whether the quote means the same with a marker on every line (as export writes it).
+
+    A lazy continuation line (no marker) means the same with one, except a line
+    of ``=``: marked, it would make the paragraph above it a heading. Such a
+    quote is kept as plain text, markers and all.
+    """
+    return not any(_EQUALS_LINE.fullmatch(line) and not _QUOTE_MARKER.match(line) for line in quote)
+
+
+def _fenced(lines: list[str], start: int, end: int) -> FencedCode:
+    fence = fences.open_fence(lines[start])
+    assert fence is not None, "markdown-it found a fence here"
+    closed = end - start > 1 and fence.closed_by(lines[end - 1])
+    content = lines[start + 1 : end - 1 if closed else end]
+    return FencedCode(
+        start, end, fence.info, fences.code_text([fence.content(li) for li in content])
+    )
+
+
+def _merge_text(found: list[Block], lines: list[str]) -> list[Block]:
+    """Join neighbouring text runs of the same kind; drop runs that are only blank."""
+    merged: list[Block] = []
+    for block in found:
+        if isinstance(block, Text):
+            if not any(line.strip() for line in lines[block.start : block.end]):
+                continue
+            previous = merged[-1] if merged else None
+            if isinstance(previous, Text) and previous.quoted == block.quoted:
+                merged[-1] = Text(previous.start, block.end, block.quoted)
+                continue
+        merged.append(block)
+    return merged
+
+
+def text_value(lines: list[str], block: Text) -> str:
+    """The text of a run, without blank lines around it (and quote markers if quoted)."""
+    chunk = lines[block.start : block.end]
+    if block.quoted:
+        chunk = [_QUOTE_MARKER.sub("", line, count=1) for line in chunk]
+    return "\n".join(_trim(chunk))
+
+
+def raw_text(lines: list[str], block: Block) -> str:
+    """The source lines of a block, without blank lines around it."""
+    return "\n".join(_trim(lines[block.start : block.end]))
+
+
+def first_line(lines: list[str], block: Block) -> int:
+    """1-based line of the block's first non-blank line."""
+    for index in range(block.start, block.end):
+        if lines[index].strip():
+            return index + 1
+    return block.start + 1
+
+
+def _trim(chunk: list[str]) -> list[str]:
+    start, end = 0, len(chunk)
+    while start < end and not chunk[start].strip():
+        start += 1
+    while end > start and not chunk[end - 1].strip():
+        end -= 1
+    return chunk[start:end]
