@@ -28,8 +28,9 @@ _OPEN = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
 _BLANKS = " \t"
 # Printable ASCII, spaces and tabs, without quotes or backslashes: split() reads it.
 _PLAIN_INFO = re.compile(r"[ \t!#-&(-\[\]-~]*")
-# Characters that make a word need quotes when written.
-_NEEDS_QUOTES = re.compile(r"[\s'\"\\`]")
+# Characters that make a word need quotes when written (a backslash does not:
+# outside quotes it is an ordinary character, and a reader sees it as written).
+_NEEDS_QUOTES = re.compile(r"[\s'\"`]")
 
 
 @dataclass(frozen=True)
