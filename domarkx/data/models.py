@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import to_json
 
 SNAPSHOT_VERSION = "1.0"
@@ -94,12 +94,21 @@ class ModelSettings(BaseModel):
     max_turns: int = Field(default=4, ge=1, description="Model calls per run at most.")
 
 
+MAX_TIMEOUT = 7 * 24 * 3600  # a week: more is a typo, and huge values overflow timers
+
+
 class ExecutionConfig(BaseModel):
     """The `session-config` block. Unknown keys are kept, never dropped."""
 
     model_config = ConfigDict(extra="allow")
     engine: str = Field(default="local_shell", description="A registered engine name.")
-    timeout: float = Field(default=60, gt=0, description="Seconds per code block.")
+    timeout: float = Field(
+        default=60,
+        gt=0,
+        le=MAX_TIMEOUT,
+        allow_inf_nan=False,
+        description="Seconds per code block (at most a week).",
+    )
     on_error: Literal["continue", "stop"] = Field(
         default="stop", description="What a run does after a block fails or times out."
     )
@@ -108,13 +117,23 @@ class ExecutionConfig(BaseModel):
     image: str | None = Field(default=None, description="Docker image (docker engine).")
     network: str = Field(default="none", description="Docker network mode.")
     memory: str | None = Field(default=None, description="Docker memory limit, e.g. `256m`.")
-    cpus: float | None = Field(default=None, description="Docker CPU limit.")
+    cpus: float | None = Field(
+        default=None, gt=0, le=1024, allow_inf_nan=False, description="Docker CPU limit."
+    )
     model: ModelSettings | None = None
     tools: list[str] | None = Field(
         default=None,
         description="Tools offered to the model: `bash`, `python`, or functions of the "
         "Python setup-script (docs/llm.md).",
     )
+
+    @field_validator("timeout", "cpus", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        # YAML's `true` would otherwise be read as 1.
+        if isinstance(value, bool):
+            raise ValueError("a number, not true or false")
+        return value
 
 
 class ScriptBlock(BaseModel):

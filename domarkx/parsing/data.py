@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 from typing import Any
 
 from domarkx.errors import DocumentError
@@ -49,7 +48,10 @@ def load_yaml(text: str, *, file: str, first_line: int, what: str) -> Any:
         ) from None
     except (ValueError, RecursionError, OverflowError) as err:  # e.g. a 5,000-digit integer
         raise DocumentError(
-            f"invalid YAML in {what}: {_short(err)}", file=file, line=first_line
+            f"invalid YAML in {what}: {_short(err)}",
+            file=file,
+            line=first_line,
+            hint="write very long numbers as strings, and nest less deeply",
         ) from None
     return _plain(data, file=file, line=first_line, what=what)
 
@@ -74,7 +76,10 @@ def load_json(text: str, *, file: str, first_line: int, what: str) -> Any:
         ) from None
     except ValueError as err:  # e.g. an integer longer than Python will read
         raise DocumentError(
-            f"invalid JSON in {what}: {_short(err)}", file=file, line=first_line
+            f"invalid JSON in {what}: {_short(err)}",
+            file=file,
+            line=first_line,
+            hint="write very long numbers as strings",
         ) from None
     return _plain(data, file=file, line=first_line, what=what)
 
@@ -151,8 +156,3 @@ def _text(value: str) -> str:
                 "write the character itself, or a pair of surrogates",
             ) from None
     return value
-
-
-def is_finite_number(value: Any) -> bool:
-    """A real number (not true/false, not infinite or NaN)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
