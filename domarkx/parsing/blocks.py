@@ -145,6 +145,16 @@ def text_value(lines: list[str], block: Text) -> str:
     return "\n".join(_trim(chunk))
 
 
+def quote(text: str) -> str:
+    """``text`` as a blockquote: ``> `` before every line, ``>`` alone on blank lines."""
+    return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
+
+
+def trim_blank_lines(text: str) -> str:
+    """``text`` without its leading and trailing blank lines, as a text block is read."""
+    return "\n".join(_trim(text.split("\n")))
+
+
 def raw_text(lines: list[str], block: Block) -> str:
     """The source lines of a block, without blank lines around it."""
     return "\n".join(_trim(lines[block.start : block.end]))

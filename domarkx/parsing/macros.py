@@ -19,7 +19,8 @@ from urllib.parse import unquote
 
 from domarkx import registry
 from domarkx.data.models import Message, TextBlock
-from domarkx.errors import DomarkxError, MacroError
+from domarkx.errors import DocumentError, DomarkxError, MacroError
+from domarkx.parsing.blocks import is_open_at_end, quote, trim_blank_lines
 from domarkx.parsing.fences import Fence, open_fence
 from domarkx.parsing.markdown import ParsedSession, append_block, parse_body
 
@@ -100,7 +101,11 @@ class MacroExpander:
             expanded = self.expand_text(result.preamble, source, line)
             if expanded != result.preamble:
                 parse_body(expanded, parsed.source_file, line)  # rejects role headings
-            # A preamble that expands to nothing is no preamble (export writes none).
+                if is_open_at_end(expanded) and not is_open_at_end(result.preamble):
+                    raise _left_open(parsed.source_file, line)
+            # Read as the export will be read: no blank lines around, and a
+            # preamble that expands to nothing is no preamble.
+            expanded = trim_blank_lines(expanded)
             result.preamble = expanded if expanded.strip() else None
         for index, message in enumerate(result.messages):
             lines = result.block_lines[index]
@@ -120,12 +125,20 @@ class MacroExpander:
                 new_lines.append(line)
                 continue
             value = self.expand_text(block.value, source, line)
-            if value == block.value or block.quoted:
-                append_block(content, new_lines, block.model_copy(update={"value": value}), line)
+            if value == block.value:
+                append_block(content, new_lines, block, line)
                 continue
-            # Included text may bring code blocks or quotes: re-read it as a message body
-            # so that exporting and importing again gives the same blocks.
-            for new_block, new_line in parse_body(value, display, line):
+            # Included text may bring code blocks or quotes: re-read it as the export
+            # will write it (inside its quote, if it was quoted), so that exporting and
+            # importing again gives the same blocks.
+            written = quote(value) if block.quoted else value
+            for new_block, new_line in parse_body(written, display, line):
+                if (
+                    isinstance(new_block, TextBlock)
+                    and not new_block.quoted
+                    and is_open_at_end(new_block.value)
+                ):
+                    raise _left_open(display, new_line)
                 append_block(content, new_lines, new_block, new_line)
         return message.model_copy(update={"content": content}), new_lines
 
@@ -215,6 +228,17 @@ class MacroExpander:
             hint=f"pass `--param {call.command}=VALUE`, add `{call.command}` under `params:` "
             f"in the front matter, or use one of: {', '.join(registry.names(GROUP))}",
         )
+
+
+def _left_open(file: str, line: int) -> DocumentError:
+    """A macro result that would take in what follows it in the document."""
+    return DocumentError(
+        "macro results leave a block open (an HTML block or comment, or a fence, "
+        "never closed): it would take in the rest of the document",
+        file=file,
+        line=line,
+        hint="close the block in the macro's value (e.g. `-->` after `<!--`)",
+    )
 
 
 def _parse_query(query: str) -> dict[str, str]:

@@ -114,7 +114,10 @@ class MarkdownParser:
 
     def _document_blocks(self, parsed: ParsedSession, lines: list[str], found: list[Block]) -> None:
         file = parsed.source_file
-        preamble: list[str] = []
+        # Runs of neighbouring blocks, kept verbatim; a special block between two runs
+        # leaves a blank line (export writes it elsewhere).
+        runs: list[Text] = []
+        joined = False
         for block in found:
             line = block.start + 1
             if isinstance(block, FencedCode):
@@ -130,6 +133,7 @@ class MarkdownParser:
                     parsed.execution_config = self._config(info, block.code, file, line)
                     parsed.config_format = "json" if info.language == "json" else "yaml"
                     parsed.config_line = line
+                    joined = False
                     continue
                 if info.special == "setup-script":
                     if parsed.setup_script is not None:
@@ -140,12 +144,17 @@ class MarkdownParser:
                             hint="a session has one setup script; merge the two",
                         )
                     parsed.setup_script = ScriptBlock(language=info.language, code=block.code)
+                    joined = False
                     continue
             if parsed.preamble_line is None:
                 parsed.preamble_line = _first(lines, block)
-            preamble.append(raw_text(lines, block))
-        if preamble:
-            parsed.preamble = "\n\n".join(preamble)
+            if joined:
+                runs[-1] = Text(runs[-1].start, block.end)
+            else:
+                runs.append(Text(block.start, block.end))
+            joined = True
+        if runs:
+            parsed.preamble = "\n\n".join(raw_text(lines, run) for run in runs)
 
     def _config(self, info: InfoString, code: str, file: str, line: int) -> dict[str, Any]:
         what = "session-config"

@@ -25,7 +25,7 @@ from domarkx.data.models import (
     dump_config,
 )
 from domarkx.errors import DomarkxError
-from domarkx.parsing.blocks import is_open_at_end
+from domarkx.parsing.blocks import is_open_at_end, quote
 from domarkx.parsing.fences import format_info, write_fence
 
 DEFAULT_TEMPLATE = "session.md.j2"
@@ -34,11 +34,6 @@ DEFAULT_TEMPLATE = "session.md.j2"
 def fence(text: str, info: str = "") -> str:
     """``text`` as a fenced block whose fence is longer than any fence inside it."""
     return write_fence(text, info)
-
-
-def quote(text: str) -> str:
-    """Blockquote markers on every line (``>`` alone on blank lines)."""
-    return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
 
 
 def to_yaml(data: Any) -> str:
