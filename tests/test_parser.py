@@ -205,7 +205,7 @@ def test_preamble_is_everything_else_before_the_first_role_verbatim():
 
 
 def test_link_reference_definitions_are_kept_where_they_stand():
-    # mistletoe gives them no token; the lines must not fall between the cracks.
+    # A CommonMark parser gives them no token; the lines must not fall between the cracks.
     parsed = parse("[a]: https://example.org\n\n## user\n\n[b]: https://b.org\n\nsee [a] and [b]\n")
     assert parsed.preamble == "[a]: https://example.org"
     assert parsed.messages[0].content == [TextBlock(value="[b]: https://b.org\n\nsee [a] and [b]")]

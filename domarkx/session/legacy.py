@@ -8,8 +8,8 @@ and ``api_key_env`` when the key came from a variable; never a key), its
 statement (and an import used only by it) leaves the setup script, and
 ``## unknow`` headings become ``## tool``. Every other byte stays.
 
-Lines are found with the parser's own scanner (``_segments``), so a heading or
-a fence inside a code block is never touched.
+Lines are found with the parser's own block reader (``blocks``), so a heading
+or a fence inside a code block is never touched.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from domarkx.errors import DocumentError
+from domarkx.parsing.blocks import FencedCode, Heading, blocks
+from domarkx.parsing.data import load_yaml
 from domarkx.parsing.fences import parse_info, write_fence
-from domarkx.parsing.markdown import _segments, load_yaml, split_front_matter
+from domarkx.parsing.source import split_front_matter
 
 LEGACY_ROLE = "unknow"
 PROVIDER = "openai"  # every client of the older format spoke chat completions
@@ -114,14 +116,14 @@ def layout_of(text: str) -> Layout:
     _, lines, _ = split_front_matter(text, "<document>")
     layout = Layout()
     seen_role = False
-    for segment in _segments(lines):
-        if segment.kind == "heading":
+    for block in blocks(lines):
+        if isinstance(block, Heading):
             seen_role = True
-            if segment.role.strip().lower() == LEGACY_ROLE:
-                layout.legacy_headings.append(segment.start)
-        elif segment.kind == "fence" and not seen_role:
-            info = parse_info(segment.info)
-            place = (segment.start, segment.end, info.language)
+            if block.text.strip().lower() == LEGACY_ROLE:
+                layout.legacy_headings.append(block.start)
+        elif isinstance(block, FencedCode) and not seen_role:
+            info = parse_info(block.info)
+            place = (block.start, block.end, info.language)
             if info.special == "session-config" and layout.config is None:
                 layout.config = place
             elif info.special == "setup-script" and layout.setup is None:
