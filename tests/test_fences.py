@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
@@ -130,6 +130,31 @@ def test_a_reply_quoting_a_domarkx_block_exports_to_the_same_conversation(manage
     exported = render(snapshot, conversation)
     again = import_text(manager, exported, "exported")
     assert again.conversation == conversation
+    assert render(again) == exported
+
+
+REPLY_LINES = st.sampled_from(
+    [
+        *["", "Some text.", "## user", "# Title", "---", "===", "> quoted", "- item", "<!--"],
+        *["```", "```bash", "```python name=x.py run", "~~~", "````", "```text output"],
+        *["```json msg-metadata", "```yaml session-config", "  ```sh", "    ```", "-->"],
+        *["[@x](domarkx://date)", "<div>", "tab\there", "a\rb", "caf\u00e9", "   indented"],
+    ]
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(reply=st.lists(REPLY_LINES, max_size=16).map("\n".join))
+def test_any_reply_exports_to_the_same_conversation(manager, reply):  # noqa: F811
+    snapshot = import_text(manager, "## user\n\nGo.\n")
+    conversation = [*snapshot.conversation, Message(role="assistant", content=parse_reply(reply))]
+    exported = render(snapshot, conversation)
+    again = import_text(manager, exported, "exported")
+    assert again.conversation == conversation, exported
     assert render(again) == exported
 
 

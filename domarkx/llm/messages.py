@@ -44,6 +44,7 @@ from domarkx.parsing.fences import (
     parse_info,
     write_fence,
 )
+from domarkx.parsing.macros import escape_macros
 
 OUTPUT_HEADER = "Output of the code block"
 TOOL_HEADER = "Tool result:"
@@ -256,9 +257,11 @@ def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
     part of the reply instead of starting a new message when the export is read back.
     A fence whose info string marks a domarkx block (``output``, ``msg-metadata``,
     ``session-config``, ``setup-script``) is not code the model wrote to run: it
-    stays in the reply's text, so the export reads back as the same reply.
+    stays in the reply's text, so the export reads back as the same reply; so
+    does a macro link, written with a backslash (``\\[@x](domarkx://...)``).
     """
-    lines = text.replace("\r\n", "\n").split("\n")
+    # Line ends as a document's are read (a lone "\r" too), so the export reads back.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     blocks: list[TextBlock | CodeBlock] = []
     pending: list[str] = []
 
@@ -268,7 +271,9 @@ def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
         while pending and not pending[-1].strip():
             pending.pop()
         if pending:
-            blocks.append(TextBlock(value="\n".join(pending), quoted=True))
+            # A macro the model wrote is text: escaped, it stays text when the export
+            # is imported again.
+            blocks.append(TextBlock(value=escape_macros("\n".join(pending)), quoted=True))
         pending.clear()
 
     i = 0

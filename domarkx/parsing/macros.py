@@ -179,7 +179,7 @@ class MacroExpander:
         result = "".join(pieces)
         # Results put side by side can form a macro that none of them held; it is
         # not expanded, and a backslash keeps it from being read as one on import.
-        return _escape_macros(result) if depth == 0 and result != text else result
+        return escape_macros(result) if depth == 0 and result != text else result
 
     def _call(
         self, match: re.Match[str], file: Path, line: int, chain: tuple[tuple[Path, int], ...]
@@ -267,7 +267,8 @@ def _escaped(text: str, index: int) -> bool:
     return count % 2 == 1
 
 
-def _escape_macros(text: str) -> str:
+def escape_macros(text: str) -> str:
+    """``text`` with a backslash before every macro in it, so that none expands on import."""
     masked = _mask_code_spans(text)
     starts = [m.start() for m in MACRO_PATTERN.finditer(masked) if _is_macro(masked, m)]
     for start in reversed(starts):
