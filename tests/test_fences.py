@@ -84,6 +84,9 @@ def test_info_strings_read_back_as_written(language, name, attrs, flags):
         ('sh name="a b"', "sh name='a b'"),
         ("'' setup-script", "'' setup-script"),
         ("x 'a=b'", "x 'a=b'"),
+        ("it's", "it's"),  # the language as a reader shows it
+        ("c++ it's", "c++ 'it'\"'\"'s'"),
+        ("foo\\+bar", "foo\\+bar"),
     ],
 )
 def test_info_strings_are_quoted_only_where_needed(info, written):

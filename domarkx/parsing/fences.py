@@ -175,15 +175,21 @@ def format_info(
     flags = list(flags or [])
     attrs = dict(attrs or {})
     lead = [marker] if marker else []
-    words: list[str] = []
-    if language or attrs or flags or lead or name is not None:
-        words.append(_quote(language))
-    words += [_quote(flag, bare_equals=False) for flag in lead]
+    rest: list[str] = [_quote(flag, bare_equals=False) for flag in lead]
     if name is not None:
-        words.append(f"name={_quote(name)}")
-    words += [f"{_quote(key, bare_equals=False)}={_quote(value)}" for key, value in attrs.items()]
-    words += [_quote(flag, bare_equals=False) for flag in flags]
-    return " ".join(words)
+        rest.append(f"name={_quote(name)}")
+    rest += [f"{_quote(key, bare_equals=False)}={_quote(value)}" for key, value in attrs.items()]
+    rest += [_quote(flag, bare_equals=False) for flag in flags]
+    if not (language or rest):
+        return ""
+    quoted = " ".join([_quote(language), *rest])
+    if language and not any(char in _BLANKS for char in language) and quoted[0] == "'":
+        # A reader takes the first word as written: keep the language literal
+        # (`it's`) wherever it reads back the same.
+        literal = " ".join([language, *rest])
+        if parse_info(literal) == parse_info(quoted):
+            return literal
+    return quoted
 
 
 def _quote(word: str, *, bare_equals: bool = True) -> str:
