@@ -66,10 +66,11 @@ def test_escaped_links_and_images_are_not_macros(manager):  # noqa: F811
     assert block.value.startswith("\\[@a](domarkx://date) ![@b](domarkx://date) \\\\2023-11-14")
 
 
-def test_a_lazy_quote_line_of_equals_signs_survives_export(manager):  # noqa: F811
-    snapshot = import_text(manager, "## user\n\n> foo\nbar\n===\n")
+@pytest.mark.parametrize("underline", ["===", "--", "  ="])
+def test_a_lazy_quote_line_that_would_underline_survives_export(manager, underline):  # noqa: F811
+    snapshot = import_text(manager, f"## user\n\n> foo\nbar\n{underline}\n")
     exported = assert_round_trip(manager, snapshot)
-    assert "> foo\nbar\n===\n" in exported
+    assert f"> foo\nbar\n{underline}\n" in exported
 
 
 def test_ordinary_lazy_lines_stay_in_the_quote(manager):  # noqa: F811

@@ -28,7 +28,7 @@ LINES = st.sampled_from(
     [
         *["", "", "", " ", "\t", "para text", "Para two", "  indented 2", "    indented 4"],
         *["## user", "## assistant", "##  tool  ##", "## &#117;ser", "### three", "#", "# one"],
-        *["user", "---", "***", "===", "- - -", "  ---", "___"],
+        *["user", "---", "***", "===", "- - -", "  ---", "___", "--", "  ="],
         *["```", "```bash", "````", "~~~", "~~~ info `x`", "   ```sh", "    ```", "``` a ``` b"],
         *["```text output", "```json msg-metadata", "{}", "```yaml session-config", "x: 1"],
         *["```'' setup-script", "```python name='a b.py' run", "```sh 'odd'=v 'a=b'"],

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 _QUOTE_MARKER = re.compile(r" {0,3}> ?")
 # A lazy line that a quote marker would turn into a setext underline.
-_EQUALS_LINE = re.compile(r" {0,3}=+[ \t]*")
+_UNDERLINE = re.compile(r" {0,3}(?:=+|-+)[ \t]*")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _quotable(quote: list[str]) -> bool:
     of ``=``: marked, it would make the paragraph above it a heading. Such a
     quote is kept as plain text, markers and all.
     """
-    return not any(_EQUALS_LINE.fullmatch(line) and not _QUOTE_MARKER.match(line) for line in quote)
+    return not any(_UNDERLINE.fullmatch(line) and not _QUOTE_MARKER.match(line) for line in quote)
 
 
 def _fenced(lines: list[str], start: int, end: int) -> FencedCode:
