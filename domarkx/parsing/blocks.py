@@ -96,6 +96,10 @@ def blocks(lines: list[str]) -> list[Block]:
 def is_open_at_end(text: str) -> bool:
     """Whether ``text`` leaves a block open (an unclosed fence, an HTML comment, ...)
     that would take in what is written after it, even after a blank line."""
+    # Only a fence or an HTML block of the kinds that end at a closing mark (not at
+    # a blank line) can: without their characters, no parse is needed.
+    if "```" not in text and "~~~" not in text and "<" not in text:
+        return False
     lines = text.split("\n")
     probe = len(lines) + 1
     found = blocks([*lines, "", "## x"])
