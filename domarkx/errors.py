@@ -78,5 +78,9 @@ class LLMError(DomarkxError):
     """A model call failed: missing key, unreachable server, refused request, replay miss."""
 
 
+class PluginError(DomarkxError):
+    """A plugin (macro, engine, model provider) cannot be loaded or registered."""
+
+
 class BuildLockedError(DomarkxError):
     """Another build holds the project's lock."""

@@ -4,20 +4,27 @@
   test writes into this repository's ``.domarkx/``.
 - ``project`` builds a project folder from a dict of dedented strings (as
   cog's ``make_files``) and makes it the current folder.
-- ``cli`` runs the real ``domarkx`` command in a subprocess.
+- ``cli`` runs the ``domarkx`` command in this process (``main(argv)``, as
+  its own process would: folder, environment, output and exit status);
+  ``cli_process`` runs it in a subprocess where the process boundary matters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from domarkx import registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,9 +85,135 @@ class CliResult(NamedTuple):
     err: str
 
 
+Env = Mapping[str, "str | None"]
+
+
+def _pythonpath(env: Env | None) -> list[str]:
+    value = (env or {}).get("PYTHONPATH") or ""
+    return [p for p in value.split(os.pathsep) if p]
+
+
+@contextlib.contextmanager
+def as_own_process(cwd: str | os.PathLike[str] | None, env: Env | None) -> Iterator[None]:
+    """What a process of its own would give a call: folder, environment, import path.
+
+    Everything a command may change in the interpreter is put back afterwards:
+    the current folder (doit changes into the project root), the environment,
+    ``sys.path`` and the modules imported from the ``PYTHONPATH`` it was given
+    (a plugin distribution), the ``dodo`` module doit imports, and signal handlers.
+    """
+    saved_cwd = os.getcwd()
+    saved_env = dict(os.environ)
+    saved_path = list(sys.path)
+    saved_handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    extra = [os.path.abspath(p) for p in _pythonpath(env)]
+    for key, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    sys.path[:0] = extra
+    sys.modules.pop("dodo", None)
+    registry._entry_point_targets.cache_clear()  # the installed plugins may differ
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.path[:] = saved_path
+        for name, module in list(sys.modules.items()):
+            origin = getattr(module, "__file__", None) or ""
+            if name == "dodo" or any(origin.startswith(p + os.sep) for p in extra):
+                del sys.modules[name]
+        registry._entry_point_targets.cache_clear()
+        for sig, handler in saved_handlers.items():
+            signal.signal(sig, handler)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _exit_status(call: Callable[[], object]) -> int:
+    """Run ``call`` as ``python -m`` would: its status, SystemExit's, or 1 after a traceback."""
+    try:
+        return int(call() or 0)  # type: ignore[call-overload]
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+
+
 @pytest.fixture
-def cli() -> Callable[..., CliResult]:
-    """``cli("import", "sessions/a.md")``: run ``python -m domarkx`` in the current folder.
+def run_in_process(capfd: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``run_in_process(main, argv, cwd=, env=)``: one command's status and output.
+
+    The command runs in this interpreter (no process start-up), in its own
+    folder and environment (see ``as_own_process``); stdout and stderr are
+    read at the file-descriptor level, so what child processes print counts too.
+    """
+
+    def run(
+        entry: Callable[[list[str]], object],
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Env | None = None,
+    ) -> CliResult:
+        capfd.readouterr()  # what the test printed before is not the command's
+        with as_own_process(cwd, env):
+            code = _exit_status(lambda: entry([str(a) for a in argv]))
+            sys.stdout.flush()
+            sys.stderr.flush()
+        out, err = capfd.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+def domarkx_main(argv: list[str]) -> object:
+    from domarkx.cli.main import main
+
+    return main(argv)
+
+
+def doit_main(argv: list[str]) -> object:
+    """``doit ARGV`` as the ``doit`` command runs it (the dodo.py of the current folder)."""
+    from doit.doit_cmd import DoitMain
+
+    return DoitMain().run(argv)
+
+
+@pytest.fixture
+def cli(run_in_process: Callable[..., CliResult]) -> Callable[..., CliResult]:
+    """``cli("import", "sessions/a.md")``: run ``domarkx`` in the current folder, in process.
+
+    ``env`` adds variables (a value of None removes one; ``PYTHONPATH`` also
+    goes on ``sys.path``, which is how a plugin distribution is installed);
+    ``cwd`` runs elsewhere. Use ``cli_process`` where a real process boundary
+    is what the test is about (signals, the console script, standard input).
+    """
+
+    def run(
+        *args: str | os.PathLike[str],
+        env: Env | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        timeout: float = 120,  # accepted for the same signature as cli_process
+    ) -> CliResult:
+        return run_in_process(domarkx_main, args, cwd=cwd, env=env)
+
+    return run
+
+
+@pytest.fixture
+def cli_process() -> Callable[..., CliResult]:
+    """``cli_process("import", "sessions/a.md")``: run ``python -m domarkx`` in a subprocess.
 
     ``env`` adds variables (a value of None removes one); ``cwd`` runs elsewhere.
     This checkout goes on ``PYTHONPATH`` (ahead of site-packages), so the code
@@ -89,7 +222,7 @@ def cli() -> Callable[..., CliResult]:
 
     def run(
         *args: str | os.PathLike[str],
-        env: Mapping[str, str | None] | None = None,
+        env: Env | None = None,
         cwd: str | os.PathLike[str] | None = None,
         timeout: float = 120,
     ) -> CliResult:

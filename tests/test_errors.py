@@ -122,7 +122,7 @@ CASES = [
         {"sessions/bad.md": "## user\n\n> Hello\n> [@who](domarkx://who)!\n"},
         "sessions/bad.md",
         4,
-        "unknown macro `who`",
+        "unknown macro 'who'",
     ),
     (
         "a file that is not UTF-8",

@@ -195,7 +195,7 @@ def test_an_included_path_may_be_percent_encoded(make):
             },
             "sessions/_a.md",
             2,
-            "unknown macro `nobody`",
+            "unknown macro 'nobody'",
         ),
         (
             {
@@ -264,7 +264,7 @@ def test_an_unknown_macro_without_a_parameter_is_an_error(make):
         make, {"sessions/main.md": "## user\n\nhello\n\nthere [@who](domarkx://who)\n"}
     )
     assert (err.file, err.line) == ("sessions/main.md", 5)
-    assert "unknown macro `who`" in err.message
+    assert "unknown macro 'who'" in err.message
     assert err.hint is not None
     assert "--param who=VALUE" in err.hint
     assert "params:" in err.hint

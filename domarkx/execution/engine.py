@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from domarkx import registry
 from domarkx.data.models import ExecutionConfig
-from domarkx.errors import EngineError
 
 if TYPE_CHECKING:
     from domarkx.config import ProjectConfig
@@ -152,12 +151,6 @@ class Engine(abc.ABC):
 
 
 def engine_class(name: str) -> type[Engine]:
-    """The engine registered as ``name``, or a clear error listing the known ones."""
-    cls = registry.load(GROUP, name)
-    if cls is None:
-        known = ", ".join(registry.names(GROUP))
-        raise EngineError(
-            f"unknown engine {name!r}",
-            hint=f"set `engine:` in session-config to one of: {known}",
-        )
+    """The engine registered as ``name`` (the registry reports unknown or broken ones)."""
+    cls: type[Engine] = registry.load(GROUP, name)
     return cls

@@ -44,7 +44,7 @@ def include(call: MacroCall) -> Expansion:
         ) from None
     except OSError as err:
         raise call.error(f"cannot read included file `{raw}`: {err.strerror}") from None
-    call.expander.included.add(target)
+    call.depends_on(target)
     from domarkx.parsing.source import decode_document
 
     try:

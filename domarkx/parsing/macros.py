@@ -10,16 +10,16 @@ file it read, because the build graph declares them as dependencies.
 from __future__ import annotations
 
 import bisect
+import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from domarkx import registry
 from domarkx.data.models import Message, TextBlock
-from domarkx.errors import DocumentError, DomarkxError, MacroError
+from domarkx.errors import DocumentError, DomarkxError, MacroError, PluginError
 from domarkx.parsing.blocks import is_open_at_end, quote, trim_blank_lines
 from domarkx.parsing.fences import Fence, open_fence
 from domarkx.parsing.markdown import ParsedSession, append_block, parse_body
@@ -37,9 +37,59 @@ _BACKTICKS = re.compile(r"`+")
 _CONTAINER_PREFIX = re.compile(r"(?:[ \t]*>)*[ \t]*")
 
 
+class MacroContext(Protocol):
+    """What a macro function is given: the contract a plugin macro is written against.
+
+    ``MacroCall`` is the implementation; a plugin should use only these members.
+    """
+
+    # The command of the link: ``shout`` for ``domarkx://shout?x=1``.
+    command: str
+    # The query parameters (``?key=value&...``) and trailing ``[key](value)`` links, decoded.
+    params: dict[str, str]
+    # The link text: ``hello`` for ``[@hello](domarkx://shout)``.
+    text: str
+    # The file the macro stands in (the session, or the included file it came from).
+    file: Path
+    # Its line in ``file`` (1-based).
+    line: int
+
+    # The project root: relative paths a plugin reads should resolve against it.
+    @property
+    def root(self) -> Path: ...
+
+    # Declare files the result depends on: they become build dependencies of the
+    # session, so editing one of them rebuilds it (a missing file counts too: its
+    # creation is a change).
+    def depends_on(self, *paths: str | os.PathLike[str]) -> None: ...
+
+    # Read a text file (UTF-8) and declare it as a dependency in one step.
+    def read_text(self, path: str | os.PathLike[str]) -> str: ...
+
+    # A MacroError pointing at this macro (file, line, include chain) for the
+    # plugin to raise: the user sees one line, no traceback.
+    def error(self, message: str, hint: str | None = None) -> MacroError: ...
+
+
+class Macro(Protocol):
+    """A macro command: what a ``domarkx.macros`` entry point names.
+
+    It returns the text that replaces the link (macros in it are expanded in
+    turn) or an ``Expansion`` whose macros resolve relative to another file;
+    an ``Expansion``'s file is a dependency without being declared. Any file
+    it reads otherwise must go through ``call.read_text`` or
+    ``call.depends_on``, or editing that file would not rebuild the session.
+    """
+
+    def __call__(self, call: MacroContext, /) -> str | Expansion: ...
+
+
 @dataclass
 class MacroCall:
-    """What a macro function receives: its command, parameters and where it stands."""
+    """What a macro function receives: its command, parameters and where it stands.
+
+    Implements ``MacroContext``; ``expander`` and ``chain`` are domarkx's own.
+    """
 
     command: str
     params: dict[str, str]
@@ -48,6 +98,31 @@ class MacroCall:
     line: int
     expander: MacroExpander
     chain: tuple[tuple[Path, int], ...] = ()
+
+    @property
+    def root(self) -> Path:
+        return self.expander.root
+
+    def depends_on(self, *paths: str | os.PathLike[str]) -> None:
+        """Record ``paths`` (relative to the project root) as files the result depends on."""
+        for path in paths:
+            self.expander.included.add((self.expander.root / path).absolute())
+
+    def read_text(self, path: str | os.PathLike[str]) -> str:
+        """The text of ``path`` (relative to the project root), recorded as a dependency."""
+        target = self.expander.root / path
+        self.depends_on(target)
+        try:
+            return target.read_text(encoding="utf-8")
+        except OSError as err:
+            raise self.error(
+                f"macro `{self.command}` cannot read {self.expander.display(target)}: "
+                f"{err.strerror or err}"
+            ) from None
+        except UnicodeDecodeError as err:
+            raise self.error(
+                f"macro `{self.command}`: {self.expander.display(target)} is not UTF-8 ({err.reason})"
+            ) from None
 
     def error(self, message: str, hint: str | None = None) -> MacroError:
         """A MacroError at this macro, naming the include chain that led here."""
@@ -65,7 +140,8 @@ class Expansion:
     file: Path
 
 
-MacroFunction = Callable[[MacroCall], "str | Expansion"]
+# The name older plugins and domarkx's own code use for a macro function.
+MacroFunction = Macro
 
 
 @dataclass
@@ -203,30 +279,30 @@ class MacroExpander:
         # A third-party command that cannot be imported, or that fails, is reported at
         # the macro like any other error (``--debug`` shows the plugin's traceback).
         try:
-            function = registry.load(GROUP, call.command)
-        except Exception as err:
-            raise call.error(
-                f"macro `{call.command}` cannot be loaded: {type(err).__name__}: {err}",
-                hint=f"check the package that registers `{call.command}` in the entry point "
-                f"group {GROUP}",
-            ) from err
+            function = registry.find(GROUP, call.command)
+        except PluginError as err:
+            raise call.error(err.message, hint=err.hint) from err
         if function is not None:
             try:
-                return function(call)
+                result: str | Expansion = function(call)
             except DomarkxError:
                 raise
             except Exception as err:
                 raise call.error(
                     f"macro `{call.command}` failed: {type(err).__name__}: {err}"
                 ) from err
+            if isinstance(result, Expansion):
+                call.depends_on(result.file)
+            return result
         if call.command in self.params:
             return self.params[call.command]
         if call.command in self.front_matter_params:
             return str(self.front_matter_params[call.command])
+        unknown = registry.unknown(GROUP, call.command)
         raise call.error(
-            f"unknown macro `{call.command}` (`[@{call.text}](domarkx://{call.command})`)",
+            f"{unknown.message} (in `[@{call.text}](domarkx://{call.command})`)",
             hint=f"pass `--param {call.command}=VALUE`, add `{call.command}` under `params:` "
-            f"in the front matter, or use one of: {', '.join(registry.names(GROUP))}",
+            "in the front matter, or use a known macro",
         )
 
 

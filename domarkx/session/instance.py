@@ -29,7 +29,7 @@ from domarkx.data.models import (
     SessionSnapshot,
 )
 from domarkx.data.store import Store
-from domarkx.errors import DomarkxError, EngineError
+from domarkx.errors import DomarkxError, EngineError, PluginError
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
     BlockResult,
@@ -707,6 +707,11 @@ class InstanceManager:
         for name in registry.names(GROUP):
             try:
                 cls = engine_class(name)
+            except PluginError as err:
+                # One broken engine plugin must not stop the cleanup of the others.
+                print(f"domarkx: warning: {err.message}; skipped", file=sys.stderr)
+                continue
+            try:
                 removed += cls.prune(keep=live)
             except EngineError:
                 continue  # that engine is not reachable here: nothing of it to prune
