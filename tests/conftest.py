@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -150,31 +151,54 @@ def _exit_status(call: Callable[[], object]) -> int:
         return 1
 
 
-@pytest.fixture
-def run_in_process(capfd: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    """``run_in_process(main, argv, cwd=, env=)``: one command's status and output.
+@contextlib.contextmanager
+def captured_output() -> Iterator[list[str]]:
+    """Capture file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr`` on them).
 
-    The command runs in this interpreter (no process start-up), in its own
-    folder and environment (see ``as_own_process``); stdout and stderr are
-    read at the file-descriptor level, so what child processes print counts too.
+    The list it gives holds ``[out, err]`` once the block has ended. Reading at
+    the descriptor level means what child processes print counts too.
     """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    result: list[str] = []
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        saved_fds = os.dup(1), os.dup(2)
+        saved_streams = sys.stdout, sys.stderr
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        try:
+            yield result
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(ValueError, OSError):  # closed by the command
+                    stream.flush()
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            os.close(saved_fds[0])
+            os.close(saved_fds[1])
+            for handle in (out, err):
+                handle.seek(0)
+                result.append(handle.read().decode("utf-8", errors="replace"))
 
-    def run(
-        entry: Callable[[list[str]], object],
-        argv: Sequence[str | os.PathLike[str]],
-        *,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Env | None = None,
-    ) -> CliResult:
-        capfd.readouterr()  # what the test printed before is not the command's
-        with as_own_process(cwd, env):
-            code = _exit_status(lambda: entry([str(a) for a in argv]))
-            sys.stdout.flush()
-            sys.stderr.flush()
-        out, err = capfd.readouterr()
-        return CliResult(code, out, err)
 
-    return run
+def run_in_process(
+    entry: Callable[[list[str]], object],
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Env | None = None,
+) -> CliResult:
+    """One command's exit status and output, run in this interpreter.
+
+    No process start-up; the command gets its own folder and environment
+    (see ``as_own_process``) and its output is read as a process's would be.
+    """
+    with captured_output() as output, as_own_process(cwd, env):
+        code = _exit_status(lambda: entry([str(a) for a in argv]))
+    return CliResult(code, *output)
 
 
 def domarkx_main(argv: list[str]) -> object:
@@ -191,7 +215,7 @@ def doit_main(argv: list[str]) -> object:
 
 
 @pytest.fixture
-def cli(run_in_process: Callable[..., CliResult]) -> Callable[..., CliResult]:
+def cli() -> Callable[..., CliResult]:
     """``cli("import", "sessions/a.md")``: run ``domarkx`` in the current folder, in process.
 
     ``env`` adds variables (a value of None removes one; ``PYTHONPATH`` also

@@ -217,9 +217,10 @@ def test_every_case_was_checked_in_process_too(project):
         (root / "sessions" / "bad.md").unlink()
 
 
-def test_debug_shows_the_traceback(cli, project):
+def test_debug_shows_the_traceback(cli_process, project):
+    """What the process itself prints: Python's traceback, exit status 1."""
     project({"sessions/bad.md": "## narrator\n"})
-    code, _, err = cli("--debug", "import", "sessions/bad.md")
+    code, _, err = cli_process("--debug", "import", "sessions/bad.md")
     assert code == 1
     assert "Traceback" in err
     assert re.search(r"DocumentError: sessions/bad.md:1: unknown role heading", err)

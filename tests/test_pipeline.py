@@ -1,8 +1,10 @@
 """The doit task graph, through real ``doit`` and ``domarkx build`` runs in tmp projects.
 
 Every test builds a project folder with a one-line ``dodo.py`` and runs the
-real commands in a subprocess, as a user would; what ran is read from doit's
-report (``.  task`` lines) and from the files the stages wrote.
+real commands as a user would (in this interpreter, each in its own folder
+and environment; in a subprocess where a process boundary is the point);
+what ran is read from doit's report (``.  task`` lines) and from the files
+the stages wrote.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from conftest import REPO_ROOT, make_files
+from conftest import REPO_ROOT, doit_main, domarkx_main, make_files, run_in_process
 
 from domarkx.pipeline import lock
 
@@ -37,8 +39,21 @@ class Result(NamedTuple):
 
 
 def command(
-    root: Path, args: list[str], env: dict[str, str | None] | None = None, timeout: float = 120
+    root: Path,
+    args: list[str],
+    env: dict[str, str | None] | None = None,
+    timeout: float = 120,
+    process: bool = False,
 ) -> Result:
+    """``python ARGS`` in ``root``: in this interpreter unless ``process`` asks for a real one.
+
+    A process of its own is for what only processes show: a lock held by
+    another process, signals, a terminal.
+    """
+    if not process:
+        entry = {"doit": doit_main, "domarkx": domarkx_main}[args[1]]
+        own_env: dict[str, str | None] = {"DOMARKX_HOME": None, **(env or {})}
+        return Result(*run_in_process(entry, args[2:], cwd=root, env=own_env))
     full_env = _env(env)
     done = subprocess.run(
         [sys.executable, *args],
@@ -440,11 +455,12 @@ def test_a_second_build_is_refused_while_one_holds_the_lock(root):
     path = str(root / ".domarkx/build.lock")
     lock.acquire(path)
     try:
-        refused = doit(root)
+        # Another process holds the lock (this one may take it again, see lock.py).
+        refused = doit(root, process=True)
         assert refused.code != 0
         assert "another build is running in this project" in refused.out
         assert refused.executed == set()
-        also = domarkx(root, "build")
+        also = domarkx(root, "build", process=True)
         assert also.code == 1
         assert "another build is running in this project" in also.err
         assert "Traceback" not in also.err

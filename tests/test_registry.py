@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import doit_main
+from conftest import doit_main, run_in_process
 
 from domarkx import registry
 from domarkx.errors import PluginError
@@ -291,9 +291,7 @@ def test_registering_a_builtin_name_at_run_time_is_refused():
     assert registry.load("domarkx.macros", "include").__name__ == "include"
 
 
-def test_a_file_a_plugin_macro_read_is_a_build_dependency(
-    project, with_plugin, run_in_process, site
-):
+def test_a_file_a_plugin_macro_read_is_a_build_dependency(project, site):
     """``call.read_text`` declares the file: editing it rebuilds exactly that session."""
     root = project(
         {

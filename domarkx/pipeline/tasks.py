@@ -26,6 +26,7 @@ document, and does stat-level work only.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -55,6 +56,9 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
         "backend": "json",
         "dep_file": layout.dep_file,
         "reporter": ProgressReporter,
+        # The stream of now: doit's own default is the sys.stdout of when doit was
+        # first imported, stale in a process that redirects its output later.
+        "outfile": sys.stdout,
         # Named so that a bare `doit forget` / `doit clean` has tasks to act on.
         "default_tasks": list(STAGES),
         "minversion": "0.36.0",
