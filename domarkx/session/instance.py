@@ -10,8 +10,6 @@ crash loses nothing that ran.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import sys
@@ -20,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from domarkx.data.atomic import write_atomic
 from domarkx.data.models import (
     CodeBlock,
     Message,
@@ -41,10 +38,6 @@ from domarkx.session.approval import NOT_RUN, Approval, ApprovalRequired, CodeRe
 
 if TYPE_CHECKING:
     from domarkx.llm.endpoints import Access
-
-# The build's execution-cache records (cache/runs/<key>.json); 1 had outputs
-# misplaced when a message held several runnable blocks.
-RUN_RECORD_FORMAT = 2
 
 
 def now() -> str:
@@ -505,55 +498,18 @@ class InstanceManager:
         if self.echo is not None:
             self.echo(line)
 
-    # The build's execution cache --------------------------------------------
-    def run_key(self, snapshot: SessionSnapshot) -> str:
-        """Key of a run: setup script, runnable blocks in order, engine settings.
-
-        With a model configured, the whole conversation counts too, since the
-        model reads the prose.
-        """
-        config = snapshot.config()
-        cls = engine_class(config.engine)
-        blocks = []
-        for ref in runnable_blocks(snapshot.conversation, cls):
-            block = snapshot.conversation[ref.message].content[ref.index]
-            assert isinstance(block, CodeBlock)
-            blocks.append([canonical_language(block.language) or block.language, block.code])
-        data: dict[str, Any] = {
-            "setup": snapshot.setup_script.model_dump() if snapshot.setup_script else None,
-            "blocks": blocks,
-            "engine": cls.settings_key(config),
-            "timeout": config.timeout,
-            "on_error": config.on_error,
-        }
-        if config.model is not None:
-            data["model"] = config.model.model_dump(mode="json")
-            data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]
-            data["front_matter"] = snapshot.metadata.user_metadata
-            data["tools"] = config.tools
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
+    # The build's execution cache (see domarkx.pipeline.run_cache) -----------
     def run_for_build(self, snapshot_id: str) -> SessionInstance:
         """The finished instance of a snapshot, re-running only on an execution-cache miss."""
-        snapshot = self.store.get_snapshot(snapshot_id)
-        key = self.run_key(snapshot)
-        instance_id = hashlib.sha256(f"build:{snapshot_id}:{key}".encode()).hexdigest()
-        record_path = self.store.cache_dir / "runs" / f"{key}.json"
-        record = _load_record(record_path)
-        if record is not None and record.get("format") != RUN_RECORD_FORMAT:
-            record = None  # written by an older domarkx: run again
-        if record is not None and record.get("replay") != self._replay_digests(
-            record.get("llm_records", [])
-        ):
-            record = None  # a model reply it used was recorded anew (or deleted): run again
-        if record is not None and snapshot.config().model is not None:
-            from domarkx.llm.replay import mode_from_env
+        from domarkx.pipeline.run_cache import RunCache, RunRecord, build_instance_id, run_key
 
-            if mode_from_env() == "record":
-                record = None  # DOMARKX_LLM=record asks the model again, cache or not
+        snapshot = self.store.get_snapshot(snapshot_id)
+        key = run_key(snapshot)
+        instance_id = build_instance_id(snapshot_id, key)
+        cache = RunCache(self.store)
+        record = cache.lookup(key, snapshot)
         if record is not None:
-            instance = self._from_record(snapshot, instance_id, record)
+            instance = record.instance(snapshot, instance_id, now())
             self.store.put_instance(instance)
             return instance
         instance = self.create(snapshot, instance_id=instance_id)
@@ -561,80 +517,8 @@ class InstanceManager:
         if instance.status != "failed" and snapshot.snapshot_id not in self.refused:
             # A failed run is not cached: like a failed make target, the next build retries
             # it; nor is one where the user refused code (a later grant runs it).
-            write_atomic(record_path, json.dumps(self._record(snapshot, instance), indent=1) + "\n")
+            cache.save(key, RunRecord.of(snapshot, instance, self.store))
         return instance
-
-    def _record(self, snapshot: SessionSnapshot, instance: SessionInstance) -> dict[str, Any]:
-        cls = engine_class(instance.engine)
-        # Positions in the instance, where earlier blocks' outputs have moved later
-        # blocks down; the blocks and their order are the snapshot's.
-        ran = instance.conversation[: len(snapshot.conversation)]
-        refs = list(runnable_blocks(ran, cls))
-        outputs = []
-        for ref in refs:
-            content = instance.conversation[ref.message].content
-            outs = []
-            for block in content[ref.index + 1 :]:
-                if not isinstance(block, OutputBlock):
-                    break
-                outs.append(block.model_dump(mode="json"))
-            outputs.append(outs)
-        return {
-            "format": RUN_RECORD_FORMAT,
-            "status": instance.status,
-            "error": instance.error,
-            "setup_output": [o.model_dump(mode="json") for o in instance.setup_output],
-            "outputs": outputs,
-            "appended": [
-                m.model_dump(mode="json")
-                for m in instance.conversation[len(snapshot.conversation) :]
-            ],
-            "llm_records": instance.llm_records,
-            "replay": self._replay_digests(instance.llm_records),
-        }
-
-    def _replay_digests(self, keys: list[str]) -> dict[str, str | None]:
-        """The content digest of each replay record a run used (None: missing)."""
-        from domarkx.llm.replay import ReplayCache
-
-        cache = ReplayCache(self.store.replay_dir, mode="auto")
-        digests: dict[str, str | None] = {}
-        for key in keys:
-            try:
-                digests[key] = hashlib.sha256(cache.path_for(key).read_bytes()).hexdigest()
-            except OSError:
-                digests[key] = None
-        return digests
-
-    def _from_record(
-        self, snapshot: SessionSnapshot, instance_id: str, record: dict[str, Any]
-    ) -> SessionInstance:
-        cls = engine_class(snapshot.config().engine)
-        conversation = [m.model_copy(deep=True) for m in snapshot.conversation]
-        refs = list(runnable_blocks(conversation, cls))
-        # Attach from the last block backwards so earlier indexes stay valid.
-        for ref, outs in reversed(list(zip(refs, record["outputs"], strict=False))):
-            blocks = [OutputBlock.model_validate(o) for o in outs]
-            if blocks:
-                conversation[ref.message] = attach_outputs(
-                    conversation[ref.message], ref.index, blocks
-                )
-        conversation += [Message.model_validate(m) for m in record["appended"]]
-        stamp = now()
-        return SessionInstance(
-            instance_id=instance_id,
-            snapshot_id=snapshot.snapshot_id,
-            status=record["status"],
-            engine=snapshot.config().engine,
-            created_at=stamp,
-            started_at=stamp,
-            finished_at=stamp,
-            error=record.get("error"),
-            setup_output=[OutputBlock.model_validate(o) for o in record["setup_output"]],
-            conversation=conversation,
-            llm_records=record.get("llm_records", []),
-            sandbox={"alive": False, "cached": True},
-        )
 
     # Stopping, removing, pruning --------------------------------------------
     def stop(self, ref: str) -> SessionInstance:
@@ -726,10 +610,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _load_record(path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

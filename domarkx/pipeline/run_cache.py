@@ -1,0 +1,186 @@
+"""The build's execution cache: one record per run key in ``cache/runs/<key>.json``.
+
+A build runs a snapshot only when no record answers for it. The key covers
+what decides the outputs (setup script, runnable blocks in order, engine
+settings, and with a model the whole conversation); the record holds what
+the run added to the snapshot: each runnable block's outputs, the messages
+appended after it, and the model replies it used (by digest, so that a new
+recording of one of them runs the session again). A failed run is never
+recorded: like a failed make target, the next build retries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from domarkx.data.atomic import write_atomic
+from domarkx.data.models import (
+    CodeBlock,
+    InstanceStatus,
+    Message,
+    OutputBlock,
+    SessionInstance,
+    SessionSnapshot,
+)
+from domarkx.data.store import Store
+from domarkx.execution.engine import canonical_language, engine_class
+from domarkx.session.instance import attach_outputs, runnable_blocks
+
+# The version of the record layout; 1 had outputs misplaced when a message held
+# several runnable blocks. A record of another format is a miss.
+RUN_RECORD_FORMAT = 2
+
+
+class RunRecord(BaseModel):
+    """What a finished run added to its snapshot, enough to give the instance back."""
+
+    model_config = ConfigDict(extra="ignore")
+    format: int  # RUN_RECORD_FORMAT when written
+    status: InstanceStatus
+    error: str | None = None
+    setup_output: list[OutputBlock] = []
+    # One list per runnable block of the snapshot, in order: the outputs after it.
+    outputs: list[list[OutputBlock]] = []
+    # Messages the run appended (the model's turns and what their code printed).
+    appended: list[Message] = []
+    # Replay keys of the model replies used, and the digest of each record (None: missing).
+    llm_records: list[str] = []
+    replay: dict[str, str | None] = {}
+
+    @classmethod
+    def of(cls, snapshot: SessionSnapshot, instance: SessionInstance, store: Store) -> RunRecord:
+        """The record of ``instance``, a finished run of ``snapshot``."""
+        engine = engine_class(instance.engine)
+        # Positions in the instance, where earlier blocks' outputs have moved later
+        # blocks down; the blocks and their order are the snapshot's.
+        ran = instance.conversation[: len(snapshot.conversation)]
+        outputs: list[list[OutputBlock]] = []
+        for ref in runnable_blocks(ran, engine):
+            content = instance.conversation[ref.message].content
+            outs: list[OutputBlock] = []
+            for block in content[ref.index + 1 :]:
+                if not isinstance(block, OutputBlock):
+                    break
+                outs.append(block)
+            outputs.append(outs)
+        return cls(
+            format=RUN_RECORD_FORMAT,
+            status=instance.status,
+            error=instance.error,
+            setup_output=list(instance.setup_output),
+            outputs=outputs,
+            appended=instance.conversation[len(snapshot.conversation) :],
+            llm_records=list(instance.llm_records),
+            replay=replay_digests(store, instance.llm_records),
+        )
+
+    def instance(self, snapshot: SessionSnapshot, instance_id: str, stamp: str) -> SessionInstance:
+        """The instance this record stands for: the snapshot with the outputs put back."""
+        engine = engine_class(snapshot.config().engine)
+        conversation = [m.model_copy(deep=True) for m in snapshot.conversation]
+        refs = list(runnable_blocks(conversation, engine))
+        # Attach from the last block backwards so earlier indexes stay valid.
+        for ref, outs in reversed(list(zip(refs, self.outputs, strict=False))):
+            if outs:
+                blocks = [o.model_copy() for o in outs]
+                conversation[ref.message] = attach_outputs(
+                    conversation[ref.message], ref.index, blocks
+                )
+        conversation += [m.model_copy(deep=True) for m in self.appended]
+        return SessionInstance(
+            instance_id=instance_id,
+            snapshot_id=snapshot.snapshot_id,
+            status=self.status,
+            engine=snapshot.config().engine,
+            created_at=stamp,
+            started_at=stamp,
+            finished_at=stamp,
+            error=self.error,
+            setup_output=[o.model_copy() for o in self.setup_output],
+            conversation=conversation,
+            llm_records=list(self.llm_records),
+            sandbox={"alive": False, "cached": True},
+        )
+
+
+def run_key(snapshot: SessionSnapshot) -> str:
+    """Key of a run: setup script, runnable blocks in order, engine settings.
+
+    With a model configured, the whole conversation counts too, since the
+    model reads the prose.
+    """
+    config = snapshot.config()
+    engine = engine_class(config.engine)
+    blocks = []
+    for ref in runnable_blocks(snapshot.conversation, engine):
+        block = snapshot.conversation[ref.message].content[ref.index]
+        assert isinstance(block, CodeBlock)
+        blocks.append([canonical_language(block.language) or block.language, block.code])
+    data: dict[str, Any] = {
+        "setup": snapshot.setup_script.model_dump() if snapshot.setup_script else None,
+        "blocks": blocks,
+        "engine": engine.settings_key(config),
+        "timeout": config.timeout,
+        "on_error": config.on_error,
+    }
+    if config.model is not None:
+        data["model"] = config.model.model_dump(mode="json")
+        data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]
+        data["front_matter"] = snapshot.metadata.user_metadata
+        data["tools"] = config.tools
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def build_instance_id(snapshot_id: str, key: str) -> str:
+    """The id of a build's instance: the same snapshot and run key, the same instance."""
+    return hashlib.sha256(f"build:{snapshot_id}:{key}".encode()).hexdigest()
+
+
+def replay_digests(store: Store, keys: list[str]) -> dict[str, str | None]:
+    """The content digest of each replay record a run used (None: missing)."""
+    from domarkx.llm.replay import ReplayCache
+
+    cache = ReplayCache(store.replay_dir, mode="auto")
+    digests: dict[str, str | None] = {}
+    for key in keys:
+        try:
+            digests[key] = hashlib.sha256(cache.path_for(key).read_bytes()).hexdigest()
+        except OSError:
+            digests[key] = None
+    return digests
+
+
+class RunCache:
+    """The records of one store, by run key."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def path(self, key: str) -> Path:
+        return self.store.cache_dir / "runs" / f"{key}.json"
+
+    def lookup(self, key: str, snapshot: SessionSnapshot) -> RunRecord | None:
+        """The record that answers for ``key``, or None when the run must happen."""
+        try:
+            record = RunRecord.model_validate_json(self.path(key).read_bytes())
+        except (OSError, ValidationError):
+            return None  # none yet, or unreadable: run again
+        if record.format != RUN_RECORD_FORMAT:
+            return None  # written by an older domarkx: run again
+        if record.replay != replay_digests(self.store, record.llm_records):
+            return None  # a model reply it used was recorded anew (or deleted): run again
+        if snapshot.config().model is not None:
+            from domarkx.llm.replay import mode_from_env
+
+            if mode_from_env() == "record":
+                return None  # DOMARKX_LLM=record asks the model again, cache or not
+        return record
+
+    def save(self, key: str, record: RunRecord) -> None:
+        write_atomic(self.path(key), record.model_dump_json(indent=1) + "\n")
