@@ -317,14 +317,26 @@ def test_clean_forget_and_parallel_builds(root):
 
 
 def test_params_are_dependencies(root):
-    new_project(root, {"sessions/p.md": session("Hello [@user](domarkx://user)")})
+    new_project(
+        root,
+        {
+            "sessions/p.md": session("Hello [@user](domarkx://user)"),
+            "sessions/f.md": "---\nparams:\n  user: fm\n---\n\n## user\n\nHi [@u](domarkx://user)\n",
+            "sessions/plain.md": session("No parameter, [@d](domarkx://set?value=x)"),
+        },
+    )
     assert doit(root, "user=ana").code == 0
     assert "Hello ana" in (root / ".domarkx/exports/p.md").read_text()
+    assert "Hi ana" in (root / ".domarkx/exports/f.md").read_text()  # the command line wins
     assert doit(root, "user=ana").executed == set()
+    # A new value re-expands the sessions that looked the parameter up, and only them.
     bob = doit(root, "user=bob")
-    assert {"expand:p", "export:p"} <= bob.executed
-    assert "parse:p" not in bob.executed
+    assert bob.executed == stage_tasks("p", "f", stages=("expand", "snapshot", "run", "export"))
     assert "Hello bob" in (root / ".domarkx/exports/p.md").read_text()
+    assert doit(root, "user=bob", "other=1").executed == set()
+    # Without the variable, the front matter's value counts again.
+    assert doit(root, "--continue").executed >= {"expand:p", "expand:f"}
+    assert "Hi fm" in (root / ".domarkx/exports/f.md").read_text()
 
     built = domarkx(root, "build", "--param", "user=cy")
     assert built.code == 0, built.err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -149,7 +150,7 @@ class MacroExpander:
     """Expands the macros of a parsed session; ``included`` lists the files read."""
 
     root: Path
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
     front_matter_params: dict[str, Any] = field(default_factory=dict)
     included: set[Path] = field(default_factory=set)
     # The folder that included files must lie in (real paths); None: ``root``.

@@ -88,6 +88,10 @@ class Layout:
         """Replay records the session's last run used (absent: none), see ``tasks``."""
         return f"{self.home}/cache/replay-deps/{name}.json"
 
+    def params_file(self, name: str) -> str:
+        """Parameter names the session's last expand looked up (absent: none), see ``tasks``."""
+        return f"{self.home}/cache/params/{name}.json"
+
     def replay_record(self, key: str) -> str:
         return f"{self.home}/replay/{key[:2]}/{key}.json"
 
@@ -142,6 +146,16 @@ class Layout:
             records = self.read_deps(name, self.replay_deps_file(name))
             if records:
                 result[name] = records
+        return result
+
+    def asked_params(self) -> dict[str, list[str]]:
+        """For each session whose macros looked up parameters, their names."""
+        base = self.abs(f"{self.home}/cache/params")
+        result = {}
+        for name in _walk(base, ".json"):
+            asked = self.read_deps(name, self.params_file(name))
+            if asked:
+                result[name] = asked
         return result
 
     def read_deps(self, name: str, path: str | None = None) -> list[str]:

@@ -1,4 +1,12 @@
-"""Run the task graph in-process: ``domarkx build`` and ``domarkx watch``.
+"""Where domarkx meets doit: the task loaders, the in-process run, command-line variables.
+
+Only doit's documented extension points are used here: ``TaskLoader2``
+loaders (``NamespaceTaskLoader``), ``DoitMain(loader).run(argv)``, and
+``doit.get_var`` for command-line variables (``doit user=ana``). The other
+doit-facing pieces are documented ones too: ``DOIT_CONFIG`` (``tasks``), a
+reporter class (``progress``) and ``TaskFailed`` (``stages``).
+
+Run the task graph in-process: ``domarkx build`` and ``domarkx watch``.
 
 ``BuildLoader`` is a doit ``TaskLoader2``: it loads the project's own
 ``dodo.py`` when there is one (so ``domarkx build`` and ``doit`` run the
@@ -12,12 +20,10 @@ without building a task list for the whole project.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from importlib.metadata import entry_points
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -100,38 +106,49 @@ def _load_dodo(path: str) -> ModuleType:
 
 def run_doit(loader: NamespaceTaskLoader, argv: Sequence[str]) -> int:
     """``doit ARGV`` with ``loader``'s tasks, in this process; doit's exit status."""
-    _cache_doit_plugins()
-    return _DoitMain(loader, extra_config={"GLOBAL": {}}).run(list(argv))
+    status: int = _DoitMain(loader, extra_config={"GLOBAL": {}}).run(list(argv))
+    return status
 
 
-class _DoitMain(DoitMain):
+class _DoitMain(DoitMain):  # type: ignore[misc]
     # doit names itself in hints ("Type `doit list`..."); the process is `domarkx`,
     # but what it runs is doit's graph, and `doit list` is the command that helps.
     BIN_NAME = "doit"
 
 
-def _cache_doit_plugins() -> None:
-    """Look doit's plugins up once per process, not on every run.
+class CommandLineParams(Mapping[str, str]):
+    """Parameter values by name: ``known`` ones, else doit's command-line variables.
 
-    doit scans every installed distribution's entry points three times per
-    run (~30 ms); ``domarkx watch`` runs doit on every save, and the
-    installed plugins do not change while it runs. ``entry_points_impl`` is
-    doit's own hook for replacing that lookup.
+    doit answers one name at a time (``doit.get_var``) and cannot list its
+    variables, so this mapping cannot be iterated; instead it records every
+    name it was asked (``asked``), which is what a session's expansion
+    depends on.
     """
-    from doit import plugin
 
-    if getattr(plugin.entry_points_impl, "cached", False):
-        return
+    def __init__(self, known: Mapping[str, str] | None = None) -> None:
+        self.known = dict(known or {})
+        self.asked: set[str] = set()
 
-    @functools.cache
-    def lookup(group: str) -> tuple[Any, ...]:
-        return tuple(entry_points(group=group))
+    def get_value(self, name: str) -> str | None:
+        self.asked.add(name)
+        if name in self.known:
+            return self.known[name]
+        import doit
 
-    def cached_entry_points(group: str) -> tuple[Any, ...]:
-        return lookup(group)
+        value = doit.get_var(name)
+        return None if value is None else str(value)
 
-    def entry_points_impl() -> Any:
-        return cached_entry_points
+    def __getitem__(self, name: str) -> str:
+        value = self.get_value(name)
+        if value is None:
+            raise KeyError(name)
+        return value
 
-    entry_points_impl.cached = True  # type: ignore[attr-defined]
-    plugin.entry_points_impl = entry_points_impl
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get_value(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("doit cannot list its command-line variables; ask for one by name")
+
+    def __len__(self) -> int:
+        raise TypeError("doit cannot list its command-line variables; ask for one by name")

@@ -331,8 +331,13 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
     exactly the sessions that include it (directly or through another
     include). The same list replaces the old one in the running task's
     ``file_dep``, so that doit records it now and the next load, which reads
-    it from the deps file, finds the task up to date.
+    it from the deps file, finds the task up to date. The parameter names the
+    macros looked up go to ``cache/params/<name>.json`` the same way, and
+    their values into the task's stamp.
     """
+    from domarkx.pipeline.loader import CommandLineParams
+
+    lookup = CommandLineParams(params)
     data = _read(layout, layout.parse_out(name))
     if MACRO_MARK not in data:
         # Without a macro, expansion gives back the session unchanged: skip the
@@ -349,19 +354,29 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
         from domarkx.parsing.markdown import ParsedSession
 
         parsed = ParsedSession.model_validate_json(data)
-        expanded, included = _manager(layout).expand(parsed, params)
+        expanded, included = _manager(layout).expand(parsed, lookup)
         model = _expanded_model()
         output = model(domarkx=BUILD_VERSION, included=included, session=expanded).model_dump_json()
+    asked = sorted(lookup.asked)
     if task is not None:
+        from domarkx.pipeline.tasks import expand_stamp
+
         previous = set(layout.read_deps(name))
-        task.file_dep = (set(task.file_dep) - previous) | set(included)
-    deps = layout.abs(layout.deps_file(name))
-    if included:
-        write_if_changed(deps, json.dumps(included, indent=0) + "\n")
+        stamps = {p for p in task.file_dep if p.startswith(f"{layout.home}/cache/config/expand-")}
+        stamp = expand_stamp(layout, {p: lookup.get_value(p) for p in asked})
+        task.file_dep = (set(task.file_dep) - previous - stamps) | set(included) | {stamp}
+    _write_list(layout.abs(layout.deps_file(name)), included)
+    _write_list(layout.abs(layout.params_file(name)), asked)
+    write_if_changed(layout.abs(layout.expand_out(name)), output)
+
+
+def _write_list(path: str, items: list[str]) -> None:
+    """A small JSON list file, or no file for an empty list."""
+    if items:
+        write_if_changed(path, json.dumps(items, indent=0) + "\n")
     else:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(deps)
-    write_if_changed(layout.abs(layout.expand_out(name)), output)
+            os.unlink(path)
 
 
 @_stage

@@ -15,7 +15,8 @@ linked by files: each task's target is the next one's ``file_dep`` (see
 only when its input changed. ``expand`` also depends on every file the
 session included (read from the small deps file its last run wrote).
 ``parse`` depends on the domarkx version and ``expand`` on the version and
-the ``--param`` values, through stamp files (``Layout.stamp``); the later
+the values of the parameters it looked up (``--param``, read through
+``doit.get_var``), through stamp files (``Layout.stamp``); the later
 stages see a new version through their input, which carries it.
 
 Loading this module happens on every ``doit`` run, even a no-op over
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from domarkx.pipeline import db, stages
@@ -65,40 +66,41 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
     }
 
 
-def command_line_params() -> dict[str, str]:
-    """Parameters for the ``param`` macros: doit's command-line variables.
-
-    ``doit user=ana`` (or ``domarkx build --param user=ana``) sets ``user``.
-    doit keeps these in ``doit.doit_cmd``; it has no public way to list them.
-    """
-    from doit import doit_cmd
-
-    values = getattr(doit_cmd, "_CMDLINE_VARS", None) or {}
-    return {str(key): str(value) for key, value in values.items()}
+def expand_stamp(layout: Layout, values: Mapping[str, str | None]) -> str:
+    """The stamp of an expansion: the domarkx version and the parameters it looked up."""
+    return layout.stamp("expand", {"domarkx": stages.BUILD_VERSION, "params": dict(values)})
 
 
 def session_tasks(
     layout: Layout | None = None,
-    params: dict[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
     names: Iterable[str] | None = None,
     stages_wanted: Iterable[str] = STAGES,
 ) -> Iterator[dict[str, Any]]:
-    """The task dicts of every session (or of ``names``), stage by stage."""
+    """The task dicts of every session (or of ``names``), stage by stage.
+
+    ``params`` are the values of parameter macros; None means doit's
+    command-line variables (``doit user=ana``, ``domarkx build --param user=ana``).
+    """
+    from domarkx.pipeline.loader import CommandLineParams
+
     layout = layout or Layout.at()
-    params = dict(params) if params is not None else command_line_params()
+    lookup = CommandLineParams(params)
     if names is None:
         all_names = layout.session_names()
         included = layout.included_files()
         replayed = layout.replayed_files()
+        asked = layout.asked_params()
     else:
         all_names = sorted(names)
         included = {name: layout.read_deps(name) for name in all_names}
         replayed = {
             name: layout.read_deps(name, layout.replay_deps_file(name)) for name in all_names
         }
+        asked = {name: layout.read_deps(name, layout.params_file(name)) for name in all_names}
     exists = os.path.exists
     version = layout.stamp("version", {"domarkx": stages.BUILD_VERSION})
-    expand_config = layout.stamp("expand", {"domarkx": stages.BUILD_VERSION, "params": params})
+    no_params = expand_stamp(layout, {})
     wanted = set(stages_wanted)
     inputs = [layout.source(name) for name in all_names]
 
@@ -114,12 +116,17 @@ def session_tasks(
                 file_dep = [source, version]
                 args: tuple[Any, ...] = (layout, name)
             elif stage == "expand":
-                file_dep = [source, expand_config]
+                # The parameters its last expansion looked up, with today's values: a
+                # new value re-expands only the sessions that use that parameter.
+                values = {p: lookup.get_value(p) for p in asked.get(name, ())}
+                file_dep = [source, expand_stamp(layout, values) if values else no_params]
                 # An include that was deleted is left out: the changed list makes
                 # doit re-run the stage, which then reports the missing file.
                 if name in included:
                     file_dep += [p for p in included[name] if exists(layout.abs(p))]
-                args = (layout, name, params)
+                known = dict(params) if params is not None else {}
+                known.update({p: v for p, v in values.items() if v is not None})
+                args = (layout, name, known)
             else:
                 # The version is in the previous stage's output (see ``stages``).
                 file_dep = [source]

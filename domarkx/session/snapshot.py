@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,15 @@ class SnapshotManager:
         return self.parser.parse_file(Path(path), display)
 
     def expand(
-        self, parsed: ParsedSession, params: dict[str, str] | None = None
+        self, parsed: ParsedSession, params: Mapping[str, str] | None = None
     ) -> tuple[ParsedSession, list[str]]:
-        """Macros expanded, plus the files read on the way (project-relative, sorted)."""
+        """Macros expanded, plus the files read on the way (project-relative, sorted).
+
+        ``params`` is only asked for names (it may be a mapping that cannot list them).
+        """
         expander = MacroExpander(
             root=self.store.root,
-            params=dict(params or {}),
+            params=params if params is not None else {},
             confine=document_root(parsed.source_path, self.store.root),
         )
         expanded = expander.expand_session(parsed)
