@@ -7,6 +7,7 @@ do about it. ``domarkx.cli.main`` maps them to exit status 1.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class DomarkxError(Exception):
@@ -37,12 +38,14 @@ class DomarkxError(Exception):
             text += f"\n  hint: {self.hint}"
         return text
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Keep keyword arguments when doit pickles errors between processes.
         return (_rebuild, (type(self), self.message, self.file, self.line, self.hint))
 
 
-def _rebuild(cls, message, file, line, hint):
+def _rebuild(
+    cls: type[DomarkxError], message: str, file: str | None, line: int | None, hint: str | None
+) -> DomarkxError:
     err = cls.__new__(cls)
     DomarkxError.__init__(err, message, file=file, line=line, hint=hint)
     return err

@@ -12,14 +12,18 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from domarkx.cli.options import add_command, parse_params
+from domarkx.cli.options import Args, Subparsers, add_command, parse_params
+
+if TYPE_CHECKING:
+    from domarkx.pipeline.layout import Layout
 
 # doit's exit status for a bad command line or dodo.py (no such task, ...).
 DOIT_USAGE_ERROR = 3
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "build",
@@ -68,7 +72,7 @@ def register(subparsers) -> None:
     )
 
 
-def doit_argv(args, tasks: list[str]) -> list[str]:
+def doit_argv(args: Args, tasks: list[str]) -> list[str]:
     """The ``doit run`` command line that ``args`` stand for."""
     argv = ["run"]
     if args.process:
@@ -81,7 +85,7 @@ def doit_argv(args, tasks: list[str]) -> list[str]:
     return argv + tasks
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from domarkx.errors import DomarkxError
     from domarkx.pipeline import lock
     from domarkx.pipeline.layout import Layout, find_root
@@ -124,7 +128,7 @@ def _granted(yes: bool) -> Iterator[None]:
             os.environ[YES_ENV] = before
 
 
-def _check(layout) -> int:
+def _check(layout: Layout) -> int:
     from domarkx.pipeline.check import check_exports
 
     mismatches = check_exports(layout)

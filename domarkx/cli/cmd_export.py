@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from domarkx.cli.options import add_command, open_store
+from domarkx.cli.options import Args, Subparsers, add_command, open_store
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers, "export", run, help="write an instance or snapshot as Markdown"
     )
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     parser.add_argument("--template", metavar="T", help="a jinja2 template of your own")
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from pathlib import Path
 
     from domarkx.data.atomic import write_atomic

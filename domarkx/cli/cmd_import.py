@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, open_store, parse_params
+from domarkx.cli.options import Args, Subparsers, add_command, open_store, parse_params
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(subparsers, "import", run, help="import a session document as a snapshot")
     parser.add_argument("file", help="the session document (Markdown)")
     parser.add_argument(
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from pathlib import Path
 
     from domarkx.session.snapshot import SnapshotManager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from domarkx.cli.options import add_command
+from domarkx.cli.options import Args, Subparsers, add_command
 
 # What a new project holds: its path -> the template in domarkx/templates/project/.
 PROJECT_FILES = {
@@ -15,7 +15,7 @@ PROJECT_FILES = {
 }
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "init",
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="default: here")
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from importlib import resources
     from pathlib import Path
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, open_store, print_json, print_table
+from domarkx.cli.options import Args, Subparsers, add_command, open_store, print_json, print_table
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(subparsers, "instances", run, help="list instances")
     parser.add_argument("-a", "--all", action="store_true", help="finished ones too")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from domarkx.errors import DomarkxError
 
     store = open_store()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from domarkx.cli.options import add_command
+from domarkx.cli.options import Args, Subparsers, add_command
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "migrate",
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("file", metavar="FILE", help="the session document to rewrite")
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from pathlib import Path
 
     from domarkx.data.atomic import write_atomic

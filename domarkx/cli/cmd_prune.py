@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, open_store
+from domarkx.cli.options import Args, Subparsers, add_command, open_store
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     add_command(
         subparsers,
         "prune",
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from domarkx.session.instance import InstanceManager
 
     for removed in InstanceManager(open_store()).prune():

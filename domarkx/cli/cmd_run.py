@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from domarkx.cli.options import add_command, open_store
+from domarkx.cli.options import Args, Subparsers, add_command, open_store
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "run",
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from domarkx.session.approval import for_project
     from domarkx.session.instance import InstanceManager
 

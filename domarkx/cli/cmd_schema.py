@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, print_json
+from domarkx.cli.options import Args, Subparsers, add_command, print_json
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(subparsers, "schema", run, help="print the JSON Schema of a snapshot")
     parser.add_argument("--instance", action="store_true", help="the schema of an instance")
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from domarkx.data.models import SessionInstance, SessionSnapshot
 
     model = SessionInstance if args.instance else SessionSnapshot

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, open_store, print_json, print_table
+from domarkx.cli.options import Args, Subparsers, add_command, open_store, print_json, print_table
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(subparsers, "snapshots", run, help="list snapshots")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     store = open_store()
     tags_by_id: dict[str, list[str]] = {}
     for name, snapshot_id in store.tags().items():

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, open_store
+from domarkx.cli.options import Args, Subparsers, add_command, open_store
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(subparsers, "stop", run, help="stop instances, destroy their sandboxes")
     parser.add_argument("refs", nargs="+", metavar="ID", help="instance id or unique prefix")
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from domarkx.session.instance import InstanceManager
 
     manager = InstanceManager(open_store())

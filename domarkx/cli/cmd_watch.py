@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, parse_params
+from domarkx.cli.options import Args, Subparsers, add_command, parse_params
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "watch",
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from domarkx.pipeline.layout import Layout, find_root
     from domarkx.pipeline.watch import Watcher
 

@@ -14,7 +14,7 @@ from typing import TextIO
 from domarkx.data.models import CodeBlock, Message, OutputBlock, SessionInstance, TextBlock
 from domarkx.data.store import Store
 from domarkx.session.approval import Approval
-from domarkx.session.instance import InstanceManager, describe_block, runnable_blocks
+from domarkx.session.instance import BlockRef, InstanceManager, describe_block, runnable_blocks
 
 HELP = "(n)ext  (a)ll  (s)tate  (u)ser TEXT  (q)uit"
 
@@ -44,7 +44,7 @@ class InteractiveRun:
         self.out.write(line + "\n")
         self.out.flush()
 
-    def pending(self):
+    def pending(self) -> list[BlockRef]:
         return [
             ref
             for ref in runnable_blocks(self.instance.conversation, self.sandbox)

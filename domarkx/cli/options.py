@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from domarkx.errors import UsageError
 
+if TYPE_CHECKING:
+    from domarkx.data.store import Store
 
-def open_store():
+# What each command module's ``register`` receives, and the ``run`` it registers.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Args: TypeAlias = argparse.Namespace
+Handler: TypeAlias = Callable[[argparse.Namespace], int]
+
+
+def open_store() -> Store:
     from domarkx.data.store import Store
 
     return Store.discover()
@@ -32,11 +40,11 @@ def parse_params(values: Iterable[str] | None) -> dict[str, str]:
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A plain, Docker-style table: columns padded, three spaces apart."""
-    rows = [[str(cell) for cell in row] for row in rows]
+    cells = [[str(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
-    for row in rows:
+    for row in cells:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    for row in [list(headers), *rows]:
+    for row in [list(headers), *cells]:
         line = "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
         sys.stdout.write(line.rstrip() + "\n")
 
@@ -46,8 +54,10 @@ def print_json(data: Any) -> None:
 
 
 def add_command(
-    subparsers: argparse._SubParsersAction, name: str, handler, help: str, description: str = ""
+    subparsers: Subparsers, name: str, handler: Handler, help: str, description: str = ""
 ) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(name, help=help, description=description or help)
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=description or help
+    )
     parser.set_defaults(handler=handler)
     return parser

@@ -16,7 +16,7 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -31,7 +31,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
-def write_if_changed(path: Path, data: str | bytes) -> bool:
+def write_if_changed(path: str | os.PathLike[str], data: str | bytes) -> bool:
     """Write only when the content differs, so mtimes (and doit) see no change."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:

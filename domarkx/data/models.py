@@ -16,6 +16,7 @@ from pydantic_core import to_json
 
 SNAPSHOT_VERSION = "1.0"
 ROLES = ("system", "user", "assistant", "tool")
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 class TextBlock(BaseModel):
@@ -68,7 +69,7 @@ class Message(BaseModel):
     """One `## role` section of a session."""
 
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant", "tool"]
+    role: Role
     message_metadata: dict[str, Any] | None = Field(
         default=None, description="The `msg-metadata` block (tool calls and the like)."
     )

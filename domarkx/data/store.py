@@ -13,7 +13,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from domarkx.data.atomic import write_atomic
@@ -226,7 +226,7 @@ def _names(folder: Path, suffix: str) -> list[str]:
         return []
 
 
-def _snapshot_metadata(path: str) -> dict:
+def _snapshot_metadata(path: str) -> dict[str, Any]:
     """A snapshot file's ``metadata``, read from the file's head when it is there."""
     try:
         with open(path, "rb") as handle:

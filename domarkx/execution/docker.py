@@ -188,7 +188,8 @@ class _ExecChannel:
         for _ in range(100):
             info = self.api.exec_inspect(self.exec_id)
             if not info.get("Running"):
-                return info.get("ExitCode")
+                code = info.get("ExitCode")
+                return None if code is None else int(code)
             time.sleep(0.01)
         return None
 

@@ -71,7 +71,7 @@ def llm_turns(
     conversation: list[Message],
     settings: ModelSettings,
     *,
-    front_matter: dict,
+    front_matter: dict[str, Any],
     execute: Execute,
     on_change: Callable[[], None],
     cache: ReplayCache,

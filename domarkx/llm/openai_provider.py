@@ -44,12 +44,12 @@ def _env_number(name: str, default: float, kind: type = float) -> Any:
 
 def retries() -> int:
     """How many times a transient failure is retried (``DOMARKX_LLM_RETRIES``)."""
-    return _env_number("DOMARKX_LLM_RETRIES", DEFAULT_RETRIES, int)
+    return int(_env_number("DOMARKX_LLM_RETRIES", DEFAULT_RETRIES, int))
 
 
 def backoff_base() -> float:
     """Seconds before the first retry, doubled for each next one (``DOMARKX_LLM_BACKOFF``)."""
-    return _env_number("DOMARKX_LLM_BACKOFF", DEFAULT_BACKOFF, float)
+    return float(_env_number("DOMARKX_LLM_BACKOFF", DEFAULT_BACKOFF, float))
 
 
 def _import_openai() -> Any:

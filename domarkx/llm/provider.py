@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from domarkx import registry
 from domarkx.data.models import ModelSettings
+from domarkx.errors import LLMError
 from domarkx.llm.reply import Reply
 
 GROUP = "domarkx.providers"

@@ -35,19 +35,19 @@ MARK = "\x1edomarkx-tools:"
 MODULE = "_domarkx_tools"
 
 # What describe() found, by tool name: the callable and its parameters schema.
-registry: dict = {}
+registry: dict[str, typing.Any] = {}
 
 _SIMPLE = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
-def schema_of(hint: object) -> dict:
+def schema_of(hint: object) -> dict[str, typing.Any]:
     """The JSON Schema of one type hint (``{}`` means any value)."""
     if hint is inspect.Parameter.empty or hint is typing.Any:
         return {}
     if hint is None or hint is type(None):
         return {"type": "null"}
     if hint in _SIMPLE:
-        return {"type": _SIMPLE[hint]}  # type: ignore[index]
+        return {"type": _SIMPLE[hint]}
     if hint is list or hint is tuple or hint is set:
         return {"type": "array"}
     if hint is dict:
@@ -61,7 +61,7 @@ def schema_of(hint: object) -> dict:
     ):
         return _union(args)
     if origin in (list, set, frozenset) or (origin is tuple and len(args) == 2 and args[1] is ...):
-        schema: dict = {"type": "array"}
+        schema: dict[str, typing.Any] = {"type": "array"}
         if args and args[0] is not typing.Any:
             schema["items"] = schema_of(args[0])
         return schema
@@ -77,15 +77,15 @@ def schema_of(hint: object) -> dict:
     return {}
 
 
-def _literal(values: tuple) -> dict:
+def _literal(values: tuple[typing.Any, ...]) -> dict[str, typing.Any]:
     kinds = {_SIMPLE.get(type(v)) for v in values}
-    schema: dict = {"enum": list(values)}
+    schema: dict[str, typing.Any] = {"enum": list(values)}
     if len(kinds) == 1 and None not in kinds:
         schema = {"type": kinds.pop(), "enum": list(values)}
     return schema
 
 
-def _union(args: tuple) -> dict:
+def _union(args: tuple[typing.Any, ...]) -> dict[str, typing.Any]:
     options = [a for a in args if a is not type(None)]
     nullable = len(options) < len(args)
     if len(options) == 1:
@@ -114,14 +114,14 @@ def description_of(function: object) -> str:
     return " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
 
 
-def describe_function(function: object, name: str | None = None) -> dict:
+def describe_function(function: object, name: str | None = None) -> dict[str, typing.Any]:
     """``{"name", "description", "parameters"}`` of one function (its JSON Schema)."""
     signature = inspect.signature(function)  # type: ignore[arg-type]
     try:
         hints = typing.get_type_hints(function)
     except Exception:
         hints = {}
-    properties: dict = {}
+    properties: dict[str, typing.Any] = {}
     required = []
     extra = False
     for parameter in signature.parameters.values():
@@ -136,7 +136,11 @@ def describe_function(function: object, name: str | None = None) -> dict:
         elif _plain(parameter.default):
             schema = dict(schema, default=parameter.default)
         properties[parameter.name] = schema
-    parameters: dict = {"type": "object", "properties": properties, "required": required}
+    parameters: dict[str, typing.Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+    }
     if not extra:
         parameters["additionalProperties"] = False
     return {
@@ -161,7 +165,7 @@ def _plain(value: object, depth: int = 0) -> bool:
     return False
 
 
-def check(schema: dict, value: object, where: str = "arguments") -> str | None:
+def check(schema: dict[str, typing.Any], value: object, where: str = "arguments") -> str | None:
     """Why ``value`` does not fit ``schema`` (the subset ``schema_of`` writes), or None."""
     if "anyOf" in schema:
         if any(check(s, value, where) is None for s in schema["anyOf"]):
@@ -226,16 +230,16 @@ def _show(value: object) -> str:
     return repr(value)
 
 
-def _emit(data: dict) -> None:
+def _emit(data: dict[str, typing.Any]) -> None:
     sys.stdout.flush()
     sys.stdout.write(MARK + repr(data) + "\n")
     sys.stdout.flush()
 
 
-def describe(namespace: dict, names: list | None) -> None:
+def describe(namespace: dict[str, typing.Any], names: list[typing.Any] | None) -> None:
     """Answer with the schemas of ``names`` (functions of ``namespace``), or of ``tools``."""
-    found: list = []
-    problems: dict = {}
+    found: list[typing.Any] = []
+    problems: dict[str, typing.Any] = {}
     if names is None:
         declared = namespace.get("tools")
         pairs = []
@@ -263,11 +267,17 @@ def describe(namespace: dict, names: list | None) -> None:
     _emit({"tools": found, "problems": problems})
 
 
-def call(name: str, values: dict) -> None:
+def call(name: str, values: dict[str, typing.Any]) -> None:
     """Call one function with ``values`` (the decoded arguments); answer with what it
     printed and returned."""
     out = io.StringIO()
-    answer: dict = {"ok": False, "output": "", "result": None, "plain": True, "error": None}
+    answer: dict[str, typing.Any] = {
+        "ok": False,
+        "output": "",
+        "result": None,
+        "plain": True,
+        "error": None,
+    }
     try:
         entry = registry.get(name)
         if entry is None:
@@ -326,12 +336,12 @@ def describe_code(names: list[str] | None) -> str:
     return f"__import__({MODULE!r}).describe(globals(), {names!r})\n"
 
 
-def call_code(name: str, values: dict) -> str:
+def call_code(name: str, values: dict[str, typing.Any]) -> str:
     """The block that calls one tool with its arguments (JSON data, written as literals)."""
     return f"__import__({MODULE!r}).call({name!r}, {values!r})\n"
 
 
-def answer_of(stdout: str) -> tuple[dict | None, str]:
+def answer_of(stdout: str) -> tuple[dict[str, typing.Any] | None, str]:
     """The helper's answer in a block's stdout, and whatever else was printed before it."""
     import ast
 

@@ -20,6 +20,7 @@ from domarkx.data.models import (
     ExecutionConfig,
     Message,
     OutputBlock,
+    Role,
     ScriptBlock,
     TextBlock,
 )
@@ -51,7 +52,6 @@ __all__ = [
     "split_front_matter",
 ]
 
-Role = Literal["system", "user", "assistant", "tool"]
 ROLE_ALIASES: dict[str, Role] = {
     "system": "system",
     "system_message": "system",

@@ -105,7 +105,8 @@ class Layout:
         return f"{self.home}/exports/{name}.md"
 
     def stage_out(self, stage: str, name: str) -> str:
-        return getattr(self, f"{stage}_out")(name)
+        out: str = getattr(self, f"{stage}_out")(name)
+        return out
 
     @property
     def dep_file(self) -> str:

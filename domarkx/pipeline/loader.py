@@ -34,7 +34,7 @@ from domarkx.pipeline import tasks as graph
 from domarkx.pipeline.layout import STAGES, Layout
 
 
-class BuildLoader(NamespaceTaskLoader):
+class BuildLoader(NamespaceTaskLoader):  # type: ignore[misc]  # doit has no types
     """The project's dodo.py (or domarkx's graph when it has none), from its root."""
 
     def __init__(self, layout: Layout, use_dodo: bool = True) -> None:
@@ -54,7 +54,7 @@ class BuildLoader(NamespaceTaskLoader):
             }
 
 
-class SessionsLoader(NamespaceTaskLoader):
+class SessionsLoader(NamespaceTaskLoader):  # type: ignore[misc]
     """The tasks of ``names`` up to ``until``, reported to ``reporter`` (an object)."""
 
     def __init__(
@@ -76,7 +76,7 @@ class SessionsLoader(NamespaceTaskLoader):
         layout, names, stages, params = self.layout, self.names, self.stages, self.params
         os.chdir(layout.root)
 
-        def task_sessions():
+        def task_sessions() -> Iterator[dict[str, Any]]:
             return graph.session_tasks(layout, params, names, stages)
 
         config = graph.doit_config(layout)

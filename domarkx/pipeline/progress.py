@@ -26,7 +26,7 @@ from domarkx.pipeline.layout import Layout
 REFRESH = 0.1  # seconds between repaints of the status line
 
 
-class BuildReporter(ConsoleReporter):
+class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     """Counts and collects results; takes the build lock for the run."""
 
     desc = "domarkx: executed tasks and a summary"
@@ -89,8 +89,8 @@ class BuildReporter(ConsoleReporter):
     def describe(fail: Any) -> str:
         """A task failure's message; the traceback only for unexpected errors."""
         if type(fail).__name__ == "TaskFailed" and not fail.traceback:
-            return fail.message.rstrip("\n")
-        return fail.get_msg().rstrip("\n")
+            return str(fail.message).rstrip("\n")
+        return str(fail.get_msg()).rstrip("\n")
 
     def complete_run(self) -> None:
         self._release()

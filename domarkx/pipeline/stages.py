@@ -26,13 +26,21 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from domarkx import __version__
 from domarkx.data.atomic import write_atomic, write_if_changed
 from domarkx.errors import DomarkxError
 from domarkx.pipeline.layout import Layout
+
+if TYPE_CHECKING:
+    from domarkx.data.store import Store
+    from domarkx.session.snapshot import SnapshotManager
+
+P = ParamSpec("P")
 
 # Every macro is a link to ``domarkx://...`` (``parsing.macros``); text without
 # this mark has nothing to expand.
@@ -45,11 +53,11 @@ BUILD_VERSION = f"{__version__} cache-{CACHE_FORMAT}"
 _VERSION_JSON = json.dumps(BUILD_VERSION).encode()
 
 
-def _stage(function):
+def _stage(function: Callable[P, None]) -> Callable[P, Any]:
     """Report a ``DomarkxError`` as a task failure with its message, not a traceback."""
 
     @wraps(function)
-    def wrapper(*args: Any, **kwargs: Any):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
         from doit.exceptions import TaskFailed
 
         try:
@@ -69,19 +77,19 @@ def _read(layout: Layout, path: str) -> bytes:
         return handle.read()
 
 
-def _store(layout: Layout):
+def _store(layout: Layout) -> Store:
     from domarkx.data.store import Store
 
-    return Store(layout.abs(layout.home), layout.root)
+    return Store(Path(layout.abs(layout.home)), Path(layout.root))
 
 
-def _manager(layout: Layout):
+def _manager(layout: Layout) -> SnapshotManager:
     from domarkx.session.snapshot import SnapshotManager
 
     return SnapshotManager(_store(layout))
 
 
-def _expanded_model():
+def _expanded_model() -> Any:  # a pydantic model class built on first use
     """``{"domarkx": version, "included": [...], "session": ParsedSession}``: expand's cache."""
     global _Expanded
     if _Expanded is None:
@@ -107,7 +115,7 @@ def parse(layout: Layout, name: str) -> None:
     prebuild = _prebuild(layout, name)
     if prebuild is not None and prebuild.take_parse(name):
         return
-    parsed = _manager(layout).parse(layout.abs(layout.source(name)))
+    parsed = _manager(layout).parse(Path(layout.abs(layout.source(name))))
     write_if_changed(layout.abs(layout.parse_out(name)), parsed.model_dump_json())
 
 
@@ -157,7 +165,7 @@ def _prebuild_one(layout: Layout, name: str, stages_wanted: str) -> tuple[str, A
     try:
         source = layout.abs(layout.source(name))
         before = os.stat(source)
-        parsed = _manager(layout).parse(source)
+        parsed = _manager(layout).parse(Path(source))
         data = parsed.model_dump_json().encode("utf-8")
         write_if_changed(layout.abs(layout.parse_out(name)), data)
         stamp = (before.st_mtime_ns, before.st_size)
@@ -343,9 +351,10 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
         # Without a macro, expansion gives back the session unchanged: skip the
         # validation, deep copy and serialisation (most of this stage's cost).
         included: list[str] = []
-        output = b'{"domarkx":%s,"included":[],"session":%s}' % (_VERSION_JSON, data)
+        plain = b'{"domarkx":%s,"included":[],"session":%s}' % (_VERSION_JSON, data)
+        output: str | bytes = plain
         prebuild = _prebuilds.get(layout.abs(layout.home))
-        if prebuild is not None and prebuild.take_expand(name, output):
+        if prebuild is not None and prebuild.take_expand(name, plain):
             # A worker of this cold build wrote this very output (see _Prebuild).
             if task is not None:
                 task.file_dep = set(task.file_dep)
@@ -407,7 +416,7 @@ def snapshot(layout: Layout, name: str) -> None:
 def _tagged(store: Any, name: str) -> str | None:
     """The snapshot id tag ``name`` points at (without listing every tag)."""
     try:
-        return store._tag_path(name).read_text(encoding="utf-8").strip()
+        return str(store._tag_path(name).read_text(encoding="utf-8")).strip()
     except OSError:
         return None
 

@@ -147,7 +147,7 @@ def session_tasks(
         inputs = targets
 
 
-def task_sessions():
+def task_sessions() -> Iterator[dict[str, Any]]:
     """Every session: parse, expand, snapshot, run, export."""
     return session_tasks()
 

@@ -226,6 +226,7 @@ class _Changes:
 
     def next(self) -> set[str] | None:
         """The next batch of changed paths (empty on a timeout); None once stopped."""
+        batch: set[tuple[Any, str]] | None
         if self.pending is not None:
             batch, self.pending = self.pending, None
         else:

@@ -11,7 +11,7 @@ import functools
 import json
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -27,6 +27,11 @@ from domarkx.data.models import (
 from domarkx.errors import DomarkxError
 from domarkx.parsing.blocks import is_open_at_end, quote
 from domarkx.parsing.fences import format_info, write_fence
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from domarkx.data.store import Store
 
 DEFAULT_TEMPLATE = "session.md.j2"
 
@@ -86,7 +91,7 @@ def _whole_floats(model: BaseModel, data: dict[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _environment(template_dir: Path | None):
+def _environment(template_dir: Path | None) -> jinja2.Environment:
     """One environment per template folder: jinja2 keeps the compiled templates
     (and reloads a user's template when its file changes)."""
     import jinja2
@@ -159,7 +164,7 @@ def _tidy(text: str, front_matter: bool) -> str:
     return text
 
 
-def export_ref(store, ref: str, template: Path | None = None) -> str:
+def export_ref(store: Store, ref: str, template: Path | None = None) -> str:
     """Markdown of the instance or snapshot ``ref`` names.
 
     A tag names a snapshot; any other ref is tried as an instance first. The tag
