@@ -242,6 +242,18 @@ def test_an_unknown_engine_or_provider_lists_the_known_ones(project, cli, with_p
     code, _, err = with_plugin("run", "m")
     assert code == 1
     assert "unknown model provider 'nobody'; known: gone, openai, scripted\n" in err
+    project(
+        {
+            "sessions/g.md": "```yaml session-config\nmodel:\n  provider: gone\n  name: m\n```\n\n## user\n\nhi\n"
+        }
+    )
+    assert cli("import", "sessions/g.md").code == 0
+    code, _, err = with_plugin("run", "g")
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith(
+        "domarkx: error: the model provider plugin `gone = domarkx_not_installed:Provider` "
+        "(from domarkx-shout) in domarkx.providers cannot be loaded: ModuleNotFoundError"
+    ), err
 
 
 def test_a_broken_engine_plugin_does_not_stop_prune(project, cli, with_plugin):
