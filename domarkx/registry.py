@@ -99,6 +99,15 @@ def _entry_point_targets(group: str) -> dict[str, Target]:
     return targets
 
 
+def refresh() -> None:
+    """Look the entry points up again on next use (a package was installed or removed).
+
+    They are read once per process otherwise: the installed plugins do not
+    change while a command runs.
+    """
+    _entry_point_targets.cache_clear()
+
+
 def names(group: str) -> list[str]:
     """Every name registered in ``group``, sorted."""
     return sorted(set(_entry_point_targets(group)) | set(_registered.get(group, {})))

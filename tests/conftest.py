@@ -115,7 +115,7 @@ def as_own_process(cwd: str | os.PathLike[str] | None, env: Env | None) -> Itera
             os.environ[key] = value
     sys.path[:0] = extra
     sys.modules.pop("dodo", None)
-    registry._entry_point_targets.cache_clear()  # the installed plugins may differ
+    registry.refresh()  # the installed plugins may differ
     if cwd is not None:
         os.chdir(cwd)
     try:
@@ -129,7 +129,7 @@ def as_own_process(cwd: str | os.PathLike[str] | None, env: Env | None) -> Itera
             origin = getattr(module, "__file__", None) or ""
             if name == "dodo" or any(origin.startswith(p + os.sep) for p in extra):
                 del sys.modules[name]
-        registry._entry_point_targets.cache_clear()
+        registry.refresh()
         for sig, handler in saved_handlers.items():
             signal.signal(sig, handler)
 
