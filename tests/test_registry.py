@@ -120,8 +120,8 @@ def rival(site: Path) -> Path:
 def with_plugin(cli, site):
     """``domarkx ARGS`` with the plugin distribution installed (on its import path)."""
 
-    def run(*args, **kwargs):
-        return cli(*args, env={"PYTHONPATH": str(site)}, **kwargs)
+    def run(*args, env=None, **kwargs):
+        return cli(*args, env={"PYTHONPATH": str(site), **(env or {})}, **kwargs)
 
     return run
 
@@ -261,7 +261,8 @@ def test_a_broken_engine_plugin_does_not_stop_prune(project, cli, with_plugin):
     assert cli("import", "sessions/a.md").code == 0
     instance = cli("run", "a").out.strip()
     assert instance[:12] in cli("instances", "--all").out
-    code, out, err = with_plugin("prune")
+    # No Docker engine for this prune: it would remove other projects' containers.
+    code, out, err = with_plugin("prune", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert code == 0, err
     assert "domarkx: warning: the engine plugin `crashing = domarkx_broken_engine:Engine`" in err
     assert "Traceback" not in err
