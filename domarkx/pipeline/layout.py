@@ -30,6 +30,18 @@ def find_root(start: str | None = None) -> str:
         folder = parent
 
 
+def project_id(home: str) -> str:
+    """A short, stable id of the project whose store is ``home`` (its real path, hashed).
+
+    Sandboxes carry it as a label, so that cleaning up one project never
+    touches what another project (another store) started.
+    """
+    import hashlib
+
+    real = os.path.realpath(home)
+    return hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 class Layout:
     """One project's paths. ``home`` is relative to ``root`` unless it lies outside it.
 

@@ -14,6 +14,7 @@ the first task runs and gives it back once doit has saved its state.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from doit.exceptions import InvalidTask, UnmetDependency
@@ -49,6 +50,7 @@ class BuildReporter(ConsoleReporter):
         except DomarkxError as err:
             raise InvalidTask(str(err)) from None
         self.lock_path = path
+        _reap_if_killed(lock.took_over(path))
         stages.begin_run(tasks, selected_tasks)
 
     def _release(self) -> None:
@@ -192,6 +194,33 @@ class ProgressReporter(BuildReporter):
         if self.status_shown:
             self.outstream.write("\r\x1b[K")
             self.status_shown = False
+
+
+def _reap_if_killed(holder: str) -> None:
+    """A build or run of this project was killed (SIGKILL): end what it left running.
+
+    ``holder`` is what a build that died holding the lock left in it; a run
+    that died leaves its pid in ``owners/``. Either costs one read here.
+    """
+    import sys
+
+    from domarkx.session import owners
+
+    layout = Layout.at()
+    home = layout.abs(layout.home)
+    if not holder and not owners.dead(home):
+        return
+    from domarkx.data.store import Store
+    from domarkx.session.instance import InstanceManager
+
+    reaped = InstanceManager(Store(Path(home), Path(layout.root))).reap()
+    if reaped:
+        why = f" ({holder})" if holder else ""
+        print(
+            f"domarkx: a killed build or run{why} left {len(reaped)} sandbox(es) or "
+            "instance(s) behind; ended them",
+            file=sys.stderr,
+        )
 
 
 def _columns() -> int:

@@ -384,7 +384,9 @@ def snapshot(layout: Layout, name: str) -> None:
         snapshot_id = built.snapshot_id
         if not os.path.exists(store.snapshot_path(snapshot_id)):
             store.put_snapshot(built)
-    if not any(c.isspace() for c in name) and _tagged(store, name) != snapshot_id:
+    from domarkx.data.store import valid_tag
+
+    if valid_tag(name) and _tagged(store, name) != snapshot_id:
         store.tag(name, snapshot_id)
     write_if_changed(layout.abs(layout.snapshot_out(name)), f"{snapshot_id}\n{BUILD_VERSION}\n")
 
