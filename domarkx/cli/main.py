@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from domarkx.cli import signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     config = sys.modules.get("domarkx.config")  # not imported yet: nothing to forget
     if config is not None:
         config.forget()  # the project's configuration is read once per command
+    signals.install()  # SIGTERM and SIGHUP clean up as Ctrl-C does
     try:
         return int(args.handler(args) or 0)
     except DomarkxError as err:
@@ -65,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"domarkx: error: {err}", file=sys.stderr)
         return err.exit_status
-    except KeyboardInterrupt:
-        print("domarkx: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        why = f" ({interrupt})" if isinstance(interrupt, signals.Terminated) else ""
+        print(f"domarkx: interrupted{why}", file=sys.stderr)
+        return signals.exit_status(interrupt)
     except BrokenPipeError:
         # `domarkx export X | head`: the reader left; that is not an error.
         sys.stderr.close()

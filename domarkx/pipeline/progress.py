@@ -13,6 +13,7 @@ the first task runs and gives it back once doit has saved its state.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class BuildReporter(ConsoleReporter):
 
     # The lock ---------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        from domarkx.cli import signals
+
+        signals.install()  # a bare `doit` too: SIGTERM and SIGHUP clean up as Ctrl-C does
         path = Layout.at().lock_file
         try:
             lock.acquire(path, wait=self.wait_for_lock)
@@ -96,6 +100,27 @@ class BuildReporter(ConsoleReporter):
 
     def complete_run(self) -> None:
         self._release()
+        interrupt = sys.exc_info()[1]
+        if isinstance(interrupt, KeyboardInterrupt):
+            self.interrupted(interrupt)
+
+    def interrupted(self, interrupt: KeyboardInterrupt) -> None:
+        """Ctrl-C, SIGTERM or SIGHUP: say so, and end with 128 + signal, no traceback.
+
+        doit saved the state of the tasks that finished and runs this in its
+        ``finally``; raising ``SystemExit`` here replaces the interrupt, which
+        would otherwise end ``doit`` with a traceback after this summary.
+        """
+        from domarkx.cli import signals
+
+        why = f" by {interrupt}" if isinstance(interrupt, signals.Terminated) else ""
+        done = len(self.executed) - len(self.failed)
+        self.outstream.write(
+            f"domarkx: interrupted{why}: {done} task(s) finished and saved; "
+            "the next build goes on from there\n"
+        )
+        self.outstream.flush()
+        raise SystemExit(signals.exit_status(interrupt))
 
     # Results ------------------------------------------------------------------
     @property
@@ -166,7 +191,8 @@ class ProgressReporter(BuildReporter):
             self._clear_status()
             for message in self.runtime_errors:
                 self.outstream.write(f"domarkx: error: {message}\n")
-            if self.executed or self.uptodate or not self.runtime_errors:
+            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            if not interrupted and (self.executed or self.uptodate or not self.runtime_errors):
                 self.outstream.write(f"domarkx: {self.summary()} ({self.seconds:.2f} s)\n")
             self.outstream.flush()
         finally:

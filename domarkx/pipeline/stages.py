@@ -176,8 +176,11 @@ def _prebuild_one(layout: Layout, name: str, stages_wanted: str) -> tuple[str, A
         return name, None, None, None  # the task itself does it again, and reports it
 
 
-def _prebuild_worker(prebuild: _Prebuild) -> None:
+def _prebuild_worker(prebuild: _Prebuild, parent: int) -> None:
     """A worker's loop: claim the next session nobody has claimed, until none is left."""
+    from domarkx.cli.signals import in_worker
+
+    in_worker(parent)  # never outlive a killed build (it would wait here forever)
     jobs, claimed, lock, queue = prebuild.jobs, prebuild.claimed, prebuild.lock, prebuild.queue
     index = 0
     while True:
@@ -224,7 +227,9 @@ class _Prebuild:
             self.claimed = context.RawArray("b", len(self.jobs))
             self.queue = context.Queue()
             for _ in range(min(os.cpu_count() or 1, 8)):
-                worker = context.Process(target=_prebuild_worker, args=(self,), daemon=True)
+                worker = context.Process(
+                    target=_prebuild_worker, args=(self, os.getpid()), daemon=True
+                )
                 worker.start()
                 self.workers.append(worker)
         self.running = len(self.workers)
