@@ -117,7 +117,7 @@ class Layout:
 
     @property
     def dep_file(self) -> str:
-        """doit's dependency database (JSON, written atomically: see ``tasks``)."""
+        """doit's state: JSON plus ``doit.json.journal`` of finished tasks (``db``)."""
         return f"{self.home}/doit.json"
 
     @property

@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from domarkx.pipeline import db, stages
+from domarkx.pipeline import stages
 from domarkx.pipeline.layout import STAGES, Layout
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
@@ -50,9 +50,10 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
 
     layout = layout or Layout.at()
     os.makedirs(layout.abs(layout.home), exist_ok=True)
-    db.install()  # write doit's JSON database atomically (see db.py)
     return {
-        "backend": "json",
+        # doit's JSON state plus a journal of finished tasks (``db.JournalDB``, a
+        # doit BACKEND plugin): a killed build keeps what it finished.
+        "backend": "domarkx",
         "dep_file": layout.dep_file,
         "reporter": ProgressReporter,
         # Named so that a bare `doit forget` / `doit clean` has tasks to act on.
