@@ -16,7 +16,9 @@ from domarkx.pipeline.db import JournalDB
 
 
 def sessions(count: int, code: str = "print(1)") -> dict[str, str]:
-    return {f"sessions/s{i:02d}.md": session(f"Q{i}", code.replace("1", str(i))) for i in range(count)}
+    return {
+        f"sessions/s{i:02d}.md": session(f"Q{i}", code.replace("1", str(i))) for i in range(count)
+    }
 
 
 def test_the_backend_is_doits_plugin_not_a_patch():

@@ -24,9 +24,7 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
 
 
-def write_atomic(
-    path: str | os.PathLike[str], data: str | bytes, *, durable: bool = False
-) -> None:
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bool = False) -> None:
     """Replace ``path`` by ``data`` (str as UTF-8, ``\\n`` kept) in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

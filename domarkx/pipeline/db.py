@@ -30,11 +30,12 @@ last wrote and reuses it while the files are the ones it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
 
-from doit.dependency import DatabaseException
+from doit.dependency import DatabaseException  # type: ignore[import-untyped]
 
 from domarkx.data.atomic import write_atomic
 
@@ -180,19 +181,22 @@ class JournalDB:
         signature = _signature(self.name, self.journal)
         now = (signature[0], signature[1][1] if signature[1] else 0)
         read_as = self._read_as
-        if self._state is not None and read_as is not None and now == (
-            read_as[0],
-            read_as[1] + self._appended,
+        if (
+            self._state is not None
+            and read_as is not None
+            and now
+            == (
+                read_as[0],
+                read_as[1] + self._appended,
+            )
         ):
             state = self._state
         else:
             state = self._read_file()
             self._replay(state, self._journal_lines())
         write_atomic(self.name, self.codec.encode(state), durable=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.journal)
-        except FileNotFoundError:
-            pass
         self._state = state
         self._changed = False
         self._appended = 0
