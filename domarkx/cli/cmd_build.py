@@ -97,8 +97,8 @@ def run(args) -> int:
     with lock.BuildLock(layout.lock_file), _granted(args.yes):
         try:
             status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
-        except SystemExit as interrupted:  # the reporter's end of an interrupted build
-            return int(interrupted.code or 1)
+        except SystemExit as ended:  # the reporter's end of an interrupted or failed build
+            return int(ended.code or 0)
         if status == DOIT_USAGE_ERROR:
             return 2
         if status != 0:

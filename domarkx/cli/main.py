@@ -9,6 +9,7 @@ time, so ``domarkx --help`` stays fast. Exit status: 0 done, 1 a user error
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -76,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         # `domarkx export X | head`: the reader left; that is not an error.
         sys.stderr.close()
         return 0
+    except OSError as err:
+        # A read-only or full store, a folder where a file should be: one line.
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"domarkx: error: {where}{err.strerror or err}", file=sys.stderr)
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+            print(
+                "  hint: make the store writable, or set DOMARKX_HOME to a folder that is",
+                file=sys.stderr,
+            )
+        return 1
 
 
 if __name__ == "__main__":

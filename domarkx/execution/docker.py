@@ -242,8 +242,8 @@ class DockerEngine(Engine):
         if not image:
             raise EngineError(
                 "the docker engine needs an image",
-                hint="set `image:` in session-config (bench/docker-image.sh builds "
-                "domarkx-test:busybox)",
+                hint="set `image:` in session-config to an image you have "
+                "(`docker images` lists them)",
             )
         import docker
 
@@ -269,8 +269,8 @@ class DockerEngine(Engine):
             except docker.errors.ImageNotFound as exc:
                 raise EngineError(
                     f"image {image} not found",
-                    hint="build it with bench/docker-image.sh, docker build or docker import "
-                    "(domarkx never pulls images)",
+                    hint="build it (docker build), fetch it (docker pull) or name another "
+                    "one in session-config; domarkx never pulls images",
                 ) from exc
             except docker.errors.APIError as exc:
                 self._remove_quietly()
@@ -479,8 +479,7 @@ class DockerEngine(Engine):
             if not self._has_python:
                 raise EngineError(
                     f"image {self.config.image} has no python3",
-                    hint="use an image with python3 (bench/docker-image.sh --python builds "
-                    "domarkx-test:python) or run only shell blocks",
+                    hint="use an image with python3 or run only shell blocks",
                 )
             cmd = ["python3", "-c", PYTHON_DRIVER, token]
         else:

@@ -133,6 +133,11 @@ class Layout:
         """Every session: ``sessions/**/*.md`` less partials (``_*``) and hidden files."""
         return _walk(self.abs(SESSIONS_DIR), ".md")
 
+    def session_entries(self) -> tuple[list[str], set[str]]:
+        """Every session, and those whose file cannot be read as one (see ``_walk``)."""
+        odd: set[str] = set()
+        return _walk(self.abs(SESSIONS_DIR), ".md", odd), odd
+
     def export_names(self) -> list[str]:
         return _walk(self.abs(self.exports_dir), ".md")
 
@@ -185,25 +190,50 @@ class Layout:
         return path
 
 
-def _walk(base: str, suffix: str) -> list[str]:
-    """Names (``a/b``) of the ``*suffix`` files under ``base``, skipping ``_*`` and ``.*``."""
+def _walk(base: str, suffix: str, odd: set[str] | None = None) -> list[str]:
+    """Names (``a/b``) of the ``*suffix`` files under ``base``, skipping ``_*`` and ``.*``.
+
+    A folder reached twice (a symlink loop) is walked once. Names whose entry
+    is not a regular file (a named pipe, a broken or looping symlink) are
+    listed too, and added to ``odd``: their ``parse`` task reports them, so
+    that nothing opens them on the way (a pipe would wait forever).
+    """
     names: list[str] = []
     stack = [("", base)]
+    seen: set[tuple[int, int]] = set()
     cut = len(suffix)
     while stack:
         prefix, folder = stack.pop()
         try:
+            info = os.stat(folder)
             entries = os.scandir(folder)
         except OSError:
             continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
         with entries:
             for entry in entries:
                 entry_name = entry.name
                 if entry_name[0] in "._":
                     continue
-                if entry.is_dir():
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
                     stack.append((f"{prefix}{entry_name}/", entry.path))
                 elif entry_name.endswith(suffix):
-                    names.append(prefix + entry_name[:-cut])
+                    name = prefix + entry_name[:-cut]
+                    names.append(name)
+                    if odd is not None and not _is_regular(entry):
+                        odd.add(name)
     names.sort()
     return names
+
+
+def _is_regular(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False

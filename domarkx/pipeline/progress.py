@@ -28,20 +28,64 @@ from domarkx.pipeline.layout import Layout
 REFRESH = 0.1  # seconds between repaints of the status line
 
 
+class _ReaderGone:
+    """An output stream that goes quiet when its reader leaves (``doit | head``).
+
+    The build goes on (its work is not the output), with no BrokenPipeError
+    traceback, now or when Python flushes stdout at exit.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return int(self.stream.write(text) or 0)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def isatty(self) -> bool:
+        return bool(self.stream.isatty())
+
+    def _left(self) -> None:
+        import os
+
+        self.gone = True
+        try:
+            fd = self.stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
 class BuildReporter(ConsoleReporter):
     """Counts and collects results; takes the build lock for the run."""
 
     desc = "domarkx: executed tasks and a summary"
     wait_for_lock = False
+    one_for_failures = False  # end a failed --continue build with exit status 1
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
-        super().__init__(outstream, options)
+        super().__init__(_ReaderGone(outstream), options)
         self.started = time.monotonic()
         self.executed: list[str] = []
         self.uptodate = 0
         self.failed: list[tuple[str, str]] = []
         self.unmet = 0
         self.lock_path: str | None = None
+        self.errors = 0
 
     # The lock ---------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
@@ -85,6 +129,8 @@ class BuildReporter(ConsoleReporter):
             if task.subtask_of is not None or task.actions:  # not a stage's group task
                 self.unmet += 1
             return
+        if type(fail).__name__ != "TaskFailed":
+            self.errors += 1  # an exception in a task (a bug), not a user's error
         self.failed.append((task.name, self.describe(fail)))
         self.failure_reported(task.name, self.failed[-1][1])
 
@@ -103,6 +149,11 @@ class BuildReporter(ConsoleReporter):
         interrupt = sys.exc_info()[1]
         if isinstance(interrupt, KeyboardInterrupt):
             self.interrupted(interrupt)
+        elif self.one_for_failures and self.failed and not self.errors and self.unmet:
+            # doit counts "not run: a dependency failed" (``--continue``) as an error
+            # and exits 2; what failed is a user's document, which is exit status 1,
+            # as `domarkx build -c` reports it. (Not for a watch's in-process builds.)
+            raise SystemExit(1)
 
     def interrupted(self, interrupt: KeyboardInterrupt) -> None:
         """Ctrl-C, SIGTERM or SIGHUP: say so, and end with 128 + signal, no traceback.
@@ -148,6 +199,7 @@ class ProgressReporter(BuildReporter):
     """The task graph's default reporter (see the module's docstring)."""
 
     desc = "domarkx: executed tasks, progress on a terminal, a summary"
+    one_for_failures = True
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)

@@ -56,6 +56,9 @@ def _stage(function):
             function(*args, **kwargs)
         except DomarkxError as err:
             return TaskFailed(str(err))
+        except OSError as err:  # a read-only store, a full disk: one line, not a traceback
+            where = f"{err.filename}: " if err.filename else ""
+            return TaskFailed(f"{where}{err.strerror or err}")
         return None
 
     # doit reads every action's signature (for ``task``, ``targets``...) before
@@ -417,9 +420,16 @@ def run(layout: Layout, name: str, task: Any) -> None:
     snapshot_id = _read(layout, layout.snapshot_out(name)).decode().split("\n", 1)[0]
     instance = InstanceManager(_store(layout)).run_for_build(snapshot_id)
     if instance.status == "failed":
+        from pathlib import Path
+
+        from domarkx.session.locate import block_line, failed_block
+
+        found = failed_block(instance.conversation)
+        line = block_line(Path(layout.abs(layout.source(name))), found[1]) if found else None
         raise DomarkxError(
             f"the run failed: {instance.error}",
             file=layout.source(name),
+            line=line,
             hint=f"`domarkx export {instance.instance_id[:12]}` shows every output",
         )
     record = {

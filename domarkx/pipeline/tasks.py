@@ -83,8 +83,9 @@ def session_tasks(
     """The task dicts of every session (or of ``names``), stage by stage."""
     layout = layout or Layout.at()
     params = dict(params) if params is not None else command_line_params()
+    odd: set[str] = set()
     if names is None:
-        all_names = layout.session_names()
+        all_names, odd = layout.session_entries()
         included = layout.included_files()
         replayed = layout.replayed_files()
     else:
@@ -99,6 +100,7 @@ def session_tasks(
     wanted = set(stages_wanted)
     inputs = [layout.source(name) for name in all_names]
 
+    args: tuple[Any, ...]
     for stage in STAGES:
         targets = [layout.stage_out(stage, name) for name in all_names]
         if stage not in wanted:
@@ -108,8 +110,10 @@ def session_tasks(
         action = getattr(stages, stage)
         for name, source, target in zip(all_names, inputs, targets, strict=True):
             if stage == "parse":
-                file_dep = [source, version]
-                args: tuple[Any, ...] = (layout, name)
+                # A pipe or a looping symlink is no file doit can check: the task
+                # runs each time and reports it (a pipe would make doit wait forever).
+                file_dep = [version] if name in odd else [source, version]
+                args = (layout, name)
             elif stage == "expand":
                 file_dep = [source, expand_config]
                 # An include that was deleted is left out: the changed list makes
@@ -124,7 +128,7 @@ def session_tasks(
                 if stage == "run" and name in replayed:
                     # A new recording of a reply this run used re-runs it (and re-exports).
                     file_dep += [p for p in replayed[name] if exists(layout.abs(p))]
-            yield {
+            task = {
                 "basename": stage,
                 "name": name,
                 "actions": [(action, args)],
@@ -134,6 +138,9 @@ def session_tasks(
                 # Stages print nothing; 2 spares doit capturing their output.
                 "verbosity": 2,
             }
+            if stage == "parse" and name in odd:
+                task["uptodate"] = [False]
+            yield task
         inputs = targets
 
 

@@ -508,11 +508,39 @@ class InstanceManager:
         return config_key_line(text, key) if text is not None else None
 
     def raise_for_failures(self, instance: SessionInstance) -> None:
-        """``--strict``: a failed or timed-out block is an error (exit status 1)."""
+        """``--strict``: a failed or timed-out block is an error (exit status 1).
+
+        The error names the block's ``file:line`` in its source document when
+        the block is there (``session.locate``).
+        """
+        from pathlib import Path
+
+        from domarkx.session.locate import block_line, failed_block
+
+        found = failed_block(instance.conversation)
+        source = file = line = None
+        with contextlib.suppress(DomarkxError):
+            source = self.store.get_snapshot(instance.snapshot_id).metadata.source_file
+        if source and found is not None:
+            line = block_line(Path(self.store.root) / source, found[1])
+            file = source
+        short = instance.instance_id[:12]
         if instance.status == "failed":
             raise DomarkxError(
-                f"instance {instance.instance_id[:12]} failed: {instance.error}",
-                hint=f"`domarkx export {instance.instance_id[:12]}` shows every output",
+                f"instance {short} failed: {instance.error}",
+                file=file if line else None,
+                line=line,
+                hint=f"`domarkx export {short}` shows every output",
+            )
+        if found is not None:
+            m, _, output = found
+            exit_code = output.exit_code
+            raise DomarkxError(
+                f"instance {short}: a code block in message {m + 1} "
+                f"({instance.conversation[m].role}) failed with exit status {exit_code}",
+                file=file if line else None,
+                line=line,
+                hint=f"`domarkx export {short}` shows its output",
             )
         for m, message in enumerate(instance.conversation):
             for block in message.content:

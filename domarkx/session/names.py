@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 SESSIONS_DIR = "sessions"
@@ -9,9 +10,9 @@ SESSIONS_DIR = "sessions"
 
 def session_name(path: Path, root: Path) -> str:
     """``a/b`` for ``<root>/sessions/a/b.md``; the file's stem for any other file."""
-    resolved = Path(path).resolve()
+    resolved = _real(path)
     try:
-        relative = resolved.relative_to((root / SESSIONS_DIR).resolve())
+        relative = resolved.relative_to(_real(root / SESSIONS_DIR))
     except ValueError:
         return resolved.stem
     return relative.with_suffix("").as_posix()
@@ -19,11 +20,18 @@ def session_name(path: Path, root: Path) -> str:
 
 def display_path(path: Path, root: Path) -> str:
     """``path`` relative to the project root (POSIX), or absolute when outside it."""
-    resolved = Path(path).resolve()
+    resolved = _real(path)
     try:
-        return resolved.relative_to(Path(root).resolve()).as_posix()
+        return resolved.relative_to(_real(root)).as_posix()
     except ValueError:
         return str(Path(path).absolute())
+
+
+def _real(path: Path | str) -> Path:
+    """The real path, as far as it resolves: a symlink loop is not an exception here
+    (``Path.resolve`` raises on one); reading the file reports it.
+    """
+    return Path(os.path.realpath(path))
 
 
 def is_partial(relative: Path) -> bool:

@@ -77,13 +77,13 @@ class SnapshotManager:
         tags: list[str] | None = None,
     ) -> ImportResult:
         """Parse, expand and store ``path``; tag it with its session name by default."""
+        expanded, included = self.expand(self.parse(path), params)
+        snapshot = self.build(expanded)
         name = session_name(Path(path), self.store.root)
         wanted = tags if tags else [name] if valid_tag(name) else []
         for tag in wanted:  # a bad tag is an error before anything is written
             if not valid_tag(tag):
                 self.store.tag(tag, "")
-        expanded, included = self.expand(self.parse(path), params)
-        snapshot = self.build(expanded)
         self.store.put_snapshot(snapshot)
         for tag in wanted:
             self.store.tag(tag, snapshot.snapshot_id)
