@@ -211,13 +211,26 @@ class ProgressReporter(BuildReporter):
         self.current = ""
         self.painted = 0.0
         self.status_shown = False
+        # What a user wants to know: sessions done, and time left. A session is
+        # done when its last task is; time left weighs each stage's remaining
+        # tasks by what its tasks took so far (a run costs more than a parse).
+        self.left_of: dict[str, int] = {}  # session -> its tasks not finished yet
+        self.sessions_done = 0
+        self.stage_left: dict[str, int] = {}
+        self.stage_time: dict[str, list[float]] = {}  # stage -> [seconds, tasks timed]
+        self.task_began = 0.0
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         super().initialize(tasks, selected_tasks)
         if self.tty:
-            self.total = sum(
-                1 for name in stages.reached_tasks(tasks, selected_tasks) if tasks[name].actions
-            )
+            for name in stages.reached_tasks(tasks, selected_tasks):
+                if not tasks[name].actions:
+                    continue
+                self.total += 1
+                stage, _, session = name.partition(":")
+                if session:
+                    self.left_of[session] = self.left_of.get(session, 0) + 1
+                self.stage_left[stage] = self.stage_left.get(stage, 0) + 1
 
     def write(self, text: str) -> None:
         self._clear_status()
@@ -226,14 +239,51 @@ class ProgressReporter(BuildReporter):
     def task_started(self, name: str) -> None:
         self.write(f".  {name}\n")
         self.current = name
+        self.task_began = time.monotonic()
         self._paint()
 
     def skip_uptodate(self, task: Any) -> None:
         super().skip_uptodate(task)
+        self._finished(task.name, timed=False)
         self._paint()
 
     def add_success(self, task: Any) -> None:
+        self._finished(task.name, timed=True)
         self._paint()
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        super().add_failure(task, fail)
+        self._finished(task.name, timed=not isinstance(fail, UnmetDependency))
+
+    def _finished(self, name: str, timed: bool) -> None:
+        if not self.tty:
+            return
+        stage, _, session = name.partition(":")
+        if stage in self.stage_left:
+            self.stage_left[stage] -= 1
+            if timed:
+                spent = self.stage_time.setdefault(stage, [0.0, 0])
+                spent[0] += time.monotonic() - self.task_began
+                spent[1] += 1
+        left = self.left_of.get(session)
+        if left is not None:
+            self.left_of[session] = left - 1
+            if left == 1:
+                self.sessions_done += 1
+
+    def time_left(self) -> float | None:
+        """Seconds left, from each stage's mean task time; None until the run stage has one."""
+        means = {stage: spent[0] / spent[1] for stage, spent in self.stage_time.items() if spent[1]}
+        if not means:
+            return None
+        total = 0.0
+        for stage, left in self.stage_left.items():
+            if left <= 0:
+                continue
+            if stage not in means and stage == "run":
+                return None  # the costly stage has no sample yet: no honest guess
+            total += left * means.get(stage, min(means.values()))
+        return total
 
     def failure_reported(self, name: str, message: str) -> None:
         self.write(f"FAILED {name}: {_indent(message)}\n")
@@ -262,8 +312,13 @@ class ProgressReporter(BuildReporter):
             return
         self.painted = now
         total = max(self.total, self._done())
-        width = len(str(total))
-        line = f"[{self._done():>{width}}/{total}] {self.seconds:6.1f} s  {self.current}"
+        sessions = len(self.left_of)
+        left = self.time_left()
+        eta = f", ~{left:.0f} s left" if left is not None else ""
+        line = (
+            f"[{self.sessions_done}/{sessions} sessions done] {self.seconds:.1f} s{eta}  "
+            f"(task {self._done()}/{total}) {self.current}"
+        )
         self.outstream.write("\r" + line[: _columns()] + "\x1b[K")
         self.outstream.flush()
         self.status_shown = True
