@@ -19,12 +19,18 @@ def session_name(path: Path, root: Path) -> str:
 
 
 def display_path(path: Path, root: Path) -> str:
-    """``path`` relative to the project root (POSIX), or absolute when outside it."""
-    resolved = _real(path)
-    try:
-        return resolved.relative_to(_real(root)).as_posix()
-    except ValueError:
-        return str(Path(path).absolute())
+    """``path`` relative to the project root (POSIX), or absolute when outside it.
+
+    The name the user gave wins over where a symlink leads (a link to
+    ``/dev/zero`` is still ``sessions/zero.md``).
+    """
+    given = Path(os.path.abspath(path))
+    for candidate, base in ((given, Path(os.path.abspath(root))), (_real(path), _real(root))):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(given)
 
 
 def _real(path: Path | str) -> Path:
