@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote
 
 from domarkx.data.atomic import write_atomic
 from domarkx.errors import RefError, StoreError
+from domarkx.pipeline.layout import STORE_DIR, find_root
 
 if TYPE_CHECKING:
     from domarkx.data.models import SessionInstance, SessionSnapshot
@@ -29,17 +30,10 @@ _SNAPSHOT_HEAD = re.compile(
 )
 _HEAD_BYTES = 4096
 
-STORE_DIR = ".domarkx"
-PROJECT_MARKERS = ("dodo.py", "sessions", STORE_DIR)
-
 
 def find_project_root(start: Path | None = None) -> Path:
-    """The nearest folder (from ``start`` up) holding dodo.py, sessions/ or .domarkx/."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
-            return folder
-    return here
+    """The project root (``pipeline.layout.find_root``, the one place that decides it)."""
+    return Path(find_root(str(start) if start is not None else None))
 
 
 @dataclass(frozen=True)

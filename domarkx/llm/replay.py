@@ -21,7 +21,6 @@ they are deterministic already.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -69,8 +68,9 @@ def canonical_request(
 
 def request_key(request: dict[str, Any]) -> str:
     """SHA-256 of the request's canonical JSON (sorted keys, no spaces, UTF-8)."""
-    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    from domarkx.data.digest import digest
+
+    return digest(request)
 
 
 class ReplayCache:

@@ -1,4 +1,10 @@
-"""Where the pipeline reads and writes: session names, cache files, stamps.
+"""Where a project is: its root, its store, which files are sessions, the cache paths.
+
+The one place that decides these (the ``domarkx`` commands, the store, the
+build and the tests all ask it): the root is the nearest folder holding
+``dodo.py``, ``sessions/`` or ``.domarkx/``; the store is ``.domarkx/``
+there (``DOMARKX_HOME`` moves it); the sessions are ``sessions/**/*.md``
+less partials (``_*``) and hidden files.
 
 Loaded by every ``doit`` run, so it imports only the standard library and
 works at stat level. Paths handed to doit are relative to the project root
@@ -177,11 +183,10 @@ class Layout:
         ``config_changed`` does, at the cost of one ``stat`` instead of the
         ~20 us doit spends inspecting each ``uptodate`` callable.
         """
-        import hashlib
+        from domarkx.data.digest import canonical_json, digest
 
-        text = json.dumps(data, sort_keys=True, ensure_ascii=False)
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        path = f"{self.home}/cache/config/{kind}-{digest}.json"
+        text = canonical_json(data)
+        path = f"{self.home}/cache/config/{kind}-{digest(data)[:16]}.json"
         full = self.abs(path)
         if not os.path.exists(full):
             from domarkx.data.atomic import write_atomic

@@ -22,7 +22,6 @@ goes on with the other sessions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import os
@@ -31,6 +30,7 @@ from typing import Any
 
 from domarkx import __version__
 from domarkx.data.atomic import write_atomic, write_if_changed
+from domarkx.data.digest import digest
 from domarkx.errors import DomarkxError
 from domarkx.pipeline.layout import Layout
 
@@ -439,15 +439,12 @@ def run(layout: Layout, name: str, task: Any) -> None:
         "status": instance.status,
         "llm_records": instance.llm_records,
         # What the export renders: a new reply or output re-exports, the same one does not.
-        "conversation": hashlib.sha256(
-            json.dumps(
-                [
-                    m.model_dump(mode="json", exclude={"content": {"__all__": {"duration"}}})
-                    for m in instance.conversation
-                ],
-                sort_keys=True,
-            ).encode()
-        ).hexdigest(),
+        "conversation": digest(
+            [
+                m.model_dump(mode="json", exclude={"content": {"__all__": {"duration"}}})
+                for m in instance.conversation
+            ]
+        ),
     }
     write_if_changed(layout.abs(layout.run_out(name)), json.dumps(record, indent=1) + "\n")
     replay_deps = layout.abs(layout.replay_deps_file(name))

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from domarkx.data.atomic import write_atomic
+from domarkx.data.digest import digest
 from domarkx.data.models import (
     CodeBlock,
     Message,
@@ -583,8 +584,7 @@ class InstanceManager:
             data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]
             data["front_matter"] = snapshot.metadata.user_metadata
             data["tools"] = config.tools
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return digest(data)
 
     def run_for_build(self, snapshot_id: str) -> SessionInstance:
         """The finished instance of a snapshot, re-running only on an execution-cache miss."""

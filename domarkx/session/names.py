@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SESSIONS_DIR = "sessions"
+from domarkx.pipeline.layout import SESSIONS_DIR, Layout
 
 
 def session_name(path: Path, root: Path) -> str:
@@ -46,8 +46,10 @@ def is_partial(relative: Path) -> bool:
 
 
 def session_files(root: Path) -> list[Path]:
-    """Every session document under ``<root>/sessions``, sorted."""
-    base = root / SESSIONS_DIR
-    if not base.is_dir():
-        return []
-    return sorted(path for path in base.rglob("*.md") if not is_partial(path.relative_to(base)))
+    """Every session document under ``<root>/sessions``, sorted: the ones the build builds.
+
+    ``pipeline.layout`` decides which files are sessions (partials ``_*`` and
+    hidden files left out); this is the same list as paths.
+    """
+    layout = Layout(str(root))
+    return [Path(layout.abs(layout.source(name))) for name in layout.session_names()]
