@@ -189,3 +189,34 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
         assert "another build is running" not in again.stderr
         for cache in (root / ".domarkx" / "cache").glob("parse/*.json"):
             cache.unlink()  # the next trial is a cold build again
+
+
+@pytest.mark.parametrize("docker", [False, pytest.param(True, marks=pytest.mark.docker)])
+def test_after_sigkill_of_a_build_the_next_build_ends_what_it_left(tmp_path, docker):
+    marker = secs("4")
+    if docker:
+        require_image(BUSYBOX_IMAGE)
+        text = docker_session(f"sleep {marker}")
+    else:
+        text = local_session(f"sleep {marker}")
+    root = make_project(tmp_path / "p", {"sessions/slow.md": text, "sessions/b.md": text})
+    proc = spawn(root, "build")
+    try:
+        assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
+        if docker:
+            assert wait_for(lambda: bool(project_containers(root)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert processes_running(marker), "the block died with the build (nothing to test)"
+    for name in ("slow", "b"):
+        (root / "sessions" / f"{name}.md").write_text(local_session("echo quick"))
+    again = domarkx(root, "build")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "left 1 sandbox(es) or instance(s) behind; ended them" in again.stderr
+    assert processes_running(marker, within=5) == []
+    if docker:
+        assert project_containers(root) == []
+    assert "running" not in statuses(root)
