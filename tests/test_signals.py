@@ -220,3 +220,25 @@ def test_after_sigkill_of_a_build_the_next_build_ends_what_it_left(tmp_path, doc
     if docker:
         assert project_containers(root) == []
     assert "running" not in statuses(root)
+
+
+def test_sigkill_of_a_parallel_build_leaves_no_worker_and_no_block(tmp_path):
+    marker = secs("6")
+    files = {f"sessions/s{i}.md": local_session(f"sleep {marker}; echo {i}") for i in range(4)}
+    root = make_project(tmp_path / "p", files)
+    proc = spawn(root, "build", "-n", "2")
+    try:
+        assert wait_for(lambda: len(processes_running(marker)) >= 2), "the blocks never started"
+        workers = children(proc.pid)
+        assert workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_for(lambda: not any(alive(w) for w in workers), within=5), "doit workers live on"
+    for i in range(4):
+        (root / "sessions" / f"s{i}.md").write_text(local_session("echo quick"))
+    again = domarkx(root, "build")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert processes_running(marker, within=5) == []

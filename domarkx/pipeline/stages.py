@@ -52,6 +52,7 @@ def _stage(function):
     def wrapper(*args: Any, **kwargs: Any):
         from doit.exceptions import TaskFailed
 
+        _tie_to_parent()
         try:
             function(*args, **kwargs)
         except DomarkxError as err:
@@ -65,6 +66,29 @@ def _stage(function):
     # calling it; a ready one spares it unwrapping the function each time.
     wrapper.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
     return wrapper
+
+
+# The process that last checked whether it is a worker of ``doit -P process``.
+_tied_pid = 0
+
+
+def _tie_to_parent() -> None:
+    """In a worker of ``doit -n N -P process``: die when the build dies (SIGKILL).
+
+    doit's workers wait for tasks forever; with the build gone they would be
+    left parked. One check per process, on its first task.
+    """
+    global _tied_pid
+    if _tied_pid == os.getpid():
+        return
+    _tied_pid = os.getpid()
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid:
+        from domarkx.cli.signals import die_with_parent
+
+        die_with_parent(parent.pid)
 
 
 def _read(layout: Layout, path: str) -> bytes:
