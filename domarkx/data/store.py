@@ -48,7 +48,9 @@ class SnapshotSummary:
 class Store:
     """The ``.domarkx/`` folder of one project (``DOMARKX_HOME`` moves it)."""
 
-    def __init__(self, home: Path, root: Path | None = None) -> None:
+    def __init__(
+        self, home: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+    ) -> None:
         self.home = Path(home)
         self.root = Path(root) if root else self.home.parent
 
