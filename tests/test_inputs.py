@@ -195,7 +195,11 @@ def test_a_model_server_that_is_down_says_it_retries(tmp_path):
         f"  base_url: http://127.0.0.1:{port}/v1\n  api_key_env: DOMARKX_TEST_KEY\n```\n\n"
         "## user\n\nhi\n"
     )
-    root = make_project(tmp_path / "p", {"sessions/a.md": text})
+    grant = (
+        f'[endpoints.local]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+        'api_key_env = "DOMARKX_TEST_KEY"\n'
+    )
+    root = make_project(tmp_path / "p", {"sessions/a.md": text, "domarkx.toml": grant})
     assert domarkx(root, "import", "sessions/a.md").returncode == 0
     env = env_for(root) | {
         "DOMARKX_TEST_KEY": "sk-test",
