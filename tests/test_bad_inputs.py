@@ -29,21 +29,6 @@ MEMORY = 1 << 30  # address space a case may add to what it starts with
 CPU_SECONDS = 10
 FILE_SIZE = 16 << 20  # no file written may grow past this
 
-# Parser faults that are fixed in the parser itself (YAML and JSON readers,
-# config validation); until then these may fail here.
-PARSER_FIXES = {
-    "47-yaml-alias-bomb.md": "YAML alias expansion is bounded by the parser's YAML reader",
-    "48-yaml-set.md": "the parser's YAML reader rejects !!set (an unordered set has no id)",
-    "49-timeout-inf.md": "session-config validation rejects an infinite timeout",
-    "50-timeout-huge.md": "session-config validation bounds the timeout",
-    "51-timeout-true.md": "session-config validation rejects a boolean timeout",
-    "52-cpus-negative.md": "session-config validation rejects negative cpus",
-    "53-yaml-recursive-alias.md": "the parser's YAML reader rejects recursive aliases",
-    "54-json-deep.md": "the parser's JSON reader bounds nesting",
-    "55-json-huge-int.md": "the parser's JSON reader bounds integer size",
-    "56-json-lone-surrogate.md": "the parser's JSON reader rejects lone surrogates",
-}
-
 
 def _address_space() -> int:
     """This process's virtual size now: a forked child starts with all of it."""
@@ -144,15 +129,7 @@ def corpus_project(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=PARSER_FIXES[name], strict=False))
-        if name in PARSER_FIXES
-        else name
-        for name in DOCUMENTS
-    ],
-)
+@pytest.mark.parametrize("name", DOCUMENTS)
 def test_a_bad_document(corpus_project: Path, name: str) -> None:
     check(corpus_project, f"sessions/{name}")
 
