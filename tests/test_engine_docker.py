@@ -24,7 +24,7 @@ from dockerutil import (
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
 from domarkx.execution.docker import DockerEngine
-from domarkx.execution.engine import INSTANCE_LABEL, SANDBOX_LABEL
+from domarkx.execution.engine import INSTANCE_LABEL, PROJECT_LABEL, SANDBOX_LABEL
 
 TEST_LABEL = "io.domarkx.test"
 
@@ -47,7 +47,7 @@ def make(tmp_path, run_label, instance: str = "inst", **config) -> DockerEngine:
     return DockerEngine(
         ExecutionConfig(engine="docker", **config),
         tmp_path,
-        labels={INSTANCE_LABEL: instance, TEST_LABEL: run_label},
+        labels={INSTANCE_LABEL: instance, TEST_LABEL: run_label, PROJECT_LABEL: run_label},
     )
 
 
@@ -131,7 +131,8 @@ def test_missing_image_is_a_clear_error(tmp_path, run_label):
     with pytest.raises(EngineError) as err:
         engine.start()
     assert "image domarkx-test:no-such-image not found" in str(err.value)
-    assert "bench/docker-image.sh" in str(err.value)
+    # The hint fits a user's project, which has no bench/ folder.
+    assert "docker build" in str(err.value) and "bench/" not in str(err.value)
     assert containers_labelled(TEST_LABEL, run_label) == []
 
 
@@ -172,15 +173,8 @@ def test_prune_keeps_only_the_instances_named(tmp_path, run_label):
     live.start()
     stray.start()
     try:
-        import docker
-
-        api = docker.from_env().api
-        # Keep every other labelled container: other tests may be running.
-        others = {
-            (c.get("Labels") or {}).get(INSTANCE_LABEL)
-            for c in api.containers(all=True, filters={"label": SANDBOX_LABEL})
-        } - {f"stray-{run_label}"}
-        removed = DockerEngine.prune(keep=frozenset(o for o in others if o))
+        # Only this test's project is pruned: other tests' containers are not its own.
+        removed = DockerEngine.prune(keep=frozenset({f"live-{run_label}"}), project=run_label)
         assert removed == [stray.container_id[:12]]
         assert containers_labelled(TEST_LABEL, run_label) == [live.container_id]
     finally:

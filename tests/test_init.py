@@ -58,3 +58,52 @@ def test_the_gitignore_keeps_exports_and_ignores_caches(tmp_path):
         "domarkx.toml",
         "sessions/example.md",
     ]
+
+
+def readme_tour() -> list[tuple[str, list[str]]]:
+    """The README tour's commands, each with the lines it shows (``$ cmd`` lines)."""
+    from conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split("## A tour", 1)[1].split("````console\n", 1)[1].split("\n````", 1)[0]
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:].split("  #", 1)[0].strip(), []))
+        elif steps:
+            steps[-1][1].append(line)
+    return steps
+
+
+def test_the_readme_tour_works_in_a_project_that_init_made(tmp_path):
+    """The tour starts from `domarkx init`, so every file it names exists there."""
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    steps = readme_tour()
+    assert steps[0][0].startswith("domarkx init "), "the tour must start with domarkx init"
+    env = dict(os.environ)
+    env.pop("DOMARKX_HOME", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    ids: dict[str, str] = {}  # id shown in the README -> the id this run made
+    cwd = tmp_path
+    for command, shown in steps:
+        for readme_id, real in ids.items():
+            for token in re.findall(r"\b[0-9a-f]{4,64}\b", command):
+                if readme_id.startswith(token):
+                    command = command.replace(token, real[: len(token)])
+        script = f"{command}\npwd >&3"
+        done = subprocess.run(
+            ["bash", "-c", f"exec 3>{tmp_path / '.cwd'}\n{script}"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        cwd = Path((tmp_path / ".cwd").read_text().strip())
+        if shown and re.fullmatch(r"[0-9a-f]{64}", shown[0]):
+            ids[shown[0]] = done.stdout.split()[0]

@@ -143,13 +143,21 @@ def test_code_in_a_reply_runs_and_its_output_is_sent_back(server, tmp_path):
     }
 
 
-def test_max_turns_stops_the_loop(server, tmp_path):
+def test_max_turns_stops_the_loop(server, tmp_path, capsys):
     server.default = Response(text=CODE_REPLY)
     run = Run(tmp_path)
     keys = run(settings_for(server.base_url, max_turns=2))
     assert len(server.requests) == 2 and len(keys) == 2
     assert [m.role for m in run.conversation] == ["system", "user", "assistant", "assistant"]
     assert run.conversation[-1].content[-1].type == "output"
+    # Reaching the limit is reported, not silent.
+    assert "stopped after model.max_turns = 2 model calls" in capsys.readouterr().err
+
+
+def test_a_loop_that_ends_by_itself_says_nothing_of_max_turns(server, tmp_path, capsys):
+    server.reply("No code needed.")
+    Run(tmp_path)(settings_for(server.base_url, max_turns=2))
+    assert "max_turns" not in capsys.readouterr().err
 
 
 def test_a_429_is_retried(server, tmp_path):

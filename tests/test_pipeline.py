@@ -583,6 +583,9 @@ def test_progress_line_on_a_terminal_only(root):
     os.close(main)
     shown = b"".join(chunks).decode()
     assert proc.returncode == 0
-    assert re.search(r"\[\s*\d+/9\]\s+\d+\.\d s  \w+:s\d", shown), repr(shown)
+    # Sessions done and time left, which a user wants; tasks only in passing.
+    assert re.search(r"\[\d/3 sessions done\] \d+\.\d s", shown), repr(shown)
+    assert re.search(r"~\d+ s left  \(task \d/9\) \w+:s\d", shown), repr(shown)
+    assert "[2/3 sessions done]" in shown, repr(shown)
     assert "\x1b[K" in shown
     assert re.search(r"\x1b\[Kdomarkx: 9 run \(\d+\.\d+ s\)\s*$", shown), repr(shown)

@@ -156,6 +156,8 @@ def test_what_a_change_touches(root, tmp_path):
     watcher = Watcher(Layout.at(str(root)))
     watcher.includes = {"a": ["sessions/_common.md"], "c": ["shared/intro.md"]}
     (root / "shared").mkdir()
+    for name in ("a", "c"):  # sessions that exist (a deleted one is not rebuilt)
+        (root / f"sessions/{name}.md").write_text(session(name))
     assert watcher.affected([str(root / "sessions/_common.md")]) == ({"a"}, set())
     assert watcher.affected([str(root / "sessions/b.md")]) == ({"b"}, set())
     assert watcher.affected([str(root / "sessions/gone.md")]) == (set(), {"gone"})

@@ -99,7 +99,10 @@ def run(args: Args) -> int:
         tasks = ["run"]  # the stage up to instances; exports are compared, not written
         args.keep_going = True  # report every session that fails, not just the first
     with lock.BuildLock(layout.lock_file), _granted(args.yes):
-        status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
+        try:
+            status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
+        except SystemExit as ended:  # the reporter's end of an interrupted or failed build
+            return int(ended.code or 0)
         if status == DOIT_USAGE_ERROR:
             return 2
         if status != 0:

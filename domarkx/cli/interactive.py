@@ -52,7 +52,7 @@ class InteractiveRun:
         ]
 
     def loop(self) -> SessionInstance:
-        self.sandbox = self.manager.start(self.instance, self.snapshot)
+        self.sandbox = self.manager.start(self.instance, self.snapshot, keep=self.keep)
         try:
             self.say(
                 f"instance {self.instance.instance_id[:12]} on {self.instance.engine}: "

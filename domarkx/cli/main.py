@@ -9,6 +9,7 @@ time, so ``domarkx --help`` stays fast. Exit status: 0 done, 1 a user error
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from domarkx.cli import signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     config = sys.modules.get("domarkx.config")  # not imported yet: nothing to forget
     if config is not None:
         config.forget()  # the project's configuration is read once per command
+    signals.install()  # SIGTERM and SIGHUP clean up as Ctrl-C does
     try:
         return int(args.handler(args) or 0)
     except DomarkxError as err:
@@ -65,13 +69,26 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"domarkx: error: {err}", file=sys.stderr)
         return err.exit_status
-    except KeyboardInterrupt:
-        print("domarkx: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        why = f" ({interrupt})" if isinstance(interrupt, signals.Terminated) else ""
+        print(f"domarkx: interrupted{why}", file=sys.stderr)
+        return signals.exit_status(interrupt)
     except BrokenPipeError:
         # `domarkx export X | head`: the reader left; that is not an error.
         sys.stderr.close()
         return 0
+    except OSError as err:
+        # A read-only or full store, a folder where a file should be: one line.
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"domarkx: error: {where}{err.strerror or err}", file=sys.stderr)
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+            print(
+                "  hint: make the store writable, or set DOMARKX_HOME to a folder that is",
+                file=sys.stderr,
+            )
+        return 1
 
 
 if __name__ == "__main__":

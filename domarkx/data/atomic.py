@@ -1,11 +1,19 @@
 """Atomic file writes: a temporary file in the same folder, then a rename.
 
-A reader (or a crash) sees either the old file or the new one, never half of
-one; this is what keeps the store whole when a build is killed.
+A reader (or a killed process) sees either the old file or the new one,
+never half of one; this is what keeps the store whole when a build is
+killed. A rename survives SIGKILL as it is; ``durable=True`` also makes it
+survive a power cut or a kernel crash (``fsync`` of the file before the
+rename, and of the folder after it), for files whose loss costs more than a
+rebuild: doit's state, the model replay records.
+
+This is the one place that writes a file atomically; everything that must
+not be seen half-written goes through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,19 +24,35 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bool = False) -> None:
+    """Replace ``path`` by ``data`` (str as UTF-8, ``\\n`` kept) in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_if_changed(path: str | os.PathLike[str], data: str | bytes) -> bool:

@@ -7,7 +7,6 @@ published (``domarkx schema``) and validated on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Any, Literal
 
@@ -182,10 +181,9 @@ class SessionSnapshot(BaseModel):
         return data
 
     def compute_id(self) -> str:
-        canonical = json.dumps(
-            self.content_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        from domarkx.data.digest import digest
+
+        return digest(self.content_dict())
 
     def with_id(self) -> SessionSnapshot:
         return self.model_copy(update={"snapshot_id": self.compute_id()})

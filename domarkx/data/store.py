@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote
 
 from domarkx.data.atomic import write_atomic
 from domarkx.errors import RefError, StoreError
+from domarkx.pipeline.layout import STORE_DIR, find_root
 
 if TYPE_CHECKING:
     from domarkx.data.models import SessionInstance, SessionSnapshot
@@ -29,17 +30,10 @@ _SNAPSHOT_HEAD = re.compile(
 )
 _HEAD_BYTES = 4096
 
-STORE_DIR = ".domarkx"
-PROJECT_MARKERS = ("dodo.py", "sessions", STORE_DIR)
-
 
 def find_project_root(start: Path | None = None) -> Path:
-    """The nearest folder (from ``start`` up) holding dodo.py, sessions/ or .domarkx/."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
-            return folder
-    return here
+    """The project root (``pipeline.layout.find_root``, the one place that decides it)."""
+    return Path(find_root(str(start) if start is not None else None))
 
 
 @dataclass(frozen=True)
@@ -54,7 +48,9 @@ class SnapshotSummary:
 class Store:
     """The ``.domarkx/`` folder of one project (``DOMARKX_HOME`` moves it)."""
 
-    def __init__(self, home: Path, root: Path | None = None) -> None:
+    def __init__(
+        self, home: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+    ) -> None:
         self.home = Path(home)
         self.root = Path(root) if root else self.home.parent
 
@@ -88,6 +84,29 @@ class Store:
     @property
     def replay_dir(self) -> Path:
         return self.home / "replay"
+
+    @property
+    def lock_file(self) -> Path:
+        """The build lock (``pipeline.lock``); prune takes it too."""
+        return self.home / "build.lock"
+
+    @property
+    def project_id(self) -> str:
+        """The label value that marks this project's sandboxes (``layout.project_id``)."""
+        from domarkx.pipeline.layout import project_id
+
+        return project_id(str(self.home))
+
+    def build_snapshot_ids(self) -> set[str]:
+        """Snapshot ids the build's caches name (``cache/snapshot/*.id``): in use."""
+        found: set[str] = set()
+        base = self.cache_dir / "snapshot"
+        for path in base.rglob("*.id") if base.is_dir() else ():
+            try:
+                found.add(path.read_text(encoding="utf-8").split("\n", 1)[0].strip())
+            except OSError:
+                continue
+        return found
 
     # Snapshots ----------------------------------------------------------------
     def snapshot_path(self, snapshot_id: str) -> Path:
@@ -146,8 +165,11 @@ class Store:
         return self.tags_dir / quote(name, safe="")
 
     def tag(self, name: str, snapshot_id: str) -> None:
-        if not name or any(c.isspace() for c in name):
-            raise RefError(f"invalid tag {name!r}", hint="a tag is a name without spaces")
+        if not valid_tag(name):
+            raise RefError(
+                f"invalid tag {name!r}",
+                hint="a tag is a name that does not start with '.' and has no control characters",
+            )
         write_atomic(self._tag_path(name), snapshot_id + "\n")
 
     def untag(self, name: str) -> None:
@@ -210,6 +232,15 @@ class Store:
 
     def remove_instance(self, instance_id: str) -> None:
         shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
+
+
+def valid_tag(name: str) -> bool:
+    """Whether ``name`` can be a tag: a session name may hold spaces (``my notes``).
+
+    A leading ``.`` would be a hidden file of ``tags/`` (``.`` and ``..`` the
+    folder itself and its parent); control characters have no place in a name.
+    """
+    return bool(name) and not name.startswith(".") and all(c.isprintable() for c in name)
 
 
 def _names(folder: Path, suffix: str) -> list[str]:

@@ -30,8 +30,8 @@ Design:
   block reports ``N`` and the next block starts a fresh one.
 - ``stop()`` removes the container (forced), ``destroy(handle)`` does the same
   from another process, and ``prune(keep)`` removes every labelled container
-  whose ``io.domarkx.instance`` label is not in ``keep`` (the ids of the
-  instances still running).
+  of one project (``io.domarkx.project``) whose ``io.domarkx.instance``
+  label is not in ``keep`` (the ids of the instances still running).
 
 The ``docker`` package is imported inside functions only: it costs ~140 ms.
 """
@@ -44,6 +44,7 @@ import posixpath
 import secrets
 import selectors
 import time
+from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from domarkx.config import ProjectConfig
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
+    PROJECT_LABEL,
     SANDBOX_LABEL,
     BlockResult,
     Engine,
@@ -241,8 +243,8 @@ class DockerEngine(Engine):
         if not image:
             raise EngineError(
                 "the docker engine needs an image",
-                hint="set `image:` in session-config (bench/docker-image.sh builds "
-                "domarkx-test:busybox)",
+                hint="set `image:` in session-config to an image you have "
+                "(`docker images` lists them)",
             )
         import docker
 
@@ -268,8 +270,8 @@ class DockerEngine(Engine):
             except docker.errors.ImageNotFound as exc:
                 raise EngineError(
                     f"image {image} not found",
-                    hint="build it with bench/docker-image.sh, docker build or docker import "
-                    "(domarkx never pulls images)",
+                    hint="build it (docker build), fetch it (docker pull) or name another "
+                    "one in session-config; domarkx never pulls images",
                 ) from exc
             except docker.errors.APIError as exc:
                 self._remove_quietly()
@@ -368,12 +370,15 @@ class DockerEngine(Engine):
             raise _api_error(exc, f"remove container {container[:12]}") from exc
 
     @classmethod
-    def prune(cls, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    def prune(cls, keep: Container[str] = frozenset(), project: str | None = None) -> list[str]:
+        if not project:
+            return []  # unscoped: nothing is known to be this project's
         import docker
 
         api = connect()
         removed = []
-        for info in api.containers(all=True, filters={"label": SANDBOX_LABEL}):
+        labels = [SANDBOX_LABEL, f"{PROJECT_LABEL}={project}"]
+        for info in api.containers(all=True, filters={"label": labels}):
             if (info.get("Labels") or {}).get(INSTANCE_LABEL) in keep:
                 continue
             try:
@@ -475,8 +480,7 @@ class DockerEngine(Engine):
             if not self._has_python:
                 raise EngineError(
                     f"image {self.config.image} has no python3",
-                    hint="use an image with python3 (bench/docker-image.sh --python builds "
-                    "domarkx-test:python) or run only shell blocks",
+                    hint="use an image with python3 or run only shell blocks",
                 )
             cmd = ["python3", "-c", PYTHON_DRIVER, token]
         else:

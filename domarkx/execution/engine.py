@@ -11,6 +11,7 @@ registers an entry point.
 from __future__ import annotations
 
 import abc
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,6 +39,9 @@ LANGUAGE_ALIASES: dict[str, str] = {
 SANDBOX_LABEL = "io.domarkx.sandbox"
 # Label naming the instance that owns a sandbox; prune keeps those still running.
 INSTANCE_LABEL = "io.domarkx.instance"
+# Label naming the project (``layout.project_id`` of its store) that started a sandbox:
+# prune, stop and rm act only on their own project's sandboxes.
+PROJECT_LABEL = "io.domarkx.project"
 
 
 def canonical_language(language: str) -> str | None:
@@ -127,8 +131,12 @@ class Engine(abc.ABC):
         return None
 
     @classmethod
-    def prune(cls, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """Remove sandboxes whose instance is not in ``keep``; return what was removed."""
+    def prune(cls, keep: Container[str] = frozenset(), project: str | None = None) -> list[str]:
+        """Remove ``project``'s sandboxes whose instance is not in ``keep``; return them.
+
+        Only sandboxes labelled with ``project`` (``PROJECT_LABEL``) are candidates:
+        another project's sandboxes, running or not, are never touched.
+        """
         return []
 
     @classmethod

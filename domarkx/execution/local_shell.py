@@ -55,7 +55,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -496,7 +496,7 @@ class LocalShellEngine(Engine):
             kill_marked([sandbox_needle(str(sandbox))])
 
     @classmethod
-    def prune(cls, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    def prune(cls, keep: Container[str] = frozenset(), project: str | None = None) -> list[str]:
         # Local sandboxes end with their owner (stop) or through destroy(handle).
         return []
 

@@ -9,6 +9,7 @@ nothing already done).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -132,6 +133,14 @@ def llm_turns(
                 ran = True
             if not ran:
                 break
+        else:
+            # The last reply's code ran, so the model would be asked again: say why not.
+            print(
+                f"domarkx: warning: {context}: stopped after model.max_turns = "
+                f"{settings.max_turns} model calls; the output of the last reply's code "
+                "or tool calls was not sent back\n  hint: raise `model.max_turns` in session-config",
+                file=sys.stderr,
+            )
     except DomarkxError as error:  # a failed call, or code the user did not approve
         error.llm_records = keys  # type: ignore[attr-defined]
         on_change()

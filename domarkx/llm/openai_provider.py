@@ -13,6 +13,7 @@ seconds, ``base`` being ``DOMARKX_LLM_BACKOFF`` (default 1.0).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -144,7 +145,15 @@ class OpenAIProvider(Provider):
                 if attempt + 1 == attempts:
                     tries = f" (tried {attempts} time{'s' if attempts > 1 else ''})"
                     raise LLMError(failure.error.message + tries, hint=failure.error.hint) from None
-                time.sleep(base * 2**attempt)
+                delay = base * 2**attempt
+                # Say so: a run waiting on a server that is down must not look hung.
+                print(
+                    f"domarkx: {failure.error.message}; retrying in {delay:g} s "
+                    f"(attempt {attempt + 2} of {attempts})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     def _once(

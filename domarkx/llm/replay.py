@@ -21,10 +21,8 @@ they are deterministic already.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +68,9 @@ def canonical_request(
 
 def request_key(request: dict[str, Any]) -> str:
     """SHA-256 of the request's canonical JSON (sorted keys, no spaces, UTF-8)."""
-    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    from domarkx.data.digest import digest
+
+    return digest(request)
 
 
 class ReplayCache:
@@ -113,8 +112,9 @@ class ReplayCache:
 
     def store(self, key: str, request: dict[str, Any], reply: Reply) -> Path:
         """Write the record of ``key`` atomically (temporary file, then rename)."""
+        from domarkx.data.atomic import write_atomic
+
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "format": RECORD_FORMAT,
             "key": key,
@@ -122,14 +122,8 @@ class ReplayCache:
             "reply": reply.to_record(),
         }
         text = json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Durable: a recording is meant to be committed, and costs a model call to redo.
+        write_atomic(path, text, durable=True)
         return path
 
     def complete(

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from domarkx.data.source import read_regular
 from domarkx.errors import DomarkxError
 from domarkx.parsing.macros import Expansion, MacroCall
 
@@ -36,7 +37,7 @@ def include(call: MacroCall) -> Expansion:
             hint="remove one of the includes that lead back to a file already being included",
         )
     try:
-        data = target.read_bytes()
+        data = read_regular(target)
     except FileNotFoundError:
         raise call.error(
             f"included file `{raw}` not found ({call.expander.display(target)})",

@@ -24,6 +24,7 @@ from domarkx.data.models import (
     ScriptBlock,
     TextBlock,
 )
+from domarkx.data.source import read_regular
 from domarkx.errors import DocumentError
 from domarkx.parsing.blocks import (
     Block,
@@ -86,7 +87,7 @@ class MarkdownParser:
     def parse_file(self, path: Path, display: str | None = None) -> ParsedSession:
         display = display or str(path)
         try:
-            data = Path(path).read_bytes()
+            data = read_regular(path)
         except FileNotFoundError:
             raise DocumentError(
                 "no such file", file=display, hint="check the path of the session document"

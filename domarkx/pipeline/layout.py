@@ -1,4 +1,10 @@
-"""Where the pipeline reads and writes: session names, cache files, stamps.
+"""Where a project is: its root, its store, which files are sessions, the cache paths.
+
+The one place that decides these (the ``domarkx`` commands, the store, the
+build and the tests all ask it): the root is the nearest folder holding
+``dodo.py``, ``sessions/`` or ``.domarkx/``; the store is ``.domarkx/``
+there (``DOMARKX_HOME`` moves it); the sessions are ``sessions/**/*.md``
+less partials (``_*``) and hidden files.
 
 Loaded by every ``doit`` run, so it imports only the standard library and
 works at stat level. Paths handed to doit are relative to the project root
@@ -28,6 +34,18 @@ def find_root(start: str | None = None) -> str:
         if parent == folder:
             return here
         folder = parent
+
+
+def project_id(home: str) -> str:
+    """A short, stable id of the project whose store is ``home`` (its real path, hashed).
+
+    Sandboxes carry it as a label, so that cleaning up one project never
+    touches what another project (another store) started.
+    """
+    import hashlib
+
+    real = os.path.realpath(home)
+    return hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 class Layout:
@@ -110,7 +128,7 @@ class Layout:
 
     @property
     def dep_file(self) -> str:
-        """doit's dependency database (JSON, written atomically: see ``tasks``)."""
+        """doit's state: JSON plus ``doit.json.journal`` of finished tasks (``db``)."""
         return f"{self.home}/doit.json"
 
     @property
@@ -125,6 +143,11 @@ class Layout:
     def session_names(self) -> list[str]:
         """Every session: ``sessions/**/*.md`` less partials (``_*``) and hidden files."""
         return _walk(self.abs(SESSIONS_DIR), ".md")
+
+    def session_entries(self) -> tuple[list[str], set[str]]:
+        """Every session, and those whose file cannot be read as one (see ``_walk``)."""
+        odd: set[str] = set()
+        return _walk(self.abs(SESSIONS_DIR), ".md", odd), odd
 
     def export_names(self) -> list[str]:
         return _walk(self.abs(self.exports_dir), ".md")
@@ -175,11 +198,10 @@ class Layout:
         ``config_changed`` does, at the cost of one ``stat`` instead of the
         ~20 us doit spends inspecting each ``uptodate`` callable.
         """
-        import hashlib
+        from domarkx.data.digest import canonical_json, digest
 
-        text = json.dumps(data, sort_keys=True, ensure_ascii=False)
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        path = f"{self.home}/cache/config/{kind}-{digest}.json"
+        text = canonical_json(data)
+        path = f"{self.home}/cache/config/{kind}-{digest(data)[:16]}.json"
         full = self.abs(path)
         if not os.path.exists(full):
             from domarkx.data.atomic import write_atomic
@@ -188,25 +210,50 @@ class Layout:
         return path
 
 
-def _walk(base: str, suffix: str) -> list[str]:
-    """Names (``a/b``) of the ``*suffix`` files under ``base``, skipping ``_*`` and ``.*``."""
+def _walk(base: str, suffix: str, odd: set[str] | None = None) -> list[str]:
+    """Names (``a/b``) of the ``*suffix`` files under ``base``, skipping ``_*`` and ``.*``.
+
+    A folder reached twice (a symlink loop) is walked once. Names whose entry
+    is not a regular file (a named pipe, a broken or looping symlink) are
+    listed too, and added to ``odd``: their ``parse`` task reports them, so
+    that nothing opens them on the way (a pipe would wait forever).
+    """
     names: list[str] = []
     stack = [("", base)]
+    seen: set[tuple[int, int]] = set()
     cut = len(suffix)
     while stack:
         prefix, folder = stack.pop()
         try:
+            info = os.stat(folder)
             entries = os.scandir(folder)
         except OSError:
             continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
         with entries:
             for entry in entries:
                 entry_name = entry.name
                 if entry_name[0] in "._":
                     continue
-                if entry.is_dir():
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
                     stack.append((f"{prefix}{entry_name}/", entry.path))
                 elif entry_name.endswith(suffix):
-                    names.append(prefix + entry_name[:-cut])
+                    name = prefix + entry_name[:-cut]
+                    names.append(name)
+                    if odd is not None and not _is_regular(entry):
+                        odd.add(name)
     names.sort()
     return names
+
+
+def _is_regular(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False

@@ -13,7 +13,9 @@ the first task runs and gives it back once doit has saved its state.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from doit.exceptions import InvalidTask, UnmetDependency
@@ -26,29 +28,77 @@ from domarkx.pipeline.layout import Layout
 REFRESH = 0.1  # seconds between repaints of the status line
 
 
+class _ReaderGone:
+    """An output stream that goes quiet when its reader leaves (``doit | head``).
+
+    The build goes on (its work is not the output), with no BrokenPipeError
+    traceback, now or when Python flushes stdout at exit.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return int(self.stream.write(text) or 0)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def isatty(self) -> bool:
+        return bool(self.stream.isatty())
+
+    def _left(self) -> None:
+        import os
+
+        self.gone = True
+        try:
+            fd = self.stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
 class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     """Counts and collects results; takes the build lock for the run."""
 
     desc = "domarkx: executed tasks and a summary"
     wait_for_lock = False
+    one_for_failures = False  # end a failed --continue build with exit status 1
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
-        super().__init__(outstream, options)
+        super().__init__(_ReaderGone(outstream), options)
         self.started = time.monotonic()
         self.executed: list[str] = []
         self.uptodate = 0
         self.failed: list[tuple[str, str]] = []
         self.unmet = 0
         self.lock_path: str | None = None
+        self.errors = 0
 
     # The lock ---------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        from domarkx.cli import signals
+
+        signals.install()  # a bare `doit` too: SIGTERM and SIGHUP clean up as Ctrl-C does
         path = Layout.at().lock_file
         try:
             lock.acquire(path, wait=self.wait_for_lock)
         except DomarkxError as err:
             raise InvalidTask(str(err)) from None
         self.lock_path = path
+        _reap_if_killed(lock.took_over(path))
         stages.begin_run(tasks, selected_tasks)
 
     def _release(self) -> None:
@@ -79,6 +129,8 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
             if task.subtask_of is not None or task.actions:  # not a stage's group task
                 self.unmet += 1
             return
+        if type(fail).__name__ != "TaskFailed":
+            self.errors += 1  # an exception in a task (a bug), not a user's error
         self.failed.append((task.name, self.describe(fail)))
         self.failure_reported(task.name, self.failed[-1][1])
 
@@ -94,6 +146,32 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
 
     def complete_run(self) -> None:
         self._release()
+        interrupt = sys.exc_info()[1]
+        if isinstance(interrupt, KeyboardInterrupt):
+            self.interrupted(interrupt)
+        elif self.one_for_failures and self.failed and not self.errors and self.unmet:
+            # doit counts "not run: a dependency failed" (``--continue``) as an error
+            # and exits 2; what failed is a user's document, which is exit status 1,
+            # as `domarkx build -c` reports it. (Not for a watch's in-process builds.)
+            raise SystemExit(1)
+
+    def interrupted(self, interrupt: KeyboardInterrupt) -> None:
+        """Ctrl-C, SIGTERM or SIGHUP: say so, and end with 128 + signal, no traceback.
+
+        doit saved the state of the tasks that finished and runs this in its
+        ``finally``; raising ``SystemExit`` here replaces the interrupt, which
+        would otherwise end ``doit`` with a traceback after this summary.
+        """
+        from domarkx.cli import signals
+
+        why = f" by {interrupt}" if isinstance(interrupt, signals.Terminated) else ""
+        done = len(self.executed) - len(self.failed)
+        self.outstream.write(
+            f"domarkx: interrupted{why}: {done} task(s) finished and saved; "
+            "the next build goes on from there\n"
+        )
+        self.outstream.flush()
+        raise SystemExit(signals.exit_status(interrupt))
 
     # Results ------------------------------------------------------------------
     @property
@@ -121,6 +199,7 @@ class ProgressReporter(BuildReporter):
     """The task graph's default reporter (see the module's docstring)."""
 
     desc = "domarkx: executed tasks, progress on a terminal, a summary"
+    one_for_failures = True
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
@@ -132,13 +211,26 @@ class ProgressReporter(BuildReporter):
         self.current = ""
         self.painted = 0.0
         self.status_shown = False
+        # What a user wants to know: sessions done, and time left. A session is
+        # done when its last task is; time left weighs each stage's remaining
+        # tasks by what its tasks took so far (a run costs more than a parse).
+        self.left_of: dict[str, int] = {}  # session -> its tasks not finished yet
+        self.sessions_done = 0
+        self.stage_left: dict[str, int] = {}
+        self.stage_time: dict[str, list[float]] = {}  # stage -> [seconds, tasks timed]
+        self.task_began = 0.0
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         super().initialize(tasks, selected_tasks)
         if self.tty:
-            self.total = sum(
-                1 for name in stages.reached_tasks(tasks, selected_tasks) if tasks[name].actions
-            )
+            for name in stages.reached_tasks(tasks, selected_tasks):
+                if not tasks[name].actions:
+                    continue
+                self.total += 1
+                stage, _, session = name.partition(":")
+                if session:
+                    self.left_of[session] = self.left_of.get(session, 0) + 1
+                self.stage_left[stage] = self.stage_left.get(stage, 0) + 1
 
     def write(self, text: str) -> None:
         self._clear_status()
@@ -147,14 +239,51 @@ class ProgressReporter(BuildReporter):
     def task_started(self, name: str) -> None:
         self.write(f".  {name}\n")
         self.current = name
+        self.task_began = time.monotonic()
         self._paint()
 
     def skip_uptodate(self, task: Any) -> None:
         super().skip_uptodate(task)
+        self._finished(task.name, timed=False)
         self._paint()
 
     def add_success(self, task: Any) -> None:
+        self._finished(task.name, timed=True)
         self._paint()
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        super().add_failure(task, fail)
+        self._finished(task.name, timed=not isinstance(fail, UnmetDependency))
+
+    def _finished(self, name: str, timed: bool) -> None:
+        if not self.tty:
+            return
+        stage, _, session = name.partition(":")
+        if stage in self.stage_left:
+            self.stage_left[stage] -= 1
+            if timed:
+                spent = self.stage_time.setdefault(stage, [0.0, 0])
+                spent[0] += time.monotonic() - self.task_began
+                spent[1] += 1
+        left = self.left_of.get(session)
+        if left is not None:
+            self.left_of[session] = left - 1
+            if left == 1:
+                self.sessions_done += 1
+
+    def time_left(self) -> float | None:
+        """Seconds left, from each stage's mean task time; None until the run stage has one."""
+        means = {stage: spent[0] / spent[1] for stage, spent in self.stage_time.items() if spent[1]}
+        if not means:
+            return None
+        total = 0.0
+        for stage, left in self.stage_left.items():
+            if left <= 0:
+                continue
+            if stage not in means and stage == "run":
+                return None  # the costly stage has no sample yet: no honest guess
+            total += left * means.get(stage, min(means.values()))
+        return total
 
     def failure_reported(self, name: str, message: str) -> None:
         self.write(f"FAILED {name}: {_indent(message)}\n")
@@ -164,7 +293,8 @@ class ProgressReporter(BuildReporter):
             self._clear_status()
             for message in self.runtime_errors:
                 self.outstream.write(f"domarkx: error: {message}\n")
-            if self.executed or self.uptodate or not self.runtime_errors:
+            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            if not interrupted and (self.executed or self.uptodate or not self.runtime_errors):
                 self.outstream.write(f"domarkx: {self.summary()} ({self.seconds:.2f} s)\n")
             self.outstream.flush()
         finally:
@@ -182,8 +312,13 @@ class ProgressReporter(BuildReporter):
             return
         self.painted = now
         total = max(self.total, self._done())
-        width = len(str(total))
-        line = f"[{self._done():>{width}}/{total}] {self.seconds:6.1f} s  {self.current}"
+        sessions = len(self.left_of)
+        left = self.time_left()
+        eta = f", ~{left:.0f} s left" if left is not None else ""
+        line = (
+            f"[{self.sessions_done}/{sessions} sessions done] {self.seconds:.1f} s{eta}  "
+            f"(task {self._done()}/{total}) {self.current}"
+        )
         self.outstream.write("\r" + line[: _columns()] + "\x1b[K")
         self.outstream.flush()
         self.status_shown = True
@@ -192,6 +327,33 @@ class ProgressReporter(BuildReporter):
         if self.status_shown:
             self.outstream.write("\r\x1b[K")
             self.status_shown = False
+
+
+def _reap_if_killed(holder: str) -> None:
+    """A build or run of this project was killed (SIGKILL): end what it left running.
+
+    ``holder`` is what a build that died holding the lock left in it; a run
+    that died leaves its pid in ``owners/``. Either costs one read here.
+    """
+    import sys
+
+    from domarkx.session import owners
+
+    layout = Layout.at()
+    home = layout.abs(layout.home)
+    if not holder and not owners.dead(home):
+        return
+    from domarkx.data.store import Store
+    from domarkx.session.instance import InstanceManager
+
+    reaped = InstanceManager(Store(Path(home), Path(layout.root))).reap()
+    if reaped:
+        why = f" ({holder})" if holder else ""
+        print(
+            f"domarkx: a killed build or run{why} left {len(reaped)} sandbox(es) or "
+            "instance(s) behind; ended them",
+            file=sys.stderr,
+        )
 
 
 def _columns() -> int:

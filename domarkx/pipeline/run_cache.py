@@ -12,13 +12,13 @@ recorded: like a failed make target, the next build retries it.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from domarkx.data.atomic import write_atomic
+from domarkx.data.digest import digest
 from domarkx.data.models import (
     CodeBlock,
     InstanceStatus,
@@ -133,8 +133,7 @@ def run_key(snapshot: SessionSnapshot) -> str:
         data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]
         data["front_matter"] = snapshot.metadata.user_metadata
         data["tools"] = config.tools
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return digest(data)
 
 
 def build_instance_id(snapshot_id: str, key: str) -> str:

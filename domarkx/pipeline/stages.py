@@ -22,7 +22,6 @@ goes on with the other sessions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import os
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 
 from domarkx import __version__
 from domarkx.data.atomic import write_atomic, write_if_changed
+from domarkx.data.digest import digest
 from domarkx.errors import DomarkxError
 from domarkx.pipeline.layout import Layout
 
@@ -60,16 +60,43 @@ def _stage(function: Callable[P, None]) -> Callable[P, Any]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
         from doit.exceptions import TaskFailed
 
+        _tie_to_parent()
         try:
             function(*args, **kwargs)
         except DomarkxError as err:
             return TaskFailed(str(err))
+        except OSError as err:  # a read-only store, a full disk: one line, not a traceback
+            where = f"{err.filename}: " if err.filename else ""
+            return TaskFailed(f"{where}{err.strerror or err}")
         return None
 
     # doit reads every action's signature (for ``task``, ``targets``...) before
     # calling it; a ready one spares it unwrapping the function each time.
     wrapper.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
     return wrapper
+
+
+# The process that last checked whether it is a worker of ``doit -P process``.
+_tied_pid = 0
+
+
+def _tie_to_parent() -> None:
+    """In a worker of ``doit -n N -P process``: die when the build dies (SIGKILL).
+
+    doit's workers wait for tasks forever; with the build gone they would be
+    left parked. One check per process, on its first task.
+    """
+    global _tied_pid
+    if _tied_pid == os.getpid():
+        return
+    _tied_pid = os.getpid()
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid:
+        from domarkx.cli.signals import die_with_parent
+
+        die_with_parent(parent.pid)
 
 
 def _read(layout: Layout, path: str) -> bytes:
@@ -184,8 +211,11 @@ def _prebuild_one(layout: Layout, name: str, stages_wanted: str) -> tuple[str, A
         return name, None, None, None  # the task itself does it again, and reports it
 
 
-def _prebuild_worker(prebuild: _Prebuild) -> None:
+def _prebuild_worker(prebuild: _Prebuild, parent: int) -> None:
     """A worker's loop: claim the next session nobody has claimed, until none is left."""
+    from domarkx.cli.signals import in_worker
+
+    in_worker(parent)  # never outlive a killed build (it would wait here forever)
     jobs, claimed, lock, queue = prebuild.jobs, prebuild.claimed, prebuild.lock, prebuild.queue
     index = 0
     while True:
@@ -232,7 +262,9 @@ class _Prebuild:
             self.claimed = context.RawArray("b", len(self.jobs))
             self.queue = context.Queue()
             for _ in range(min(os.cpu_count() or 1, 8)):
-                worker = context.Process(target=_prebuild_worker, args=(self,), daemon=True)
+                worker = context.Process(
+                    target=_prebuild_worker, args=(self, os.getpid()), daemon=True
+                )
                 worker.start()
                 self.workers.append(worker)
         self.running = len(self.workers)
@@ -408,7 +440,9 @@ def snapshot(layout: Layout, name: str) -> None:
         snapshot_id = built.snapshot_id
         if not os.path.exists(store.snapshot_path(snapshot_id)):
             store.put_snapshot(built)
-    if not any(c.isspace() for c in name) and _tagged(store, name) != snapshot_id:
+    from domarkx.data.store import valid_tag
+
+    if valid_tag(name) and _tagged(store, name) != snapshot_id:
         store.tag(name, snapshot_id)
     write_if_changed(layout.abs(layout.snapshot_out(name)), f"{snapshot_id}\n{BUILD_VERSION}\n")
 
@@ -434,9 +468,16 @@ def run(layout: Layout, name: str, task: Any) -> None:
     snapshot_id = _read(layout, layout.snapshot_out(name)).decode().split("\n", 1)[0]
     instance = InstanceManager(_store(layout)).run_for_build(snapshot_id)
     if instance.status == "failed":
+        from pathlib import Path
+
+        from domarkx.session.locate import block_line, failed_block
+
+        found = failed_block(instance.conversation)
+        line = block_line(Path(layout.abs(layout.source(name))), found[1]) if found else None
         raise DomarkxError(
             f"the run failed: {instance.error}",
             file=layout.source(name),
+            line=line,
             hint=f"`domarkx export {instance.instance_id[:12]}` shows every output",
         )
     record = {
@@ -446,15 +487,12 @@ def run(layout: Layout, name: str, task: Any) -> None:
         "status": instance.status,
         "llm_records": instance.llm_records,
         # What the export renders: a new reply or output re-exports, the same one does not.
-        "conversation": hashlib.sha256(
-            json.dumps(
-                [
-                    m.model_dump(mode="json", exclude={"content": {"__all__": {"duration"}}})
-                    for m in instance.conversation
-                ],
-                sort_keys=True,
-            ).encode()
-        ).hexdigest(),
+        "conversation": digest(
+            [
+                m.model_dump(mode="json", exclude={"content": {"__all__": {"duration"}}})
+                for m in instance.conversation
+            ]
+        ),
     }
     write_if_changed(layout.abs(layout.run_out(name)), json.dumps(record, indent=1) + "\n")
     replay_deps = layout.abs(layout.replay_deps_file(name))

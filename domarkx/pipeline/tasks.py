@@ -31,7 +31,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from domarkx.pipeline import db, stages
+from domarkx.pipeline import stages
 from domarkx.pipeline.layout import STAGES, Layout
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
@@ -52,9 +52,10 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
 
     layout = layout or Layout.at()
     os.makedirs(layout.abs(layout.home), exist_ok=True)
-    db.install()  # write doit's JSON database atomically (see db.py)
     return {
-        "backend": "json",
+        # doit's JSON state plus a journal of finished tasks (``db.JournalDB``, a
+        # doit BACKEND plugin): a killed build keeps what it finished.
+        "backend": "domarkx",
         "dep_file": layout.dep_file,
         "reporter": ProgressReporter,
         # The stream of now: doit's own default is the sys.stdout of when doit was
@@ -86,8 +87,9 @@ def session_tasks(
 
     layout = layout or Layout.at()
     lookup = CommandLineParams(params)
+    odd: set[str] = set()
     if names is None:
-        all_names = layout.session_names()
+        all_names, odd = layout.session_entries()
         included = layout.included_files()
         replayed = layout.replayed_files()
         asked = layout.asked_params()
@@ -104,6 +106,7 @@ def session_tasks(
     wanted = set(stages_wanted)
     inputs = [layout.source(name) for name in all_names]
 
+    args: tuple[Any, ...]
     for stage in STAGES:
         targets = [layout.stage_out(stage, name) for name in all_names]
         if stage not in wanted:
@@ -113,8 +116,10 @@ def session_tasks(
         action = getattr(stages, stage)
         for name, source, target in zip(all_names, inputs, targets, strict=True):
             if stage == "parse":
-                file_dep = [source, version]
-                args: tuple[Any, ...] = (layout, name)
+                # A pipe or a looping symlink is no file doit can check: the task
+                # runs each time and reports it (a pipe would make doit wait forever).
+                file_dep = [version] if name in odd else [source, version]
+                args = (layout, name)
             elif stage == "expand":
                 # The parameters its last expansion looked up, with today's values: a
                 # new value re-expands only the sessions that use that parameter.
@@ -134,7 +139,7 @@ def session_tasks(
                 if stage == "run" and name in replayed:
                     # A new recording of a reply this run used re-runs it (and re-exports).
                     file_dep += [p for p in replayed[name] if exists(layout.abs(p))]
-            yield {
+            task = {
                 "basename": stage,
                 "name": name,
                 "actions": [(action, args)],
@@ -144,6 +149,9 @@ def session_tasks(
                 # Stages print nothing; 2 spares doit capturing their output.
                 "verbosity": 2,
             }
+            if stage == "parse" and name in odd:
+                task["uptodate"] = [False]
+            yield task
         inputs = targets
 
 

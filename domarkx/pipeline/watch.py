@@ -103,6 +103,12 @@ class Watcher:
                 self.includes.pop(name, None)
             rebuild.update(included_by.get(relative, ()))
         rebuild -= removed
+        # A session deleted while nothing watched (or whose deletion was missed)
+        # still has its deps file: an include it used is no reason to build it.
+        for name in sorted(rebuild):
+            if not os.path.isfile(self.layout.abs(self.layout.source(name))):
+                rebuild.discard(name)
+                self.includes.pop(name, None)
         return rebuild, removed
 
     def _included_by(self) -> dict[str, set[str]]:
@@ -171,6 +177,11 @@ class Watcher:
     def handle(self, paths: set[str]) -> Rebuild | None:
         """Rebuild for one batch of changed paths and print one line about it."""
         started = time.monotonic()
+        paths = {self._canonical(path) for path in paths}
+        store = os.path.realpath(self.layout.abs(self.layout.home)) + os.sep
+        paths = {path for path in paths if not path.startswith(store)}
+        if not paths:
+            return None
         rebuild, removed = self.affected(paths)
         shown = ", ".join(self._shown(sorted(paths)))
         for name in sorted(removed):
@@ -190,6 +201,21 @@ class Watcher:
         self.echo(f"{_clock()} {shown} changed: {what} ({took:.0f} ms)")
         self._echo_failures(result)
         return result
+
+    def _canonical(self, path: str) -> str:
+        """``path`` by its own name when it reaches this project through a symlinked folder.
+
+        A link such as ``sessions/up -> ..`` makes every file of the project
+        (its store included) show up again under another name, and the watcher
+        may report a save under either; the build walks each folder once. A
+        linked folder from outside the project keeps its name.
+        """
+        folder, base = os.path.split(os.path.abspath(path))
+        real = os.path.realpath(folder)
+        root = os.path.realpath(self.layout.root)
+        if real != root and not real.startswith(root + os.sep):
+            return path
+        return os.path.join(self.layout.root, os.path.relpath(real, root), base)
 
     def _echo_failures(self, result: Rebuild) -> None:
         for task, message in result.failed:

@@ -29,11 +29,13 @@ from domarkx.data.store import Store
 from domarkx.errors import DomarkxError, EngineError, PluginError
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
+    PROJECT_LABEL,
     BlockResult,
     Engine,
     canonical_language,
     engine_class,
 )
+from domarkx.session import owners
 from domarkx.session.approval import NOT_RUN, Approval, ApprovalRequired, CodeRequest
 
 if TYPE_CHECKING:
@@ -166,12 +168,16 @@ class InstanceManager:
         self._check_languages(snapshot, cls)
         self._check_model_source(snapshot)
         self._check_grants(snapshot, cls)
+        owners.register(self.store.home)
         instance = SessionInstance(
             instance_id=instance_id or secrets.token_hex(32),
             snapshot_id=snapshot.snapshot_id,
             engine=engine_name,
             created_at=now(),
             conversation=[m.model_copy(deep=True) for m in snapshot.conversation],
+            # Who runs it, from the start: killed before its sandbox is recorded, the
+            # instance is still found to be orphaned (``prune``, the next build).
+            sandbox={"owner_pid": os.getpid()},
         )
         self.store.put_instance(instance)
         return instance
@@ -230,17 +236,35 @@ class InstanceManager:
                 hint=refused.hint,
             )
 
-    def start(self, instance: SessionInstance, snapshot: SessionSnapshot) -> Engine:
+    def start(
+        self, instance: SessionInstance, snapshot: SessionSnapshot, *, keep: bool = False
+    ) -> Engine:
+        """Start the sandbox, labelled with the instance and this project.
+
+        ``keep`` is recorded: a kept sandbox outlives its run on purpose, any
+        other one whose owner died is a leftover that ``prune`` removes.
+        """
         from domarkx import config as project_config
 
         config = snapshot.config()
         cls = engine_class(instance.engine)
         workdir = self.store.instance_dir(instance.instance_id) / "work"
-        engine = cls(config, workdir, labels={INSTANCE_LABEL: instance.instance_id})
+        labels = {INSTANCE_LABEL: instance.instance_id, PROJECT_LABEL: self.store.project_id}
+        engine = cls(config, workdir, labels=labels)
         engine.project = project_config.load(self.store.root)
+        try:
+            handle = engine.start()
+        except BaseException as err:
+            # Nothing ran: the instance did not get as far as a sandbox.
+            instance.status = "failed"
+            instance.error = str(err) if isinstance(err, DomarkxError) else type(err).__name__
+            instance.finished_at = now()
+            instance.sandbox = {"alive": False, "owner_pid": os.getpid()}
+            self.store.put_instance(instance)
+            raise
         instance.status = "running"
         instance.started_at = now()
-        instance.sandbox = {"alive": True, **engine.start(), "owner_pid": os.getpid()}
+        instance.sandbox = {"alive": True, **handle, "owner_pid": os.getpid(), "keep": keep}
         self.store.put_instance(instance)
         return engine
 
@@ -270,7 +294,7 @@ class InstanceManager:
         stream: Callable[[str], None] | None = None,
     ) -> SessionInstance:
         """Run an instance to its end; the sandbox is destroyed unless ``keep``."""
-        sandbox = self.start(instance, snapshot)
+        sandbox = self.start(instance, snapshot, keep=keep)
         try:
             if self.run_setup(instance, snapshot, sandbox):
                 for ref in runnable_blocks(instance.conversation, sandbox):
@@ -477,11 +501,39 @@ class InstanceManager:
         return config_key_line(text, key) if text is not None else None
 
     def raise_for_failures(self, instance: SessionInstance) -> None:
-        """``--strict``: a failed or timed-out block is an error (exit status 1)."""
+        """``--strict``: a failed or timed-out block is an error (exit status 1).
+
+        The error names the block's ``file:line`` in its source document when
+        the block is there (``session.locate``).
+        """
+        from pathlib import Path
+
+        from domarkx.session.locate import block_line, failed_block
+
+        found = failed_block(instance.conversation)
+        source = file = line = None
+        with contextlib.suppress(DomarkxError):
+            source = self.store.get_snapshot(instance.snapshot_id).metadata.source_file
+        if source and found is not None:
+            line = block_line(Path(self.store.root) / source, found[1])
+            file = source
+        short = instance.instance_id[:12]
         if instance.status == "failed":
             raise DomarkxError(
-                f"instance {instance.instance_id[:12]} failed: {instance.error}",
-                hint=f"`domarkx export {instance.instance_id[:12]}` shows every output",
+                f"instance {short} failed: {instance.error}",
+                file=file if line else None,
+                line=line,
+                hint=f"`domarkx export {short}` shows every output",
+            )
+        if found is not None:
+            m, _, output = found
+            exit_code = output.exit_code
+            raise DomarkxError(
+                f"instance {short}: a code block in message {m + 1} "
+                f"({instance.conversation[m].role}) failed with exit status {exit_code}",
+                file=file if line else None,
+                line=line,
+                hint=f"`domarkx export {short}` shows its output",
             )
         for m, message in enumerate(instance.conversation):
             for block in message.content:
@@ -557,37 +609,55 @@ class InstanceManager:
         self.store.remove_instance(instance_id)
         return instance_id
 
-    def prune(self) -> list[str]:
-        """Remove finished instances, untagged unused snapshots and stray sandboxes."""
-        removed: list[str] = []
-        live: set[str] = set()
+    def orphaned(self, instance: SessionInstance) -> bool:
+        """Whether ``instance`` was left by a run that died (SIGKILL) without ending it.
+
+        Its owner process is gone while it is still ``created`` or ``running``,
+        and it was not kept on purpose (``domarkx run --keep`` leaves a running
+        sandbox whose owner has exited).
+        """
+        if instance.status not in ("created", "running"):
+            return False
+        sandbox = instance.sandbox
+        if instance.status == "running" and not sandbox.get("alive", True):
+            return True
+        owner = sandbox.get("owner_pid")
+        if not owner or _pid_alive(int(owner)):
+            return False
+        return not sandbox.get("keep", False) or instance.engine == "local_shell"
+
+    def reap(self) -> list[str]:
+        """End what killed runs of this project left: their sandboxes and instances.
+
+        Each orphaned instance gets its sandbox destroyed and is marked
+        ``failed``; then every sandbox of this project that no live instance
+        owns is removed. Another project's sandboxes are never touched.
+        """
+        reaped: list[str] = []
+        gone = owners.dead(self.store.home)
         for instance_id in self.store.instance_ids():
             try:
                 instance = self.store.get_instance(instance_id)
             except DomarkxError:
-                self.store.remove_instance(instance_id)
-                removed.append(instance_id)
                 continue
-            owner = instance.sandbox.get("owner_pid")
-            orphaned = instance.status == "running" and not instance.sandbox.get("alive", True)
-            if instance.status == "running" and owner and not _pid_alive(owner):
-                orphaned = orphaned or instance.engine == "local_shell"
-            if instance.status in ("exited", "failed", "stopped") or orphaned:
+            if self.orphaned(instance):
                 self._destroy_sandbox(instance)
-                self.store.remove_instance(instance_id)
-                removed.append(instance_id)
-            else:
-                live.add(instance_id)
-        referenced = set(self.store.tags().values())
-        for instance_id in live:
-            referenced.add(self.store.get_instance(instance_id).snapshot_id)
-        for snapshot_id in self.store.snapshot_ids():
-            if snapshot_id not in referenced:
-                self.store.remove_snapshot(snapshot_id)
-                removed.append(snapshot_id)
+                instance.status = "failed"
+                instance.error = instance.error or "interrupted: its process was killed"
+                instance.finished_at = instance.finished_at or now()
+                self.store.put_instance(instance)
+                reaped.append(instance_id)
+        reaped += self._prune_sandboxes()
+        owners.forget(self.store.home, gone)
+        return reaped
+
+    def _prune_sandboxes(self) -> list[str]:
+        """Remove this project's sandboxes that no live instance owns."""
         from domarkx import registry
         from domarkx.execution.engine import GROUP
 
+        live = _LiveInstances(self)
+        removed: list[str] = []
         for name in registry.names(GROUP):
             try:
                 cls = engine_class(name)
@@ -596,17 +666,71 @@ class InstanceManager:
                 print(f"domarkx: warning: {err.message}; skipped", file=sys.stderr)
                 continue
             try:
-                removed += cls.prune(keep=live)
+                removed += cls.prune(keep=live, project=self.store.project_id)
             except EngineError:
                 continue  # that engine is not reachable here: nothing of it to prune
         return removed
 
+    def prune(self) -> list[str]:
+        """Remove finished instances, unused snapshots and this project's stray sandboxes.
+
+        Holds the build lock meanwhile: a build in progress uses snapshots that
+        nothing refers to yet, and its sandboxes.
+        """
+        from domarkx.pipeline import lock
+
+        with lock.BuildLock(str(self.store.lock_file), doing="prune"):
+            return self._prune()
+
+    def _prune(self) -> list[str]:
+        gone = owners.dead(self.store.home)
+        removed: list[str] = []
+        live: set[str] = set()
+        referenced = set(self.store.tags().values()) | self.store.build_snapshot_ids()
+        for instance_id in self.store.instance_ids():
+            try:
+                instance = self.store.get_instance(instance_id)
+            except DomarkxError:
+                self.store.remove_instance(instance_id)
+                removed.append(instance_id)
+                continue
+            if instance.status in ("exited", "failed", "stopped") or self.orphaned(instance):
+                self._destroy_sandbox(instance)
+                self.store.remove_instance(instance_id)
+                removed.append(instance_id)
+            else:
+                live.add(instance_id)
+                referenced.add(instance.snapshot_id)
+        for snapshot_id in self.store.snapshot_ids():
+            if snapshot_id not in referenced:
+                self.store.remove_snapshot(snapshot_id)
+                removed.append(snapshot_id)
+        removed += self._prune_sandboxes()
+        owners.forget(self.store.home, gone)
+        return removed
+
+
+class _LiveInstances:
+    """``id in live``: whether that instance of this store still runs, read afresh.
+
+    Read at the moment a sandbox is considered, so that a run which started
+    after the listing (its instance is written before its sandbox) is kept.
+    """
+
+    def __init__(self, manager: InstanceManager) -> None:
+        self.manager = manager
+
+    def __contains__(self, instance_id: object) -> bool:
+        if not isinstance(instance_id, str) or "/" in instance_id or instance_id in ("", ".", ".."):
+            return False
+        try:
+            instance = self.manager.store.get_instance(instance_id)
+        except DomarkxError:
+            return False
+        if instance.status not in ("created", "running"):
+            return False
+        return not self.manager.orphaned(instance)
+
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return owners.alive(pid)

@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-SESSIONS_DIR = "sessions"
+from domarkx.pipeline.layout import SESSIONS_DIR, Layout
 
 
 def session_name(path: Path, root: Path) -> str:
     """``a/b`` for ``<root>/sessions/a/b.md``; the file's stem for any other file."""
-    resolved = Path(path).resolve()
+    resolved = _real(path)
     try:
-        relative = resolved.relative_to((root / SESSIONS_DIR).resolve())
+        relative = resolved.relative_to(_real(root / SESSIONS_DIR))
     except ValueError:
         return resolved.stem
     return relative.with_suffix("").as_posix()
 
 
 def display_path(path: Path, root: Path) -> str:
-    """``path`` relative to the project root (POSIX), or absolute when outside it."""
-    resolved = Path(path).resolve()
-    try:
-        return resolved.relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return str(Path(path).absolute())
+    """``path`` relative to the project root (POSIX), or absolute when outside it.
+
+    The name the user gave wins over where a symlink leads (a link to
+    ``/dev/zero`` is still ``sessions/zero.md``).
+    """
+    given = Path(os.path.abspath(path))
+    for candidate, base in ((given, Path(os.path.abspath(root))), (_real(path), _real(root))):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(given)
+
+
+def _real(path: Path | str) -> Path:
+    """The real path, as far as it resolves: a symlink loop is not an exception here
+    (``Path.resolve`` raises on one); reading the file reports it.
+    """
+    return Path(os.path.realpath(path))
 
 
 def is_partial(relative: Path) -> bool:
@@ -32,8 +46,10 @@ def is_partial(relative: Path) -> bool:
 
 
 def session_files(root: Path) -> list[Path]:
-    """Every session document under ``<root>/sessions``, sorted."""
-    base = root / SESSIONS_DIR
-    if not base.is_dir():
-        return []
-    return sorted(path for path in base.rglob("*.md") if not is_partial(path.relative_to(base)))
+    """Every session document under ``<root>/sessions``, sorted: the ones the build builds.
+
+    ``pipeline.layout`` decides which files are sessions (partials ``_*`` and
+    hidden files left out); this is the same list as paths.
+    """
+    layout = Layout(str(root))
+    return [Path(layout.abs(layout.source(name))) for name in layout.session_names()]

@@ -11,7 +11,7 @@ from domarkx.data.models import (
     SessionSnapshot,
     SnapshotMetadata,
 )
-from domarkx.data.store import Store
+from domarkx.data.store import Store, valid_tag
 from domarkx.parsing.builtin_macros import import_time
 from domarkx.parsing.macros import MacroExpander
 from domarkx.parsing.markdown import MarkdownParser, ParsedSession
@@ -83,8 +83,12 @@ class SnapshotManager:
         """Parse, expand and store ``path``; tag it with its session name by default."""
         expanded, included = self.expand(self.parse(path), params)
         snapshot = self.build(expanded)
-        self.store.put_snapshot(snapshot)
         name = session_name(Path(path), self.store.root)
-        for tag in tags if tags else [name]:
+        wanted = tags if tags else [name] if valid_tag(name) else []
+        for tag in wanted:  # a bad tag is an error before anything is written
+            if not valid_tag(tag):
+                self.store.tag(tag, "")
+        self.store.put_snapshot(snapshot)
+        for tag in wanted:
             self.store.tag(tag, snapshot.snapshot_id)
         return ImportResult(snapshot, name, included)

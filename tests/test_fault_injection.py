@@ -1,0 +1,191 @@
+"""Fault injection: builds and runs killed at random points, and what the next one finds.
+
+A project of a few hundred sessions is built, and each build is ended by
+SIGKILL, SIGTERM or SIGINT after a random number of tasks (the first one a
+cold build, with its worker processes). After each kill:
+
+- the store is consistent: no temporary file, every JSON file whole, no
+  instance left ``running``, every snapshot file holding its own id;
+- the next build succeeds and redoes none of the tasks the killed one had
+  finished (its state journal survives SIGKILL), and the one after it has
+  nothing to do;
+- no process (a block's ``sleep``) or container of the killed build
+  survives that next build.
+
+Then some sessions are edited, so that the next kill lands on real work.
+The same for ``domarkx run`` (local and Docker), cleaned up by ``prune``.
+
+The default keeps CI to about a minute; ``DOMARKX_SOAK=N`` multiplies the
+kills (and the sessions by up to 4), for a longer soak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dockerutil import BUSYBOX_IMAGE, RUN_ID, processes_running, require_image
+from test_cleanup import domarkx, env_for, make_project, project_containers, spawn, wait_for
+
+SOAK = max(1, int(os.environ.get("DOMARKX_SOAK", "1") or 1))
+SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+# The sleep in every block: unique to this test run, so a /proc scan finds its leftovers.
+NAP = f"0.02{RUN_ID}"
+
+pytestmark = pytest.mark.faults
+
+# Figures for the closing note, printed at the end of the module (pytest -s).
+FIGURES: dict[str, float] = {"kills": 0, "rebuilds": 0}
+
+
+def session(i: int, version: int, docker: bool = False) -> str:
+    config = ""
+    if docker:
+        config = (
+            f"```yaml session-config\nengine: docker\nimage: {BUSYBOX_IMAGE}\ntimeout: 30\n```\n\n"
+        )
+    return f"{config}## user\n\nQuestion {i}\n\n## assistant\n\n```sh\nsleep {NAP}; echo {i}.{version}\n```\n"
+
+
+def build(root: Path, *args: str) -> tuple[int, list[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "domarkx", "build", *args],
+        cwd=root,
+        env=env_for(root) | {"PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return done.returncode, _started(done.stdout), done.stdout + done.stderr
+
+
+def _started(out: str) -> list[str]:
+    return [line[3:] for line in out.splitlines() if line.startswith(".  ")]
+
+
+def kill_a_build(root: Path, signum: int, after_tasks: int) -> list[str]:
+    """Start a build, signal it once ``after_tasks`` tasks started; the tasks it finished."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "domarkx", "build"],
+        cwd=root,
+        env=env_for(root) | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if len(_started("".join(lines))) >= after_tasks:
+                proc.send_signal(signum)
+                break
+        rest, _ = proc.communicate(timeout=60)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines)
+    assert "Traceback" not in out, out[-3000:]
+    started = _started(out)
+    # The last task that started may have been cut short; the ones before it finished.
+    return started[:-1]
+
+
+def check_store(root: Path) -> None:
+    store = root / ".domarkx"
+    temporary = [p for p in store.rglob("*.tmp")]
+    assert temporary == [], temporary
+    for path in store.rglob("*.json"):
+        json.loads(path.read_text())  # whole, not cut
+    for path in (store / "snapshots").glob("*.json"):
+        assert json.loads(path.read_text())["snapshot_id"] == path.stem
+    for path in (store / "instances").glob("*/instance.json"):
+        status = json.loads(path.read_text())["status"]
+        assert status in ("exited", "failed", "stopped"), (path, status)
+
+
+def run_cycles(root: Path, count: int, kills: int, docker: bool, rng: random.Random) -> None:
+    total_tasks = 5 * count
+    for cycle in range(kills):
+        signum = SIGNALS[cycle % len(SIGNALS)]
+        after = rng.randint(1, max(2, total_tasks // 2))
+        finished = set(kill_a_build(root, signum, after))
+        FIGURES["kills"] += 1
+        code, redone, out = build(root)
+        assert code == 0, out[-3000:]
+        assert not (set(redone) & finished), sorted(set(redone) & finished)[:10]
+        check_store(root)
+        assert processes_running(NAP, within=5) == []
+        if docker:
+            assert project_containers(root) == []
+        code, again, out = build(root)
+        assert code == 0 and again == [], out[-2000:]
+        FIGURES["rebuilds"] += 1
+        # New work for the next kill: edit some sessions (a code change re-runs them).
+        edited = rng.sample(range(count), k=max(2, count // 5))
+        for i in edited:
+            (root / "sessions" / f"s{i:03d}.md").write_text(session(i, cycle + 1, docker))
+        total_tasks = 5 * len(edited)
+
+
+def test_local_builds_killed_at_random_points(tmp_path):
+    count = 200 * min(SOAK, 4)
+    rng = random.Random(int(RUN_ID))
+    files = {f"sessions/s{i:03d}.md": session(i, 0) for i in range(count)}
+    root = make_project(tmp_path / "p", files)
+    run_cycles(root, count, kills=3 * SOAK, docker=False, rng=rng)
+
+
+@pytest.mark.docker
+def test_docker_builds_killed_at_random_points(tmp_path):
+    require_image(BUSYBOX_IMAGE)
+    count = 12 * SOAK
+    rng = random.Random(int(RUN_ID) + 1)
+    files = {f"sessions/s{i:03d}.md": session(i, 0, docker=True) for i in range(count)}
+    root = make_project(tmp_path / "p", files)
+    run_cycles(root, count, kills=3 * SOAK, docker=True, rng=rng)
+
+
+@pytest.mark.parametrize("docker", [False, pytest.param(True, marks=pytest.mark.docker)])
+def test_runs_killed_at_random_points_are_cleaned_by_prune(tmp_path, docker):
+    if docker:
+        require_image(BUSYBOX_IMAGE)
+    rng = random.Random(int(RUN_ID) + 2)
+    marker = f"3{RUN_ID}"
+    text = session(0, 0, docker).replace(f"sleep {NAP}", f"sleep {marker}")
+    root = make_project(tmp_path / "p", {"sessions/a.md": text})
+    assert domarkx(root, "import", "sessions/a.md").returncode == 0
+    for n in range(3 * SOAK):
+        signum = SIGNALS[n % len(SIGNALS)]
+        proc = spawn(root, "run", "a")
+        time.sleep(rng.uniform(0.0, 1.5))  # before, during or after the sandbox starts
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        FIGURES["kills"] += 1
+        done = domarkx(root, "prune")
+        assert done.returncode == 0, done.stderr
+        assert processes_running(marker, within=5) == []
+        if docker:
+            assert wait_for(lambda: project_containers(root) == [], within=5)
+        assert not list((root / ".domarkx" / "instances").glob("*/instance.json"))
+
+
+def test_zz_figures():
+    """Print what the suite did (visible with -s)."""
+    print(f"\nfault injection: {FIGURES['kills']:.0f} kills survived", file=sys.stderr)

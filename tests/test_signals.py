@@ -1,0 +1,244 @@
+"""SIGTERM and SIGHUP clean up like Ctrl-C; SIGKILL leaves nothing that blocks the next build.
+
+Real processes, real signals, real containers: a run or build is started as
+a user would, signalled while a block runs, and checked from outside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dockerutil import BUSYBOX_IMAGE, processes_running, require_image, secs
+from test_cleanup import (
+    docker_session,
+    domarkx,
+    env_for,
+    local_session,
+    make_project,
+    project_containers,
+    spawn,
+    wait_for,
+)
+
+
+def statuses(root: Path) -> list[str]:
+    return [
+        json.loads(p.read_text())["status"]
+        for p in sorted((root / ".domarkx" / "instances").glob("*/instance.json"))
+    ]
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signalled_local_run_cleans_up_like_ctrl_c(tmp_path, signum):
+    marker = secs(str(int(signum)))
+    root = make_project(tmp_path / "p", {"sessions/a.md": local_session(f"sleep {marker}")})
+    assert domarkx(root, "import", "sessions/a.md").returncode == 0
+    proc = spawn(root, "run", "a")
+    try:
+        assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    assert f"interrupted ({signal.Signals(signum).name})" in err
+    assert processes_running(marker, within=5) == []
+    assert statuses(root) == ["failed"]
+
+
+@pytest.mark.docker
+def test_sigterm_to_a_docker_run_removes_its_container(tmp_path):
+    require_image(BUSYBOX_IMAGE)
+    root = make_project(tmp_path / "p", {"sessions/a.md": docker_session("sleep 50")})
+    assert domarkx(root, "import", "sessions/a.md").returncode == 0
+    proc = spawn(root, "run", "a")
+    try:
+        assert wait_for(lambda: bool(project_containers(root))), "no sandbox"
+        time.sleep(0.5)  # the block is running
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert project_containers(root) == []
+    assert statuses(root) == ["failed"]
+
+
+def test_sigterm_to_a_build_stops_its_sandbox_and_the_next_build_goes_on(tmp_path):
+    marker = secs("2")
+    files = {f"sessions/s{i}.md": local_session(f"echo {i}") for i in range(3)}
+    files["sessions/slow.md"] = local_session(f"sleep {marker}")
+    root = make_project(tmp_path / "p", files)
+    proc = spawn(root, "build")
+    try:
+        assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in out + err
+    assert "interrupted by SIGTERM" in out
+    assert processes_running(marker, within=5) == []
+    assert "running" not in statuses(root)
+    # The sessions that finished are not redone.
+    (root / "sessions" / "slow.md").write_text(local_session("echo fast"))
+    again = domarkx(root, "build")
+    assert again.returncode == 0, again.stderr
+    assert "run:s0" not in again.stdout and "run:slow" in again.stdout
+
+
+def doit_bin() -> str:
+    return str(Path(sys.executable).with_name("doit"))
+
+
+def test_ctrl_c_of_doit_says_interrupted_without_a_traceback(tmp_path):
+    marker = secs("3")
+    root = make_project(
+        tmp_path / "p",
+        {
+            "dodo.py": "from domarkx.pipeline.tasks import *  # noqa: F403\n",
+            "sessions/a.md": local_session("echo a"),
+            "sessions/slow.md": local_session(f"sleep {marker}"),
+        },
+    )
+    proc = subprocess.Popen(
+        [doit_bin()],
+        cwd=root,
+        env=env_for(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    assert "interrupted" in out
+    assert " run, " not in out and "up to date (" not in out  # no success-looking summary
+    assert processes_running(marker, within=5) == []
+
+
+def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
+    """The cold build's workers die with it, and never hold the build lock."""
+    body = "## user\n\n" + "Some prose to parse. " * 200 + "\n"
+    files = {f"sessions/s{i:03d}.md": body + f"\n{i}\n" for i in range(400)}
+    root = make_project(tmp_path / "p", files)
+    trials = 3
+    parse_dir = root / ".domarkx" / "cache" / "parse"
+
+    def started() -> bool:
+        return parse_dir.is_dir() and any(parse_dir.iterdir())
+
+    for trial in range(trials):
+        proc = spawn(root, "build", "snapshot")
+        try:
+            # Kill while the workers run: once the first parse cache is written.
+            wait_for(started, within=30)
+            time.sleep(0.05 * trial)
+            workers = children(proc.pid)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        left = workers
+        assert wait_for(lambda: not any(alive(w) for w in left), within=5), "workers live on"  # noqa: B023
+        again = domarkx(root, "build", "parse")  # takes the lock at once
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "another build is running" not in again.stderr
+        for cache in (root / ".domarkx" / "cache").glob("parse/*.json"):
+            cache.unlink()  # the next trial is a cold build again
+
+
+@pytest.mark.parametrize("docker", [False, pytest.param(True, marks=pytest.mark.docker)])
+def test_after_sigkill_of_a_build_the_next_build_ends_what_it_left(tmp_path, docker):
+    marker = secs("4")
+    if docker:
+        require_image(BUSYBOX_IMAGE)
+        text = docker_session(f"sleep {marker}")
+    else:
+        text = local_session(f"sleep {marker}")
+    root = make_project(tmp_path / "p", {"sessions/slow.md": text, "sessions/b.md": text})
+    proc = spawn(root, "build")
+    try:
+        assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
+        if docker:
+            assert wait_for(lambda: bool(project_containers(root)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert processes_running(marker), "the block died with the build (nothing to test)"
+    for name in ("slow", "b"):
+        (root / "sessions" / f"{name}.md").write_text(local_session("echo quick"))
+    again = domarkx(root, "build")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "left 1 sandbox(es) or instance(s) behind; ended them" in again.stderr
+    assert processes_running(marker, within=5) == []
+    if docker:
+        assert project_containers(root) == []
+    assert "running" not in statuses(root)
+
+
+def test_sigkill_of_a_parallel_build_leaves_no_worker_and_no_block(tmp_path):
+    marker = secs("6")
+    files = {f"sessions/s{i}.md": local_session(f"sleep {marker}; echo {i}") for i in range(4)}
+    root = make_project(tmp_path / "p", files)
+    proc = spawn(root, "build", "-n", "2")
+    try:
+        assert wait_for(lambda: len(processes_running(marker)) >= 2), "the blocks never started"
+        workers = children(proc.pid)
+        assert workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_for(lambda: not any(alive(w) for w in workers), within=5), "doit workers live on"
+    for i in range(4):
+        (root / "sessions" / f"s{i}.md").write_text(local_session("echo quick"))
+    again = domarkx(root, "build")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert processes_running(marker, within=5) == []
