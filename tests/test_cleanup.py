@@ -129,14 +129,15 @@ def test_prune_never_touches_another_projects_running_sandbox(tmp_path):
     assert project_containers(b) == []
 
 
-def test_prune_waits_for_a_build_in_progress_and_keeps_its_snapshots(project, cli):
+def test_prune_waits_for_a_build_in_progress_and_keeps_its_snapshots(project, cli, cli_process):
     root = project({"sessions/my notes.md": local_session("echo hi")})
     first = cli("build")
     assert first.code == 0, first.err
     lock_file = str(root / ".domarkx" / "build.lock")
     lock.acquire(lock_file)  # a build in progress
     try:
-        refused = cli("prune")
+        # Another process: the build lock is a POSIX record lock, held per process.
+        refused = cli_process("prune")
     finally:
         lock.release(lock_file)
     assert refused.code == 1
