@@ -65,3 +65,19 @@ def write_if_changed(path: str | os.PathLike[str], data: str | bytes) -> bool:
         pass
     write_atomic(path, payload)
     return True
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line with a single ``write`` to a file opened for appending.
+
+    A process killed at any moment leaves every earlier line whole; a reader
+    drops a last line without its newline (see ``Store.get_instance``).
+    """
+    payload = line.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)

@@ -74,6 +74,19 @@ class Message(BaseModel):
     )
     content: list[ContentBlock] = Field(default_factory=list)
 
+    def with_outputs(self, index: int, outputs: list[OutputBlock]) -> Message:
+        """This message with the outputs after block ``index`` replaced by ``outputs``.
+
+        Replacing (not inserting) makes it safe to apply twice: the instance
+        journal is replayed over a file that may already hold the outputs.
+        """
+        content = list(self.content)
+        end = index + 1
+        while end < len(content) and isinstance(content[end], OutputBlock):
+            end += 1
+        content[index + 1 : end] = outputs
+        return self.model_copy(update={"content": content})
+
 
 class ModelSettings(BaseModel):
     """LLM settings of `session-config`'s `model` key."""

@@ -7,6 +7,7 @@ as in Docker: a tag, a full id, or a unique prefix of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,12 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from domarkx.data.atomic import write_atomic
+from domarkx.data.atomic import append_line, write_atomic
 from domarkx.errors import RefError, StoreError
 from domarkx.pipeline.layout import STORE_DIR, find_root
 
 if TYPE_CHECKING:
-    from domarkx.data.models import SessionInstance, SessionSnapshot
+    from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSnapshot
+
+# Blocks run since instance.json was last written whole (see Store.put_instance).
+JOURNAL = "journal.jsonl"
+_READ_TRIES = 5
 
 # The start of a snapshot file as ``SessionSnapshot.to_json`` writes it, up to the
 # metadata object: listing snapshots reads only that object, not the conversation.
@@ -203,18 +208,62 @@ class Store:
     def instance_dir(self, instance_id: str) -> Path:
         return self.instances_dir / instance_id
 
+    # An instance is ``instance.json`` (written whole, atomically) plus
+    # ``journal.jsonl``: one line appended per block that ran since, so a long
+    # run costs the same per block at block 1,000 as at block 10, and a killed
+    # run keeps every block that finished. Writing the whole instance folds the
+    # journal in and removes it. Every event replaces (never inserts), so a
+    # journal applied over a file that already holds it changes nothing.
+    def _journal_path(self, instance_id: str) -> Path:
+        return self.instance_dir(instance_id) / JOURNAL
+
     def put_instance(self, instance: SessionInstance) -> None:
-        write_atomic(self.instance_dir(instance.instance_id) / "instance.json", instance.to_json())
+        folder = self.instance_dir(instance.instance_id)
+        write_atomic(folder / "instance.json", instance.to_json())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / JOURNAL)
+
+    def append_outputs(
+        self, instance_id: str, message: int, index: int, outputs: list[OutputBlock]
+    ) -> None:
+        """Record the outputs now after block ``index`` of message ``message``."""
+        dumped = [o.model_dump(mode="json") for o in outputs]
+        self._append(instance_id, {"outputs": [message, index, dumped]})
+
+    def append_setup_output(self, instance_id: str, outputs: list[OutputBlock]) -> None:
+        """Record what the setup script printed."""
+        self._append(instance_id, {"setup_output": [o.model_dump(mode="json") for o in outputs]})
+
+    def append_messages(self, instance_id: str, start: int, messages: list[Message]) -> None:
+        """Record messages ``start``, ``start + 1``... as they now are (new or changed)."""
+        dumped = [m.model_dump(mode="json") for m in messages]
+        self._append(instance_id, {"messages": [start, dumped]})
+
+    def _append(self, instance_id: str, event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        append_line(self._journal_path(instance_id), line)
 
     def get_instance(self, instance_id: str) -> SessionInstance:
         from domarkx.data.models import SessionInstance
 
         path = self.instance_dir(instance_id) / "instance.json"
         try:
-            return SessionInstance.model_validate_json(path.read_bytes())
+            for _ in range(_READ_TRIES):
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                    inode = os.fstat(handle.fileno()).st_ino
+                journal = _read_journal(self._journal_path(instance_id))
+                # A writer that folded the journal in meanwhile replaced the file:
+                # read both again, so that no event is missed.
+                if os.stat(path).st_ino == inode:
+                    break
+            instance = SessionInstance.model_validate_json(data)
+            for event in journal:
+                _apply(instance, event)
+            return instance
         except FileNotFoundError:
             raise RefError(f"no instance {instance_id[:12]}") from None
-        except ValueError as err:
+        except (ValueError, TypeError, LookupError) as err:
             raise StoreError(
                 f"instance file is damaged: {str(err).splitlines()[0]}",
                 file=path,
@@ -241,6 +290,41 @@ def valid_tag(name: str) -> bool:
     folder itself and its parent); control characters have no place in a name.
     """
     return bool(name) and not name.startswith(".") and all(c.isprintable() for c in name)
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The events of an instance journal; a last line cut short by a crash is left out."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    # Every complete event ends with a newline: what follows the last one was
+    # being written when the process died, and never counted as done.
+    return [json.loads(line) for line in lines[:-1] if line]
+
+
+def _apply(instance: SessionInstance, event: dict[str, Any]) -> None:
+    """Replay one journal event onto ``instance`` (see ``Store.put_instance``)."""
+    from domarkx.data.models import Message, OutputBlock
+
+    if "outputs" in event:
+        m, index, outputs = event["outputs"]
+        blocks = [OutputBlock.model_validate(o) for o in outputs]
+        instance.conversation[m] = instance.conversation[m].with_outputs(index, blocks)
+    elif "setup_output" in event:
+        instance.setup_output = [OutputBlock.model_validate(o) for o in event["setup_output"]]
+    elif "messages" in event:
+        start, messages = event["messages"]
+        for offset, raw in enumerate(messages):
+            message = Message.model_validate(raw)
+            if start + offset < len(instance.conversation):
+                instance.conversation[start + offset] = message
+            else:
+                instance.conversation.append(message)
+    else:
+        raise ValueError(f"unknown journal event {sorted(event)}")
 
 
 def _names(folder: Path, suffix: str) -> list[str]:

@@ -3,8 +3,10 @@
 An instance is created from a snapshot, gets its own sandbox from the
 configured engine, runs the setup script and then the runnable code blocks in
 order (spec section 1.4), and asks the model for a turn when the session ends
-with a user message. The instance file is written after every block, so a
-crash loses nothing that ran.
+with a user message. Each block's outputs are appended to the instance's
+journal as soon as it ends (``Store.append_outputs``), so a crash loses
+nothing that ran, and the instance file is written whole at the start and
+the end.
 """
 
 from __future__ import annotations
@@ -110,12 +112,7 @@ def outputs_of(result: BlockResult, language: str = "text") -> list[OutputBlock]
 
 def attach_outputs(message: Message, index: int, outputs: list[OutputBlock]) -> Message:
     """``message`` with the outputs after block ``index`` replaced by ``outputs``."""
-    content = list(message.content)
-    end = index + 1
-    while end < len(content) and isinstance(content[end], OutputBlock):
-        end += 1
-    content[index + 1 : end] = outputs
-    return message.model_copy(update={"content": content})
+    return message.with_outputs(index, outputs)
 
 
 def describe_block(conversation: list[Message], ref: BlockRef) -> str:
@@ -334,7 +331,7 @@ class InstanceManager:
         language = canonical_language(setup.language) or setup.language
         result = sandbox.run(language, setup.code, config.timeout)
         instance.setup_output = outputs_of(result)
-        self.store.put_instance(instance)
+        self.store.append_setup_output(instance.instance_id, instance.setup_output)
         self._echo(f"setup-script: exit {result.exit_code}")
         if not result.ok:
             instance.status = "failed"
@@ -354,12 +351,15 @@ class InstanceManager:
         assert isinstance(block, CodeBlock)
         language = canonical_language(block.language) or block.language
         result = sandbox.run(language, block.code, config.timeout)
-        instance.conversation[ref.message] = attach_outputs(message, ref.index, outputs_of(result))
-        self.store.put_instance(instance)
-        self._echo(
-            f"{describe_block(instance.conversation, ref)}: "
-            + ("timed out" if result.timed_out else f"exit {result.exit_code}")
-        )
+        outputs = outputs_of(result)
+        instance.conversation[ref.message] = attach_outputs(message, ref.index, outputs)
+        # One journal line, not the whole instance: a long run stays linear.
+        self.store.append_outputs(instance.instance_id, ref.message, ref.index, outputs)
+        if self.echo is not None:
+            self._echo(
+                f"{describe_block(instance.conversation, ref)}: "
+                + ("timed out" if result.timed_out else f"exit {result.exit_code}")
+            )
         if result.ok or config.on_error == "continue":
             return True
         instance.status = "failed"
@@ -430,7 +430,7 @@ class InstanceManager:
                 access.settings,
                 front_matter=snapshot.metadata.user_metadata,
                 execute=execute,
-                on_change=lambda: self.store.put_instance(instance),
+                on_change=_TailSaver(self.store, instance).save,
                 cache=ReplayCache(self.store.replay_dir),
                 context=snapshot.metadata.source_file,
                 stream=stream,
@@ -730,6 +730,25 @@ class _LiveInstances:
         if instance.status not in ("created", "running"):
             return False
         return not self.manager.orphaned(instance)
+
+
+class _TailSaver:
+    """Journals the end of the conversation after each change of the model's loop.
+
+    The loop only appends messages or changes its last one, so the messages
+    from the last one saved onwards are all that can differ.
+    """
+
+    def __init__(self, store: Store, instance: SessionInstance) -> None:
+        self.store = store
+        self.instance = instance
+        self.saved = len(instance.conversation)
+
+    def save(self) -> None:
+        conversation = self.instance.conversation
+        start = max(0, min(self.saved, len(conversation)) - 1)
+        self.store.append_messages(self.instance.instance_id, start, conversation[start:])
+        self.saved = len(conversation)
 
 
 def _pid_alive(pid: int) -> bool:
