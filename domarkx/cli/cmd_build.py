@@ -41,14 +41,20 @@ def register(subparsers: Subparsers) -> None:
         "build produces; writes no export (for CI)",
     )
     parser.add_argument(
-        "-n", "--process", type=int, default=0, metavar="N", help="run N tasks in parallel"
+        "-n",
+        "--process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N tasks in parallel (default: DOMARKX_LLM_CONCURRENCY threads, 16, "
+        "which overlap only the waits for a model)",
     )
     parser.add_argument(
         "-P",
         "--parallel-type",
         choices=("process", "thread"),
         default="process",
-        help="what runs parallel tasks (default: process)",
+        help="what runs the N parallel tasks of -n (default: process)",
     )
     parser.add_argument(
         "-c",
@@ -86,11 +92,13 @@ def doit_argv(args: Args, tasks: list[str]) -> list[str]:
 
 
 def run(args: Args) -> int:
+    from domarkx import overlap
     from domarkx.errors import DomarkxError
     from domarkx.pipeline import lock
     from domarkx.pipeline.layout import Layout, find_root
     from domarkx.pipeline.loader import BuildLoader, run_doit
 
+    overlap.concurrency()  # a bad DOMARKX_LLM_CONCURRENCY is reported before anything runs
     layout = Layout.at(find_root())
     tasks = list(args.tasks)
     if args.check:

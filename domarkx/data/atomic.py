@@ -67,7 +67,7 @@ def write_if_changed(path: str | os.PathLike[str], data: str | bytes) -> bool:
     return True
 
 
-def append_line(path: Path, line: str) -> None:
+def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line with a single ``write`` to a file opened for appending.
 
     A process killed at any moment leaves every earlier line whole; a reader

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from domarkx import overlap
 from domarkx.data.models import CodeBlock, Message, ModelSettings, OutputBlock, TextBlock
 from domarkx.errors import DomarkxError, LLMError
 from domarkx.llm.messages import parse_reply, to_chat_messages
@@ -113,9 +114,10 @@ def llm_turns(
         for _ in range(settings.max_turns):
             messages = to_chat_messages(conversation)
             where = f"{context}, message {len(conversation) + 1} (assistant)"
-            reply, key = cache.complete(
-                provider, messages, context=where, stream=stream, tools=offered or None
-            )
+            with overlap.waiting():  # other sessions of a build go on meanwhile
+                reply, key = cache.complete(
+                    provider, messages, context=where, stream=stream, tools=offered or None
+                )
             if key is not None:
                 keys.append(key)
             message = Message(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -129,12 +130,12 @@ class OpenAIProvider(Provider):
                 hint="set `model.name` in session-config (for example `name: gpt-4o-mini`)",
             )
         openai = _import_openai()
-        client = openai.OpenAI(
-            api_key=self.api_key(),
-            base_url=self.settings.base_url,
-            max_retries=0,
-            timeout=self.timeout(),
-            default_headers=self.withheld_headers(openai) or None,
+        client = _client(
+            openai,
+            self.api_key(),
+            self.settings.base_url,
+            self.timeout(),
+            self.withheld_headers(openai),
         )
         attempts = retries() + 1
         base = backoff_base()
@@ -301,6 +302,31 @@ class _StreamedReply:
             thought="".join(self.thought) or None,
             model=self.model,
         )
+
+
+# One client per process and server: a new ``openai.OpenAI`` re-reads the CA
+# bundle (~23 ms of CPU), which a build asking 40 models at once would pay 40
+# times over. The client is thread-safe and keeps its connections open.
+_clients: dict[tuple[str, str | None, float, tuple[str, ...]], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(
+    openai: Any, api_key: str, base_url: str | None, timeout: float, withheld: dict[str, Any]
+) -> Any:
+    """The client for this server, key and timeout, left-out headers included."""
+    key = (api_key, base_url, timeout, tuple(sorted(withheld)))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = openai.OpenAI(
+                api_key=api_key,
+                base_url=base_url,
+                max_retries=0,
+                timeout=timeout,
+                default_headers=withheld or None,
+            )
+    return client
 
 
 def _cause(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from doit.exceptions import InvalidTask, UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from domarkx.errors import DomarkxError
-from domarkx.pipeline import lock, stages
+from domarkx.pipeline import lock, prebuild, stages
 from domarkx.pipeline.layout import Layout
 
 REFRESH = 0.1  # seconds between repaints of the status line
@@ -99,10 +99,10 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
             raise InvalidTask(str(err)) from None
         self.lock_path = path
         _reap_if_killed(lock.took_over(path))
-        stages.begin_run(tasks, selected_tasks)
+        prebuild.begin(tasks, selected_tasks)
 
     def _release(self) -> None:
-        stages.begin_run(None, None)  # the run is over: stop what it started
+        prebuild.end()  # the run is over: stop what it started
         if self.lock_path is not None:
             lock.release(self.lock_path)
             self.lock_path = None

@@ -30,10 +30,11 @@ from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
 
-from domarkx import __version__
+from domarkx import __version__, overlap
 from domarkx.data.atomic import write_atomic, write_if_changed
 from domarkx.data.digest import digest
 from domarkx.errors import DomarkxError
+from domarkx.pipeline import prebuild
 from domarkx.pipeline.layout import Layout
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ def _stage(function: Callable[P, None]) -> Callable[P, Any]:
 
         _tie_to_parent()
         try:
-            function(*args, **kwargs)
+            with overlap.exclusive():  # one task at a time, but for model waits
+                function(*args, **kwargs)
         except DomarkxError as err:
             return TaskFailed(str(err))
         except OSError as err:  # a read-only store, a full disk: one line, not a traceback
@@ -139,94 +141,16 @@ _Expanded: Any = None
 @_stage
 def parse(layout: Layout, name: str) -> None:
     """``sessions/<name>.md`` -> ``cache/parse/<name>.json`` (a ``ParsedSession``)."""
-    prebuild = _prebuild(layout, name)
-    if prebuild is not None and prebuild.take_parse(name):
-        return
+    found = prebuild.current(layout)
+    if found is not None and found.take_parse(name):
+        return  # a worker of this cold build wrote it (see prebuild.py)
     parsed = _manager(layout).parse(Path(layout.abs(layout.source(name))))
     write_if_changed(layout.abs(layout.parse_out(name)), parsed.model_dump_json())
 
 
-# A cold build (a new project, a cleared cache) parses and snapshots many
-# sessions, one task after the other. The first ``parse`` task that finds no
-# parse cache hands every session the run's selection reaches without one to
-# worker processes, which parse them, write their parse caches and, when the
-# selection goes that far, make the snapshot of each one without a macro (its
-# expansion is the parsed session itself), in the order doit runs the tasks.
-# A ``parse`` task takes its session's result, or does the work itself when
-# no worker has started on it yet; ``snapshot`` writes the snapshot a worker
-# made when the expand cache is the one it was made from. Anything the workers
-# did not do (a broken document, a session with macros, a source changed
-# since) the task does itself as usual.
-PREBUILD_MIN = 64
-
-_selection: tuple[dict[str, Any], list[str]] | None = None
-_prebuilds: dict[str, _Prebuild] = {}
-
-
-def begin_run(tasks: dict[str, Any] | None, selected: list[str] | None) -> None:
-    """The tasks of the doit run that starts (from the reporter), or ``None`` at its end."""
-    global _selection
-    for prebuild in _prebuilds.values():
-        prebuild.close()
-    _prebuilds.clear()
-    _selection = (tasks, list(selected or [])) if tasks is not None else None
-
-
-def _prebuild(layout: Layout, name: str) -> _Prebuild | None:
-    key = layout.abs(layout.home)
-    found = _prebuilds.get(key)
-    if found is None:
-        if _selection is None or os.path.exists(layout.abs(layout.parse_out(name))):
-            return None
-        found = _prebuilds[key] = _Prebuild(layout, *_selection)
-    return found
-
-
-def _prebuild_one(layout: Layout, name: str, stages_wanted: str) -> tuple[str, Any, Any, Any]:
-    """In a worker: parse a session and, without a macro, expand it and make its snapshot.
-
-    ``stages_wanted`` says how far the run goes: ``"p"``, ``"pe"`` or ``"pes"``.
-    The parse and expand caches are written here, as their stages write them;
-    the snapshot goes back to the ``snapshot`` task, which stores it.
-    """
-    try:
-        source = layout.abs(layout.source(name))
-        before = os.stat(source)
-        parsed = _manager(layout).parse(Path(source))
-        data = parsed.model_dump_json().encode("utf-8")
-        write_if_changed(layout.abs(layout.parse_out(name)), data)
-        stamp = (before.st_mtime_ns, before.st_size)
-        if "e" not in stages_wanted or MACRO_MARK in data:
-            return name, stamp, None, None
-        if os.path.exists(layout.abs(layout.deps_file(name))):
-            return name, stamp, None, None  # its task drops the old includes from file_dep
-        output = b'{"domarkx":%s,"included":[],"session":%s}' % (_VERSION_JSON, data)
-        write_if_changed(layout.abs(layout.expand_out(name)), output)
-        if "s" not in stages_wanted:
-            return name, stamp, output, None
-        expanded = _expanded_model().model_validate_json(output)
-        built = _manager(layout).build(expanded.session)
-        return name, stamp, output, (built.snapshot_id, built.to_json())
-    except Exception:
-        return name, None, None, None  # the task itself does it again, and reports it
-
-
-def _prebuild_worker(prebuild: _Prebuild, parent: int) -> None:
-    """A worker's loop: claim the next session nobody has claimed, until none is left."""
-    from domarkx.cli.signals import in_worker
-
-    in_worker(parent)  # never outlive a killed build (it would wait here forever)
-    jobs, claimed, lock, queue = prebuild.jobs, prebuild.claimed, prebuild.lock, prebuild.queue
-    index = 0
-    while True:
-        with lock:
-            while index < len(jobs) and claimed[index]:
-                index += 1
-            if index == len(jobs):
-                break
-            claimed[index] = 1
-        queue.put(_prebuild_one(prebuild.layout, *jobs[index]))
-    queue.put(None)
+def expand_output(parsed: bytes) -> bytes:
+    """The expand cache of a parsed session without a macro: the session as it is."""
+    return b'{"domarkx":%s,"included":[],"session":%s}' % (_VERSION_JSON, parsed)
 
 
 def reached_tasks(tasks: dict[str, Any], selected: list[str]) -> set[str]:
@@ -241,125 +165,6 @@ def reached_tasks(tasks: dict[str, Any], selected: list[str]) -> set[str]:
         stack.extend(tasks[name].task_dep)
         stack.extend(tasks[name].setup_tasks)
     return reached
-
-
-class _Prebuild:
-    """The workers of one project's run; its tasks take their results in doit's order."""
-
-    def __init__(self, layout: Layout, tasks: dict[str, Any], selected: list[str]) -> None:
-        self.layout = layout
-        self.jobs = self._jobs(layout, tasks, selected)
-        self.index = {name: i for i, (name, _) in enumerate(self.jobs)}
-        self.results: dict[str, tuple[Any, Any, Any]] = {}
-        self.expanded: dict[str, bytes] = {}
-        self.snapshots: dict[str, tuple[bytes, str, str]] = {}
-        self.workers: list[Any] = []
-        if self.jobs:
-            import multiprocessing
-
-            context = multiprocessing.get_context("fork")
-            self.lock = context.Lock()
-            self.claimed = context.RawArray("b", len(self.jobs))
-            self.queue = context.Queue()
-            for _ in range(min(os.cpu_count() or 1, 8)):
-                worker = context.Process(
-                    target=_prebuild_worker, args=(self, os.getpid()), daemon=True
-                )
-                worker.start()
-                self.workers.append(worker)
-        self.running = len(self.workers)
-
-    @staticmethod
-    def _jobs(layout: Layout, tasks: dict[str, Any], selected: list[str]) -> list[tuple[str, str]]:
-        """The sessions without a parse cache, when there are many and cores to share."""
-        import multiprocessing
-        import threading
-
-        if (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            return []
-        if multiprocessing.parent_process() is not None:
-            return []  # a worker of ``doit -P process``
-        if threading.current_thread() is not threading.main_thread():
-            return []
-        reached = reached_tasks(tasks, selected)
-        exists = os.path.exists
-        jobs = [
-            (
-                name,
-                "p" + "e" * (f"expand:{name}" in reached) + "s" * (f"snapshot:{name}" in reached),
-            )
-            for name in layout.session_names()
-            if f"parse:{name}" in reached and not exists(layout.abs(layout.parse_out(name)))
-        ]
-        return jobs if len(jobs) >= PREBUILD_MIN else []
-
-    def take_parse(self, name: str) -> bool:
-        """Whether a worker wrote ``name``'s parse cache from the source as it is now."""
-        index = self.index.pop(name, None)
-        if index is None:
-            return False
-        import queue
-
-        while name not in self.results:
-            with self.lock:
-                if not self.claimed[index]:
-                    self.claimed[index] = 1  # not started: the task does it
-                    return False
-            try:
-                item = self.queue.get(timeout=1)
-            except queue.Empty:
-                if not any(worker.is_alive() for worker in self.workers):
-                    return False
-                continue
-            if item is None:
-                self.running -= 1
-            else:
-                self.results[item[0]] = item[1:]
-        stamp, expanded, snapshot = self.results.pop(name)
-        if stamp is None:
-            return False
-        try:
-            now = os.stat(self.layout.abs(self.layout.source(name)))
-        except OSError:
-            return False
-        if (now.st_mtime_ns, now.st_size) != stamp:
-            return False
-        if expanded is not None:
-            self.expanded[name] = expanded
-            if snapshot is not None:
-                self.snapshots[name] = (expanded, *snapshot)
-        return True
-
-    def take_expand(self, name: str, output: bytes) -> bool:
-        """Whether a worker wrote this expand cache (and removed the deps file)."""
-        return self.expanded.pop(name, None) == output
-
-    def take_snapshot(self, name: str, expanded: bytes) -> tuple[str, str] | None:
-        """The snapshot id and file a worker made from this expand cache, if it did."""
-        found = self.snapshots.pop(name, None)
-        if found is None or found[0] != expanded:
-            return None
-        return found[1], found[2]
-
-    def close(self) -> None:
-        """Let the workers finish the session they are on, and stop."""
-        import queue
-
-        if self.workers:
-            with self.lock:
-                for index in range(len(self.jobs)):
-                    self.claimed[index] = 1
-            for worker in self.workers:
-                while worker.is_alive():
-                    # A worker exits once what it put is read.
-                    with contextlib.suppress(queue.Empty):
-                        self.queue.get(timeout=0.05)
-                    worker.join(0.01)
-            self.workers = []
-        self.index.clear()
-        self.results.clear()
-        self.expanded.clear()
-        self.snapshots.clear()
 
 
 @_stage
@@ -383,11 +188,10 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
         # Without a macro, expansion gives back the session unchanged: skip the
         # validation, deep copy and serialisation (most of this stage's cost).
         included: list[str] = []
-        plain = b'{"domarkx":%s,"included":[],"session":%s}' % (_VERSION_JSON, data)
-        output: str | bytes = plain
-        prebuild = _prebuilds.get(layout.abs(layout.home))
-        if prebuild is not None and prebuild.take_expand(name, plain):
-            # A worker of this cold build wrote this very output (see _Prebuild).
+        output: str | bytes = expand_output(data)
+        found = prebuild.current(layout)
+        if found is not None and found.take_expand(name, expand_output(data)):
+            # A worker of this cold build wrote this very output.
             if task is not None:
                 task.file_dep = set(task.file_dep)
             return
@@ -425,8 +229,8 @@ def snapshot(layout: Layout, name: str) -> None:
     """Store the snapshot (content-addressed), tag it ``<name>``, write its id."""
     data = _read(layout, layout.expand_out(name))
     store = _store(layout)
-    prebuild = _prebuilds.get(layout.abs(layout.home))
-    prebuilt = prebuild.take_snapshot(name, data) if prebuild is not None else None
+    found = prebuild.current(layout)
+    prebuilt = found.take_snapshot(name, data) if found is not None else None
     if prebuilt is not None:
         snapshot_id, text = prebuilt
         path = store.snapshot_path(snapshot_id)

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from domarkx import overlap
 from domarkx.pipeline import stages
 from domarkx.pipeline.layout import STAGES, Layout
 
@@ -52,7 +53,12 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
 
     layout = layout or Layout.at()
     os.makedirs(layout.abs(layout.home), exist_ok=True)
+    threads = overlap.concurrency()
     return {
+        # doit's thread runner, so that model calls overlap (see domarkx/overlap.py);
+        # `doit -n N` / `-P process` on the command line still choose.
+        "num_process": threads if threads > 1 else 0,
+        "par_type": "thread",
         # doit's JSON state plus a journal of finished tasks (``db.JournalDB``, a
         # doit BACKEND plugin): a killed build keeps what it finished.
         "backend": "domarkx",

@@ -1,0 +1,164 @@
+"""How a build shares its time: model calls overlap, cold builds use worker processes.
+
+Real ``doit`` / ``domarkx build`` runs against the loopback chat-completions
+server (tests/chat_server.py) through the real ``openai`` client. What is
+checked is what the server and the process table see, not how long it took.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from chat_server import ChatServer, Response
+from test_pipeline import doit, domarkx, new_project, session
+
+SESSIONS = 4
+DELAY = 1.5  # seconds the server takes per answer
+
+ASKS = """\
+```yaml session-config
+model:
+  provider: openai
+  name: test-model
+  base_url: {base_url}
+```
+
+## user
+
+Question {n}?
+"""
+
+
+class RecordingServer(ChatServer):
+    """Notes when each request arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[float] = []
+
+    def next_response(self) -> Response:
+        with self._lock:
+            self.arrivals.append(time.monotonic())
+        return super().next_response()
+
+
+def most_at_once(arrivals: list[float]) -> int:
+    """How many requests arrived while the first one was still waiting for its answer."""
+    first = min(arrivals)
+    return sum(1 for t in arrivals if t < first + DELAY * 0.9)
+
+
+def model_project(root: Path, base_url: str) -> Path:
+    files = {f"sessions/q{n}.md": ASKS.format(base_url=base_url, n=n) for n in range(SESSIONS)}
+    return new_project(root, files)
+
+
+@pytest.mark.parametrize("command", ["doit", "domarkx build"])
+def test_sessions_asking_a_model_wait_for_it_together(tmp_path, command):
+    with RecordingServer() as server:
+        server.default = Response(text="An answer.", delay=DELAY)
+        root = model_project(tmp_path / "p", server.base_url)
+        run = doit if command == "doit" else domarkx
+        result = run(root) if command == "doit" else run(root, "build")
+        assert result.code == 0, result.out + result.err
+        assert len(server.arrivals) == SESSIONS
+        assert most_at_once(server.arrivals) == SESSIONS
+    for n in range(SESSIONS):
+        export = (root / ".domarkx" / "exports" / f"q{n}.md").read_text()
+        assert "An answer." in export
+
+
+def test_the_concurrency_knob_limits_requests_in_flight(tmp_path):
+    with RecordingServer() as server:
+        server.default = Response(text="An answer.", delay=DELAY)
+        root = model_project(tmp_path / "p", server.base_url)
+        result = doit(root, env={"DOMARKX_LLM_CONCURRENCY": "2"})
+        assert result.code == 0, result.out + result.err
+        assert most_at_once(server.arrivals) == 2
+
+
+def test_a_bad_concurrency_value_is_one_clear_error(tmp_path):
+    root = new_project(tmp_path / "p", {"sessions/a.md": session("A")})
+    result = domarkx(root, "build", env={"DOMARKX_LLM_CONCURRENCY": "many"})
+    assert result.code == 1
+    assert "DOMARKX_LLM_CONCURRENCY='many' is not a whole number >= 1" in result.err
+    assert "Traceback" not in result.err
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def most_children_during(root: Path, args: list[str], env: dict[str, str]) -> int:
+    """Run doit in the background; the most child processes it had at one time."""
+    import subprocess
+    import sys
+
+    from test_pipeline import _env
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "doit", *args],
+        cwd=root,
+        env=_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    most = 0
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        most = max(most, len(children_of(process.pid)))
+        time.sleep(0.005)
+    assert process.wait(timeout=10) == 0
+    return most
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="worker processes need 2 cores")
+def test_cold_build_workers_start_unless_switched_off_and_none_outlive_the_build(tmp_path):
+    files = {f"sessions/s{n:03}.md": session(f"Question {n}") for n in range(150)}
+    seen = {}
+    trees = []
+    for switch in ("1", "0"):
+        root = new_project(tmp_path / f"p{switch}", files)
+        seen[switch] = most_children_during(root, ["snapshot"], {"DOMARKX_PREBUILD": switch})
+        trees.append(sorted(p.name for p in (root / ".domarkx" / "snapshots").iterdir()))
+    assert seen["1"] >= 2
+    assert seen["0"] == 0
+    assert trees[0] == trees[1] and len(trees[0]) == 150
+
+
+def test_overlap_lock_is_released_only_while_waiting():
+    from domarkx import overlap
+
+    order: list[str] = []
+
+    def task(name: str) -> None:
+        with overlap.exclusive():
+            order.append(f"{name} works")
+            with overlap.waiting():
+                time.sleep(0.2)
+            order.append(f"{name} again")
+
+    threads = [threading.Thread(target=task, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    # Both started working before either came back from its wait.
+    assert order[:2] in (["a works", "b works"], ["b works", "a works"])
+    with overlap.waiting():  # outside a build it changes nothing
+        pass
