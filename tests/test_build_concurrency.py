@@ -162,3 +162,17 @@ def test_overlap_lock_is_released_only_while_waiting():
     assert order[:2] in (["a works", "b works"], ["b works", "a works"])
     with overlap.waiting():  # outside a build it changes nothing
         pass
+
+
+def test_an_in_process_build_leaves_the_garbage_collector_as_it_found_it(tmp_path, monkeypatch):
+    import gc
+
+    from domarkx.cli.main import main
+
+    root = new_project(tmp_path / "p", {"sessions/a.md": session("A")})
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("DOMARKX_HOME", raising=False)
+    for argv in (["build"], ["build", "no-such-task"]):
+        main(argv)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == 0

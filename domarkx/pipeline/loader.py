@@ -20,6 +20,7 @@ without building a task list for the whole project.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import sys
@@ -106,8 +107,15 @@ def _load_dodo(path: str) -> ModuleType:
 
 def run_doit(loader: NamespaceTaskLoader, argv: Sequence[str]) -> int:
     """``doit ARGV`` with ``loader``'s tasks, in this process; doit's exit status."""
-    status: int = _DoitMain(loader, extra_config={"GLOBAL": {}}).run(list(argv))
-    return status
+    try:
+        status: int = _DoitMain(loader, extra_config={"GLOBAL": {}}).run(list(argv))
+        return status
+    finally:
+        # Loading the tasks turns the cyclic collector off for the build (see
+        # tasks.doit_config); a run that failed before its reporter started
+        # must not leave it off in a process that goes on (watch).
+        gc.unfreeze()
+        gc.enable()
 
 
 class _DoitMain(DoitMain):  # type: ignore[misc]

@@ -13,6 +13,7 @@ the first task runs and gives it back once doit has saved its state.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from pathlib import Path
@@ -100,9 +101,16 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
         self.lock_path = path
         _reap_if_killed(lock.took_over(path))
         prebuild.begin(tasks, selected_tasks)
+        # What the task list made lives through the run: the collector leaves it
+        # alone (it was off while tasks were loaded, see tasks.doit_config) and
+        # looks only at what the tasks themselves make.
+        gc.freeze()
+        gc.enable()
 
     def _release(self) -> None:
         prebuild.end()  # the run is over: stop what it started
+        gc.unfreeze()  # a process that builds again (watch) collects this run's tasks
+        gc.enable()
         if self.lock_path is not None:
             lock.release(self.lock_path)
             self.lock_path = None

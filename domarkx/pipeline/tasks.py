@@ -26,6 +26,7 @@ document, and does stat-level work only.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -52,6 +53,10 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
     from domarkx.pipeline.progress import ProgressReporter
 
     layout = layout or Layout.at()
+    # Loading thousands of tasks makes Python's cyclic collector walk the growing
+    # heap again and again (a no-op build grows faster than its task count):
+    # it stays off until the reporter starts the run (see progress.py).
+    gc.disable()
     os.makedirs(layout.abs(layout.home), exist_ok=True)
     threads = overlap.concurrency()
     return {
