@@ -164,15 +164,22 @@ def test_overlap_lock_is_released_only_while_waiting():
         pass
 
 
-def test_an_in_process_build_leaves_the_garbage_collector_as_it_found_it(tmp_path, monkeypatch):
+def test_an_in_process_build_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
+    # The garbage collector (off while tasks load) and sys.stdout (which doit's
+    # output capture would swap from many threads at once) are as before.
     import gc
+    import sys
 
     from domarkx.cli.main import main
 
-    root = new_project(tmp_path / "p", {"sessions/a.md": session("A")})
+    files = {f"sessions/s{n:02}.md": session(f"Q{n}", "print(1)") for n in range(30)}
+    root = new_project(tmp_path / "p", files)
     monkeypatch.chdir(root)
     monkeypatch.delenv("DOMARKX_HOME", raising=False)
+    stdout, stderr = sys.stdout, sys.stderr
     for argv in (["build"], ["build", "no-such-task"]):
         main(argv)
         assert gc.isenabled()
         assert gc.get_freeze_count() == 0
+        assert sys.stdout is stdout and sys.stderr is stderr
+    assert len(list((root / ".domarkx" / "exports").glob("*.md"))) == 30

@@ -157,8 +157,11 @@ def session_tasks(
                 "file_dep": file_dep,
                 "targets": [target],
                 "clean": True,
-                # Stages print nothing; 2 spares doit capturing their output.
+                # Stages print nothing: doit need not capture their output. Its
+                # capture swaps sys.stdout per action, which tasks running in
+                # threads would tangle (a chain of wrappers, one per task).
                 "verbosity": 2,
+                "io": {"capture": False},
             }
             if stage == "parse" and name in odd:
                 task["uptodate"] = [False]
