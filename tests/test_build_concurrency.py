@@ -183,3 +183,50 @@ def test_an_in_process_build_leaves_the_process_as_it_found_it(tmp_path, monkeyp
         assert gc.get_freeze_count() == 0
         assert sys.stdout is stdout and sys.stderr is stderr
     assert len(list((root / ".domarkx" / "exports").glob("*.md"))) == 30
+
+
+def test_an_interrupted_build_ends_its_runs_as_a_serial_build_would(tmp_path):
+    # Ctrl-C reaches doit's main thread; the session running in a worker thread
+    # still has its sandbox destroyed and its instance marked failed.
+    import signal
+    import subprocess
+    import sys
+
+    from test_pipeline import _env
+
+    from domarkx.data.store import Store
+
+    root = tmp_path / "p"
+    marker = tmp_path / "started"
+    new_project(
+        root,
+        {
+            "sessions/a.md": f"## assistant\n\n```bash\necho $$ > {marker}; sleep 60\n```\n",
+            "sessions/b.md": session("B", "print('b')"),
+        },
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "doit"],
+        cwd=root,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the block never started"
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    assert process.returncode != 0
+
+    shell = int(marker.read_text())
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{shell}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{shell}"), "the block's shell outlived the build"
+    store = Store(root / ".domarkx", root)
+    statuses = [store.get_instance(i).status for i in store.instance_ids()]
+    assert statuses and set(statuses) <= {"failed", "exited"}
+    assert "failed" in statuses

@@ -11,6 +11,7 @@ the end.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import secrets
@@ -159,6 +160,7 @@ class InstanceManager:
     def create(
         self, snapshot: SessionSnapshot, engine: str | None = None, instance_id: str | None = None
     ) -> SessionInstance:
+        _refuse_when_exiting()
         config = snapshot.config()
         engine_name = engine or config.engine
         cls = engine_class(engine_name)
@@ -291,7 +293,9 @@ class InstanceManager:
         stream: Callable[[str], None] | None = None,
     ) -> SessionInstance:
         """Run an instance to its end; the sandbox is destroyed unless ``keep``."""
+        _refuse_when_exiting()
         sandbox = self.start(instance, snapshot, keep=keep)
+        _live[instance.instance_id] = (self, instance, sandbox)
         try:
             if self.run_setup(instance, snapshot, sandbox):
                 for ref in runnable_blocks(instance.conversation, sandbox):
@@ -310,6 +314,7 @@ class InstanceManager:
             instance.error = f"interrupted: {type(err).__name__}"
             raise
         finally:
+            _live.pop(instance.instance_id, None)
             self.finish(instance, sandbox, keep=keep)
         return instance
 
@@ -749,6 +754,37 @@ class _TailSaver:
         start = max(0, min(self.saved, len(conversation)) - 1)
         self.store.append_messages(self.instance.instance_id, start, conversation[start:])
         self.saved = len(conversation)
+
+
+# Runs under way in this process. A build runs sessions in doit's worker threads
+# (see domarkx/overlap.py); when it is interrupted, the main thread ends and
+# those threads stop wherever they are, without reaching ``execute``'s end. At
+# exit they end here as an interrupted run in the main thread would: the
+# sandbox destroyed, the instance ``failed``.
+_live: dict[str, tuple[InstanceManager, SessionInstance, Engine]] = {}
+
+
+_exiting = False
+
+
+def _refuse_when_exiting() -> None:
+    """No run starts once the process has begun to exit (a thread that was waiting)."""
+    if _exiting:
+        raise DomarkxError("the process is ending: the run did not start")
+
+
+def _end_live_runs() -> None:
+    global _exiting
+    _exiting = True
+    for manager, instance, sandbox in list(_live.values()):
+        _live.pop(instance.instance_id, None)
+        instance.status = "failed"
+        instance.error = instance.error or "interrupted: the process ended during the run"
+        with contextlib.suppress(Exception):
+            manager.finish(instance, sandbox)
+
+
+atexit.register(_end_live_runs)
 
 
 def _pid_alive(pid: int) -> bool:
