@@ -34,8 +34,11 @@ def test_the_backend_is_doits_plugin_not_a_patch():
 def test_after_sigkill_the_next_build_redoes_only_unfinished_tasks(tmp_path):
     count = 12
     root = new_project(tmp_path / "p", sessions(count, "import time\ntime.sleep(0.2)\nprint(1)"))
+    # doit's serial runner: every parse, expand and snapshot ends before the first
+    # run begins (the thread runner starts a session's run once its snapshot is done).
+    serial = _env({"DOMARKX_LLM_CONCURRENCY": "1"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "doit"], cwd=root, env=_env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "doit"], cwd=root, env=serial, stdout=subprocess.PIPE, text=True
     )
     runs = root / ".domarkx" / "cache" / "run"
     deadline = time.monotonic() + 60

@@ -58,7 +58,11 @@ def build(root: Path, *args: str) -> tuple[int, list[str], str]:
     done = subprocess.run(
         [sys.executable, "-m", "domarkx", "build", *args],
         cwd=root,
-        env=env_for(root) | {"PYTHONUNBUFFERED": "1"},
+        # One task at a time (doit's serial runner): each `.  task` line then
+        # marks a task begun after the one before it finished, which is what
+        # this test reads. With the default thread runner the lines mark tasks
+        # handed to a thread, several of them before the first one ends.
+        env=env_for(root) | {"PYTHONUNBUFFERED": "1", "DOMARKX_LLM_CONCURRENCY": "1"},
         capture_output=True,
         text=True,
         timeout=600,
@@ -76,7 +80,11 @@ def kill_a_build(root: Path, signum: int, after_tasks: int) -> list[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "domarkx", "build"],
         cwd=root,
-        env=env_for(root) | {"PYTHONUNBUFFERED": "1"},
+        # One task at a time (doit's serial runner): each `.  task` line then
+        # marks a task begun after the one before it finished, which is what
+        # this test reads. With the default thread runner the lines mark tasks
+        # handed to a thread, several of them before the first one ends.
+        env=env_for(root) | {"PYTHONUNBUFFERED": "1", "DOMARKX_LLM_CONCURRENCY": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -565,7 +565,9 @@ def test_progress_line_on_a_terminal_only(root):
     proc = subprocess.Popen(
         [sys.executable, "-m", "doit", "snapshot"],
         cwd=root,
-        env=_env(),
+        # The serial runner paints after each task in order; the thread runner
+        # may skip a state between two repaints.
+        env=_env({"DOMARKX_LLM_CONCURRENCY": "1"}),
         stdout=secondary,
         stderr=secondary,
     )
