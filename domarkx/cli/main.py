@@ -22,6 +22,8 @@ COMMANDS = (
     "run",
     "instances",
     "export",
+    "chat",
+    "fork",
     "stop",
     "rm",
     "prune",

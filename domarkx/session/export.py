@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from domarkx.data.store import Store
 
 DEFAULT_TEMPLATE = "session.md.j2"
+# The part of the default template that writes messages; chat appends with it alone.
+MESSAGES_TEMPLATE = "messages.md.j2"
 
 
 def fence(text: str, info: str = "") -> str:
@@ -118,27 +120,44 @@ def render(
     instance: SessionInstance | None = None,
 ) -> str:
     """Markdown for ``snapshot`` (with an instance's ``conversation`` when given)."""
+    preamble = snapshot.preamble
+    text = _render(
+        template.name if template else DEFAULT_TEMPLATE,
+        template,
+        front_matter=snapshot.metadata.user_metadata,
+        preamble=preamble,
+        # A preamble that ends inside an open block (a fence never closed) would
+        # take in the config written after it: the default template writes it last.
+        preamble_last=preamble is not None and is_open_at_end(preamble),
+        config=config_as_written(snapshot.execution_config)
+        if snapshot.execution_config is not None
+        else None,
+        config_format=snapshot.config_format,
+        setup_script=snapshot.setup_script,
+        conversation=conversation if conversation is not None else snapshot.conversation,
+        snapshot=snapshot,
+        instance=instance,
+    )
+    return _tidy(text, bool(snapshot.metadata.user_metadata))
+
+
+def render_messages(messages: list[Message]) -> str:
+    """``messages`` as the default export writes them: ``## role`` sections, nothing else.
+
+    Export writes a whole document's messages with the same template, so text
+    appended with this reads back as export's would.
+    """
+    # They start with a `## role` heading: no first line to tell from front matter.
+    return _tidy(_render(MESSAGES_TEMPLATE, None, conversation=messages), front_matter=True)
+
+
+def _render(name: str, template: Path | None, **context: Any) -> str:
+    """The template ``name`` (from ``template``'s folder, else the built-in ones) rendered."""
     import jinja2
 
     env = _environment(template.parent if template else None)
-    preamble = snapshot.preamble
     try:
-        tmpl = env.get_template(template.name if template else DEFAULT_TEMPLATE)
-        text = tmpl.render(
-            front_matter=snapshot.metadata.user_metadata,
-            preamble=preamble,
-            # A preamble that ends inside an open block (a fence never closed) would
-            # take in the config written after it: the default template writes it last.
-            preamble_last=preamble is not None and is_open_at_end(preamble),
-            config=config_as_written(snapshot.execution_config)
-            if snapshot.execution_config is not None
-            else None,
-            config_format=snapshot.config_format,
-            setup_script=snapshot.setup_script,
-            conversation=conversation if conversation is not None else snapshot.conversation,
-            snapshot=snapshot,
-            instance=instance,
-        )
+        text = env.get_template(name).render(**context)
     except jinja2.TemplateNotFound as err:
         raise DomarkxError(f"template not found: {err.name}", file=template) from None
     except jinja2.TemplateSyntaxError as err:
@@ -147,7 +166,7 @@ def render(
         ) from None
     except jinja2.UndefinedError as err:
         raise DomarkxError(f"template error: {err.message}", file=template) from None
-    return _tidy(text, bool(snapshot.metadata.user_metadata))
+    return text
 
 
 def _tidy(text: str, front_matter: bool) -> str:

@@ -85,10 +85,13 @@ def runnable_blocks(
 
 
 def _as_fence_text(text: str) -> str:
-    """Output as a fenced block can hold it: the final newline belongs to the fence.
+    """Output as a fenced block can hold it: lines end in ``\n`` (a document reads a
+    ``\r`` as a line end), and the final newline belongs to the fence.
 
-    Stored this way, importing an export gives back exactly the instance's outputs.
+    Stored this way, importing an export (or a chat's appended turn) gives back
+    exactly the instance's outputs.
     """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text[:-1] if text.endswith("\n") else text
 
 
@@ -134,6 +137,7 @@ class InstanceManager:
         store: Store,
         echo: Callable[[str], None] | None = None,
         approval: Approval | None = None,
+        replay_mode: str | None = None,
     ) -> None:
         self.store = store
         self.echo = echo  # progress lines for interactive runs; None keeps runs quiet
@@ -143,6 +147,9 @@ class InstanceManager:
         self._approval = approval
         # Snapshots whose run refused some code: not cached (a later grant runs it).
         self.refused: set[str] = set()
+        # How model calls use the replay folder (None: DOMARKX_LLM decides); `chat
+        # --regenerate` passes "record" to ask the model again and keep the new reply.
+        self.replay_mode = replay_mode
 
     @property
     def approval(self) -> Approval:
@@ -297,12 +304,8 @@ class InstanceManager:
         sandbox = self.start(instance, snapshot, keep=keep)
         _live[instance.instance_id] = (self, instance, sandbox)
         try:
-            if self.run_setup(instance, snapshot, sandbox):
-                for ref in runnable_blocks(instance.conversation, sandbox):
-                    if not self.run_block(instance, snapshot, sandbox, ref):
-                        break
-                else:
-                    self.llm_turn(instance, snapshot, sandbox, stream)
+            if self.run_document(instance, snapshot, sandbox):
+                self.llm_turn(instance, snapshot, sandbox, stream)
             if instance.status == "running":
                 instance.status = "running" if keep else "exited"
         except DomarkxError as err:
@@ -325,6 +328,17 @@ class InstanceManager:
             instance.sandbox["alive"] = False
         instance.finished_at = now()
         self.store.put_instance(instance)
+
+    def run_document(
+        self, instance: SessionInstance, snapshot: SessionSnapshot, sandbox: Engine
+    ) -> bool:
+        """The setup script, then every runnable block in order; False when the run stopped."""
+        if not self.run_setup(instance, snapshot, sandbox):
+            return False
+        for ref in runnable_blocks(instance.conversation, sandbox):
+            if not self.run_block(instance, snapshot, sandbox, ref):
+                return False
+        return True
 
     def run_setup(
         self, instance: SessionInstance, snapshot: SessionSnapshot, sandbox: Engine
@@ -436,7 +450,7 @@ class InstanceManager:
                 front_matter=snapshot.metadata.user_metadata,
                 execute=execute,
                 on_change=_TailSaver(self.store, instance).save,
-                cache=ReplayCache(self.store.replay_dir),
+                cache=ReplayCache(self.store.replay_dir, mode=self.replay_mode),
                 context=snapshot.metadata.source_file,
                 stream=stream,
                 tools=tools,

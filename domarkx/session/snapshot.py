@@ -39,6 +39,12 @@ class SnapshotManager:
         check_document(path, self.store.root, display)
         return self.parser.parse_file(Path(path), display)
 
+    def parse_text(self, text: str, path: Path) -> ParsedSession:
+        """A document's text, read as if it were ``path``'s (chat checks text before writing it)."""
+        return self.parser.parse_text(
+            text, display_path(Path(path), self.store.root), Path(path).resolve()
+        )
+
     def expand(
         self, parsed: ParsedSession, params: Mapping[str, str] | None = None
     ) -> tuple[ParsedSession, list[str]]:

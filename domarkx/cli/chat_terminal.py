@@ -1,0 +1,172 @@
+"""What ``domarkx chat`` shows and asks: the streamed reply, code outputs, the
+approval question, and (on a terminal) the multi-line prompt for the next message.
+
+The reply and its outputs go to standard output, so ``domarkx chat F -m Q >
+answer.md`` keeps the answer; questions and notes go to standard error. The
+prompt uses prompt_toolkit (the optional extra ``domarkx[chat]``), imported
+only when a chat is interactive.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from domarkx.data.models import Message, OutputBlock
+from domarkx.errors import DomarkxError
+from domarkx.session.approval import Answer, CodeRequest
+
+PROMPT = "you> "
+CONTINUATION = "...> "
+HELP = "Enter sends; Alt-Enter (or Esc, Enter) starts a new line; an empty message or Ctrl-D ends"
+ANSWERS: dict[str, Answer] = {
+    "y": "yes",
+    "yes": "yes",
+    "n": "no",
+    "no": "no",
+    "a": "always",
+    "always": "always",
+}
+
+
+class Terminal:
+    """The user's side of a chat: standard input, output and error."""
+
+    def __init__(
+        self,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.stdin = stdin or sys.stdin
+        self.out = stdout or sys.stdout
+        self.err = stderr or sys.stderr
+        self._line_start = True  # whether the last thing written to ``out`` ended a line
+        self._gap = False  # a message ended: the next text starts after a blank line
+        self._session: Any = None
+
+    @property
+    def can_ask(self) -> bool:
+        """A person can answer a question: standard input is a terminal."""
+        return _isatty(self.stdin)
+
+    @property
+    def interactive(self) -> bool:
+        """The chat can hold a conversation: standard input and output are a terminal."""
+        return _isatty(self.stdin) and _isatty(self.out)
+
+    # The turn as it comes ---------------------------------------------------------
+    def write(self, chunk: str) -> None:
+        """A piece of the model's reply, shown as it arrives."""
+        if not chunk:
+            return
+        if self._gap:  # a new message: a blank line after the one before
+            self._gap = False
+            self.end_turn()
+            self._put("\n")
+        self._put(chunk)
+
+    def show_message(self, message: Message) -> None:
+        """A finished message: the outputs of its code (a tool's result whole)."""
+        from domarkx.session.export import fence, info_string, render_messages
+
+        if message.role == "tool":
+            self._block(render_messages([message]))
+        for block in message.content:
+            if isinstance(block, OutputBlock) and message.role != "tool":
+                self._block(fence(block.text, info_string(block)) + "\n")
+        self._gap = True
+
+    def end_turn(self) -> None:
+        """End the line the reply left open."""
+        self._gap = False
+        if not self._line_start:
+            self._put("\n")
+
+    def _put(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+        self._line_start = text.endswith("\n")
+
+    def note(self, text: str) -> None:
+        self.end_turn()
+        self.err.write(f"domarkx: {text}\n")
+        self.err.flush()
+
+    def _block(self, text: str) -> None:
+        self.end_turn()
+        self._put("\n" + text)
+
+    # Approval -------------------------------------------------------------------------
+    def approve(self, request: CodeRequest) -> Answer:
+        """Show model-written code and ask whether it may run; end of input answers no."""
+        self.end_turn()
+        self.err.write(
+            f"\ndomarkx: {request.where}: the model wants to run this {request.language} code "
+            f"on this machine ({request.engine} engine):\n"
+        )
+        for line in request.code.split("\n"):
+            self.err.write(f"  | {line}\n")
+        while True:
+            self.err.write("run it? [y]es / [n]o / [a]lways: ")
+            self.err.flush()
+            line = self.stdin.readline()
+            if not line:
+                self.err.write("\n")
+                return "no"
+            answer = ANSWERS.get(line.strip().lower())
+            if answer is not None:
+                return answer
+
+    # The next message -----------------------------------------------------------------
+    def check_prompt(self) -> None:
+        """prompt_toolkit is there (the ``chat`` extra), before any sandbox starts."""
+        try:
+            import prompt_toolkit  # noqa: F401
+        except ImportError:
+            raise DomarkxError(
+                "an interactive chat needs the prompt_toolkit package",
+                hint="pip install 'domarkx[chat]', or pass the message with -m TEXT",
+            ) from None
+
+    def read_message(self) -> str | None:
+        """The user's next message (several lines allowed); None ends the chat."""
+        self.end_turn()
+        session = self._prompt_session()
+        while True:
+            try:
+                text = session.prompt(PROMPT)
+            except EOFError:  # Ctrl-D
+                return None
+            except KeyboardInterrupt:  # Ctrl-C drops what was typed, as in a shell
+                continue
+            return text if text.strip() else None
+
+    def _prompt_session(self) -> Any:
+        if self._session is None:
+            from prompt_toolkit import PromptSession
+            from prompt_toolkit.key_binding import KeyBindings
+
+            keys = KeyBindings()
+
+            @keys.add("enter")
+            def _send(event: Any) -> None:
+                event.current_buffer.validate_and_handle()
+
+            @keys.add("escape", "enter")
+            def _new_line(event: Any) -> None:
+                event.current_buffer.insert_text("\n")
+
+            self._session = PromptSession(
+                multiline=True,
+                key_bindings=keys,
+                prompt_continuation=lambda width, line, wrapped: CONTINUATION.rjust(width),
+            )
+        return self._session
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

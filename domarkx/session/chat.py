@@ -1,0 +1,312 @@
+"""``domarkx chat``: the source document is the conversation (tools-chat-trust spec, section 2).
+
+A chat imports the document as it stands (through the snapshot path, so
+macros and includes expand as in any import), runs it in one sandbox, asks the
+model while a user message waits, and appends the new messages to the file.
+The append is a text operation on the source: the bytes that were there are
+kept, and only the new messages are rendered, by the writer export uses
+(``export.render_messages``). Before writing, the new text is imported again
+and must give the conversation the model and the sandbox produced; the file
+is written atomically, and only if nobody changed it meanwhile.
+
+What is appended: the messages after the document's last one (the model's
+replies, ``tool`` results, a ``-m`` question), each with the outputs of the
+code it ran. Outputs of the document's own blocks, which run again at the
+start of every chat, are not written back: they would go inside messages that
+are already there, and a build's export shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSnapshot
+from domarkx.data.store import Store
+from domarkx.errors import DomarkxError
+from domarkx.execution.engine import Engine
+from domarkx.parsing.markdown import decode_document
+from domarkx.session.approval import Approval, ApprovalRequired
+from domarkx.session.export import render_messages
+from domarkx.session.instance import InstanceManager
+from domarkx.session.names import display_path, session_name
+from domarkx.session.snapshot import SnapshotManager
+from domarkx.session.source import append_text, before_message, read_source
+
+
+class DocumentChanged(DomarkxError):
+    """The document changed on disk while the model answered; the reply stays in the instance."""
+
+
+class ChatError(DomarkxError):
+    """A chat turn could not be appended; nothing was written to the document."""
+
+
+def user_message(text: str) -> Message:
+    """The ``## user`` message of a typed question, read as a model's reply is.
+
+    Text becomes a blockquote (a ``## heading`` in it stays part of the message)
+    and fenced code becomes code blocks.
+    """
+    from domarkx.llm.messages import parse_reply
+
+    return Message(role="user", content=list(parse_reply(text)))
+
+
+def as_written(message: Message) -> Message:
+    """``message`` as the document holds it: an output's duration is kept in instances only."""
+    content = [
+        b.model_copy(update={"duration": None}) if isinstance(b, OutputBlock) else b
+        for b in message.content
+    ]
+    return message.model_copy(update={"content": content})
+
+
+class ChatSession:
+    """One chat over one document: one instance, one sandbox, any number of turns.
+
+    ``prepare`` reads and imports the document; ``start`` brings the sandbox up
+    and runs the setup script and the document's blocks once; each ``answer``
+    (after ``prepare`` left a user message waiting, or after ``ask``) asks the
+    model and appends the turn to the file; ``close`` ends the sandbox.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        path: Path,
+        *,
+        approval: Approval,
+        params: dict[str, str] | None = None,
+        regenerate: bool = False,
+        stream: Callable[[str], None] | None = None,
+        on_message: Callable[[Message], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.path = Path(path)
+        self.display = display_path(self.path, store.root)
+        self.params = dict(params or {})
+        self.regenerate = regenerate
+        self.snapshots = SnapshotManager(store)
+        # --regenerate asks the model again and records the new reply in the old one's place.
+        self.manager = InstanceManager(
+            store, approval=approval, replay_mode="record" if regenerate else None
+        )
+        # The reply's text as it arrives, and each new message once it is complete
+        # (with the outputs of its code): what a terminal shows of the turn.
+        self.stream = stream
+        self.on_message = on_message
+        self.data = b""  # the file as last read or written: what must still be on disk
+        self.base = b""  # the document the next turn appends to (with a new question)
+        self.snapshot: SessionSnapshot | None = None
+        self.instance: SessionInstance | None = None
+        self.sandbox: Engine | None = None
+        self.question: list[Message] = []  # the new user message the next turn appends
+        self._shown = 0
+
+    # Reading ------------------------------------------------------------------
+    def prepare(self, message: str | None = None) -> None:
+        """Read and import the document: cut after the last user message on
+        ``--regenerate``, then add ``message`` (``-m``) as a new ``## user`` message."""
+        self.data = read_source(self.path, self.display)
+        base = self.data
+        if self.regenerate:
+            from domarkx.llm.replay import ENV, mode_from_env
+
+            if mode_from_env() == "replay":
+                raise ChatError(
+                    f"--regenerate asks the model again, and {ENV}=replay forbids calling it",
+                    hint=f"unset {ENV}, or set it to auto",
+                )
+            base = self._before_answer(base)
+        self.question = []
+        if message is not None:
+            base = append_text(base, render_messages([user_message(message)]))
+        self.base = base
+        self.snapshot = self._import(base)
+        if message is not None:
+            self.question = [self.snapshot.conversation[-1]]
+
+    def _before_answer(self, data: bytes) -> bytes:
+        """The document up to the end of its last user message (``--regenerate``)."""
+        parsed = self.snapshots.parse_text(decode_document(data, self.display), self.path)
+        users = [i for i, m in enumerate(parsed.messages) if m.role == "user"]
+        if not users:
+            raise ChatError(
+                "--regenerate: the document has no user message to answer again",
+                file=self.display,
+                hint="add a `## user` message, or use `-m TEXT`",
+            )
+        return before_message(data, parsed, users[-1] + 1)
+
+    @property
+    def pending(self) -> bool:
+        """Whether the document (with ``-m``'s question) ends with a message to answer."""
+        from domarkx.llm.loop import wants_reply
+
+        assert self.snapshot is not None
+        return wants_reply(self.snapshot.conversation)
+
+    def _import(self, data: bytes, *, store: bool = True) -> SessionSnapshot:
+        parsed = self.snapshots.parse_text(decode_document(data, self.display), self.path)
+        expanded, _ = self.snapshots.expand(parsed, self.params)
+        snapshot = self.snapshots.build(expanded)
+        if store:
+            self.store.put_snapshot(snapshot)
+        return snapshot
+
+    # Running ------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the instance, bring its sandbox up, run the setup script and the blocks."""
+        snapshot = self.snapshot
+        assert snapshot is not None
+        if snapshot.config().model is None:
+            raise ChatError(
+                "the session-config names no model, so nobody would answer",
+                file=self.display,
+                hint="add `model:` to the session-config (docs/llm.md)",
+            )
+        self.instance = self.manager.create(snapshot)
+        self.sandbox = self.manager.start(self.instance, snapshot)
+        if not self.manager.run_document(self.instance, snapshot, self.sandbox):
+            raise ChatError(
+                f"{self.instance.error}; the model was not asked",
+                file=self.display,
+                hint=f"fix the session, or see every output with "
+                f"`domarkx export {self.instance.instance_id[:12]}`",
+            )
+
+    def ask(self, text: str) -> list[Message]:
+        """Add ``text`` as a ``## user`` message, answer it, append the turn to the file."""
+        assert self.instance is not None
+        self._check_unchanged()
+        self.base = append_text(self.data, render_messages([user_message(text)]))
+        self.snapshot = self._import(self.base)
+        # The question as an import reads it (macros expanded), so the document agrees.
+        self.question = [self.snapshot.conversation[-1]]
+        self.instance.conversation.append(self.snapshot.conversation[-1].model_copy(deep=True))
+        self.store.put_instance(self.instance)
+        return self.answer()
+
+    def answer(self) -> list[Message]:
+        """Ask the model for the waiting user message and append the turn to the file.
+
+        Returns the messages appended: the new question (``-m``, ``ask``), if any,
+        and what the model and the sandbox added.
+        """
+        instance, snapshot, sandbox = self.instance, self.snapshot, self.sandbox
+        assert instance is not None and snapshot is not None and sandbox is not None
+        before = len(instance.conversation)
+        self._shown = before
+        try:
+            self.manager.llm_turn(instance, snapshot, sandbox, self._stream)
+        except DomarkxError as err:
+            raise self._kept_in_instance(err) from None
+        self._catch_up()
+        added = [as_written(m) for m in instance.conversation[before:]]
+        if not added:
+            return []
+        data = append_text(self.base, render_messages(added))
+        written = self._verify(data, [*snapshot.conversation, *added])
+        self._check_unchanged()
+        from domarkx.data.atomic import write_atomic
+
+        write_atomic(self.path, data)
+        self.data = self.base = data
+        self.store.put_snapshot(written)
+        self.store.tag(session_name(self.path, self.store.root), written.snapshot_id)
+        return [*self.question, *added]
+
+    def close(self, failed: bool = False) -> None:
+        """End the sandbox and save the instance (``failed`` after an error)."""
+        if self.instance is None or self.sandbox is None:
+            return
+        if failed:
+            self.instance.status = "failed"
+        elif self.instance.status == "running":
+            self.instance.status = "exited"
+        self.manager.finish(self.instance, self.sandbox)
+
+    # Checks -------------------------------------------------------------------
+    def _verify(self, data: bytes, expected: list[Message]) -> SessionSnapshot:
+        """The snapshot ``data`` imports to; an error unless it holds ``expected``."""
+        assert self.snapshot is not None
+        written = self._import(data, store=False)
+        if written.conversation == expected and _same_document(written, self.snapshot):
+            return written
+        where = next(
+            (
+                i
+                for i, (a, b) in enumerate(zip(written.conversation, expected, strict=False))
+                if a != b
+            ),
+            min(len(written.conversation), len(expected)),
+        )
+        role = expected[where].role if where < len(expected) else "?"
+        raise self._kept_in_instance(
+            ChatError(
+                f"the appended text would not read back as the conversation: message "
+                f"{where + 1} ({role}) would differ",
+                file=self.display,
+                hint="does the document end inside an unclosed code fence or HTML block, or "
+                "did the model write a `domarkx://` macro?",
+            )
+        )
+
+    def _check_unchanged(self) -> None:
+        try:
+            now = self.path.read_bytes()
+        except OSError:
+            now = None
+        if now != self.data:
+            assert self.instance is not None
+            ident = self.instance.instance_id[:12]
+            raise DocumentChanged(
+                f"the document changed on disk while the model answered; nothing was written "
+                f"to it (the reply is kept in instance {ident})",
+                file=self.display,
+                hint=f"`domarkx export {ident}` shows the conversation with the reply; "
+                "run the chat again to answer the document as it is now",
+            )
+
+    def _kept_in_instance(self, err: DomarkxError) -> DomarkxError:
+        """``err`` (same kind, same exit status), saying the file is untouched and where
+        the turn is kept."""
+        assert self.instance is not None
+        ident = self.instance.instance_id[:12]
+        if isinstance(err, ApprovalRequired):
+            note = (
+                f"nothing was written to {self.display}; instance {ident} holds the reply, "
+                "and the same command with --yes answers from its replay record"
+            )
+        else:
+            note = f"nothing was written to {self.display}; instance {ident} holds the turn"
+        err.message = f"{err.message} ({note})"
+        err.hint = f"{err.hint}; " if err.hint else ""
+        err.hint += f"`domarkx export {ident}` shows it"
+        return err
+
+    # Showing the turn as it comes ---------------------------------------------
+    def _stream(self, chunk: str) -> None:
+        self._catch_up()
+        if self.stream is not None:
+            self.stream(chunk)
+
+    def _catch_up(self) -> None:
+        """Pass on the messages completed since the last call (a reply, its outputs)."""
+        assert self.instance is not None
+        conversation = self.instance.conversation
+        while self._shown < len(conversation):
+            if self.on_message is not None:
+                self.on_message(conversation[self._shown])
+            self._shown += 1
+
+
+def _same_document(a: SessionSnapshot, b: SessionSnapshot) -> bool:
+    """The same front matter, config, setup script and preamble (what precedes the messages)."""
+    return (
+        a.metadata.user_metadata == b.metadata.user_metadata
+        and a.execution_config == b.execution_config
+        and a.setup_script == b.setup_script
+        and a.preamble == b.preamble
+    )

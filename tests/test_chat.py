@@ -1,0 +1,396 @@
+"""``domarkx chat`` and ``domarkx fork``: the source document is the conversation.
+
+The model is the loopback chat-completions server (tests/chat_server.py) reached
+through the real ``openai`` client; the command runs as a user runs it. What a
+user checks: the file keeps every byte it had (a diff shows only added lines),
+the appended turn reads back as the conversation, and failures write nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from chat_server import ChatServer, Response
+
+from domarkx.cli.main import main
+from domarkx.data.store import Store
+from domarkx.session.approval import NOT_RUN
+from domarkx.session.snapshot import SnapshotManager
+
+KEY = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_BACKOFF": "0.01", "DOMARKX_LLM_RETRIES": "0"}
+
+# Comments, a macro, an include, odd spacing and no final newline: chat keeps them all.
+SESSION = """\
+---
+title: Counting
+---
+
+<!-- a comment the chat keeps -->
+Asked by [@who](domarkx://set?value=Ana).
+
+```yaml session-config
+timeout: 10
+model:
+  provider: openai
+  name: test-model
+  base_url: {base_url}
+  api_key_env: DOMARKX_TEST_KEY
+  max_turns: 3
+```
+
+## system
+
+> You are a careful shell assistant. [@rules](domarkx://include?path=_partials/rules.md)
+
+
+## user
+
+>   How many lines does `printf 'a\\nb\\n'` print?  """
+
+RULES = "Answer in one sentence."
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in KEY.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("DOMARKX_LLM", raising=False)
+
+
+def chat(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``domarkx ARGS`` in this process (no terminal: pytest's stdin is none)."""
+    code = main([*args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def only_added(before: str, after: str) -> list[str]:
+    """The lines a unified diff adds; fails if it removes or changes any."""
+    diff = list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm=""))
+    removed = [d for d in diff[2:] if d.startswith("-")]
+    assert removed == [], removed
+    return [d[1:] for d in diff[2:] if d.startswith("+")]
+
+
+def imported(root: Path, path: Path):
+    return SnapshotManager(Store(root / ".domarkx", root)).import_file(path).snapshot
+
+
+def make(project, server: ChatServer, text: str = SESSION) -> tuple[Path, Path, str]:
+    source = text.format(base_url=server.base_url)
+    root = project({"sessions/q.md": source, "sessions/_partials/rules.md": RULES + "\n"})
+    return root, root / "sessions" / "q.md", source
+
+
+def test_chat_appends_the_turn_and_keeps_every_byte(project, env, capsys):
+    with ChatServer() as server:
+        root, path, before = make(project, server)
+        server.reply(
+            "Let me count:\n\n```bash\nprintf 'a\\nb\\n' | wc -l\n```", "It prints 2 lines."
+        )
+        code, out, err = chat(capsys, "chat", "sessions/q.md", "--yes")
+
+    assert code == 0, err
+    after = path.read_text(encoding="utf-8")
+    assert after.startswith(before)  # every byte that was there, as it was
+    added = "\n".join(only_added(before, after))
+    assert added.count("## assistant") == 2
+    assert "```text output exit_code=0\n2\n```" in added
+    assert "> It prints 2 lines." in added
+    # The model was sent the document as imported (macros expanded); the file keeps the macros.
+    first = server.requests[0]["messages"]
+    assert RULES in first[0]["content"] and "domarkx://" in after
+    # What was streamed is the reply, then the output; the note names the file.
+    assert "Let me count:" in out and "It prints 2 lines." in out and "\n2\n" in out
+    assert "appended 2 messages to sessions/q.md" in err
+
+    # The file now imports to the conversation the model and the sandbox made.
+    snapshot = imported(root, path)
+    assert [m.role for m in snapshot.conversation] == ["system", "user", "assistant", "assistant"]
+    store = Store(root / ".domarkx", root)
+    assert store.tags()["q"] == snapshot.snapshot_id  # the session's tag follows the file
+
+
+def test_m_appends_a_question_even_after_a_user_message_and_crlf_stays(project, env, capsys):
+    with ChatServer() as server:
+        source = SESSION.format(base_url=server.base_url).replace("\n", "\r\n")
+        root = project({"sessions/_partials/rules.md": RULES})
+        path = root / "sessions" / "q.md"
+        path.write_bytes(source.encode())
+        server.reply("Two.")
+        code, _, err = chat(capsys, "chat", "sessions/q.md", "-m", "And `seq 3`?\n\n## not a role")
+
+    assert code == 0, err
+    data = path.read_bytes()
+    assert data.startswith(source.encode())
+    tail = data[len(source.encode()) :].decode()
+    assert "\n" not in tail.replace("\r\n", "")  # appended lines end as the file's do
+    assert tail.replace("\r\n", "\n").endswith(
+        "## user\n\n> And `seq 3`?\n>\n> ## not a role\n\n## assistant\n\n> Two.\n"
+    )
+    questions = [m for m in server.requests[0]["messages"] if m["role"] == "user"]
+    assert len(questions) == 2 and questions[-1]["content"].startswith("And `seq 3`?")
+    roles = [m.role for m in imported(root, path).conversation]
+    assert roles == ["system", "user", "user", "assistant"]
+
+
+def test_nothing_to_answer_without_a_terminal_is_bad_usage(project, env, capsys):
+    root = project(
+        {
+            "sessions/done.md": "```yaml session-config\nmodel: {provider: scripted}\n```\n\n"
+            "## user\n\nHi\n\n## assistant\n\nHello.\n"
+        }
+    )
+    before = (root / "sessions" / "done.md").read_bytes()
+    code, _, err = chat(capsys, "chat", "sessions/done.md")
+    assert code == 2
+    assert "does not end with a user message" in err and "-m TEXT" in err
+    assert (root / "sessions" / "done.md").read_bytes() == before
+    assert chat(capsys, "chat", "sessions/done.md", "--regenerate", "-m", "x")[0] == 2
+
+
+def test_unapproved_code_writes_nothing_then_yes_answers_from_the_replay(project, env, capsys):
+    with ChatServer() as server:
+        root, path, before = make(project, server)
+        server.reply("```bash\necho counted\n```")
+        code, _, err = chat(capsys, "chat", "sessions/q.md")
+        assert code == 1
+        assert path.read_text(encoding="utf-8") == before
+        assert "nothing approves it" in err and "--yes" in err and "Traceback" not in err
+        store = Store(root / ".domarkx", root)
+        [instance_id] = store.instance_ids()
+        assert f"instance {instance_id[:12]}" in err
+        # The instance holds the reply: `domarkx export ID` shows it.
+        assert chat(capsys, "export", instance_id[:12])[1].count("echo counted") == 1
+
+        server.reply("It printed counted.")  # only the question after the output is new
+        code, _, err = chat(capsys, "chat", "sessions/q.md", "--yes")
+        assert code == 0, err
+    assert len(server.requests) == 2  # the first reply came from its replay record
+    added = "\n".join(only_added(before, path.read_text(encoding="utf-8")))
+    assert "```text output exit_code=0\ncounted\n```" in added
+    assert "> It printed counted." in added
+
+
+def test_a_file_changed_while_the_model_answered_is_left_alone(project, env, capsys):
+    with ChatServer() as server:
+        root, path, before = make(project, server)
+        server.queue.append(Response(text="Slow answer.", delay=1.0))
+        edited = before + "\n\nI changed my mind.\n"
+
+        def edit_when_asked() -> None:
+            deadline = time.monotonic() + 20
+            while not server.requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            path.write_text(edited, encoding="utf-8")
+
+        editor = threading.Thread(target=edit_when_asked)
+        editor.start()
+        code, _, err = chat(capsys, "chat", "sessions/q.md", "--yes")
+        editor.join(30)
+
+    assert code == 1
+    assert path.read_text(encoding="utf-8") == edited  # the user's edit, and nothing else
+    store = Store(root / ".domarkx", root)
+    [instance_id] = store.instance_ids()
+    assert "changed on disk" in err and instance_id[:12] in err
+    assert "> Slow answer." in chat(capsys, "export", instance_id[:12])[1]
+
+
+def test_regenerate_replaces_the_answer_and_its_replay_record(project, env, capsys, monkeypatch):
+    with ChatServer() as server:
+        root, path, before = make(project, server)
+        server.reply("First answer.")
+        assert chat(capsys, "chat", "sessions/q.md")[0] == 0
+        answered = path.read_text(encoding="utf-8")
+        assert "> First answer." in answered
+
+        server.reply("Second answer.")
+        code, _, err = chat(capsys, "chat", "sessions/q.md", "--regenerate")
+        assert code == 0, err
+
+        monkeypatch.setenv("DOMARKX_LLM", "replay")
+        code, _, err = chat(capsys, "chat", "sessions/q.md", "--regenerate")
+        assert code == 1 and "DOMARKX_LLM=replay" in err
+    after = path.read_text(encoding="utf-8")
+    assert after.startswith(before)  # every byte up to the end of the user message
+    assert "First answer." not in after and after.endswith("## assistant\n\n> Second answer.\n")
+    assert server.requests[0]["messages"] == server.requests[1]["messages"]
+    [record] = (root / ".domarkx" / "replay").rglob("*.json")
+    assert json.loads(record.read_text())["reply"] == "Second answer."
+
+
+def test_a_document_ending_in_an_open_fence_is_not_written(project, env, capsys):
+    with ChatServer() as server:
+        _, path, before = make(project, server, SESSION + "\n\n```bash norun\necho open")
+        server.reply("Fine.")
+        code, _, err = chat(capsys, "chat", "sessions/q.md")
+    assert code == 1
+    assert "would not read back" in err and "unclosed code fence" in err
+    assert path.read_text(encoding="utf-8") == before
+
+
+def test_a_refusal_is_written_and_the_model_is_told(project, env, capsys):
+    """With ``approve`` never granted, a "no" is the block's result (a terminal's "no" too)."""
+    from domarkx.session.approval import Approval, CodeRequest
+    from domarkx.session.chat import ChatSession
+
+    with ChatServer() as server:
+        root, path, before = make(project, server)
+        server.reply("```bash\nrm -rf ~/stuff\n```", "I will not, then.")
+        asked: list[CodeRequest] = []
+
+        def say_no(request: CodeRequest):
+            asked.append(request)
+            return "no"
+
+        store = Store(root / ".domarkx", root)
+        session = ChatSession(store, path, approval=Approval(mode="ask", ask=say_no))
+        session.prepare()
+        session.start()
+        try:
+            session.answer()
+        finally:
+            session.close()
+    assert [r.code for r in asked] == ["rm -rf ~/stuff"]
+    added = "\n".join(only_added(before, path.read_text(encoding="utf-8")))
+    assert f"```text output\n{NOT_RUN}\n```" in added
+    assert NOT_RUN in server.requests[1]["messages"][-1]["content"]
+
+
+# fork ------------------------------------------------------------------------------
+
+
+def test_fork_keeps_the_first_messages_byte_for_byte(project, capsys):
+    source = (
+        "---\ntitle: A\n---\n\nPreamble [@x](domarkx://set?value=1).\n\n"
+        "```yaml session-config\nengine: local_shell\n```\n\n"
+        "## system\n\nBe brief.  \n\n\n## user\n\n> One?\n\n## assistant\n\n> Two.\n"
+    )
+    root = project({"sessions/a.md": source})
+    code, out, err = chat(capsys, "fork", "sessions/a.md", "--messages", "2", "-o", "sessions/b.md")
+    assert code == 0, err
+    assert out.strip() == "sessions/b.md"
+    forked = (root / "sessions" / "b.md").read_text()
+    assert forked == source[: source.index("\n## assistant")]
+    assert [m.role for m in imported(root, root / "sessions" / "b.md").conversation] == [
+        "system",
+        "user",
+    ]
+
+    code, _, err = chat(capsys, "fork", "sessions/a.md", "--messages", "0", "-o", "sessions/c.md")
+    assert code == 0, err
+    assert (root / "sessions" / "c.md").read_text() == source[: source.index("\n## system")]
+
+    assert chat(capsys, "fork", "sessions/a.md", "-n", "4", "-o", "sessions/d.md")[0] == 2
+    code, _, err = chat(capsys, "fork", "sessions/a.md", "-n", "1", "-o", "sessions/b.md")
+    assert code == 1 and "already exists" in err
+    assert not (root / "sessions" / "d.md").exists()
+
+
+# The interactive chat, through a real pseudo-terminal --------------------------------
+
+TALK = """\
+```yaml session-config
+timeout: 10
+model:
+  provider: openai
+  name: test-model
+  base_url: {base_url}
+  api_key_env: DOMARKX_TEST_KEY
+```
+
+```bash setup-script
+echo set-up >> {marker}
+```
+
+## system
+
+> Keep state in the sandbox.
+"""
+
+
+def terminal_env() -> dict[str, str]:
+    import os
+
+    from conftest import REPO_ROOT
+
+    env = dict(os.environ)
+    env.update(KEY)
+    env.pop("DOMARKX_LLM", None)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["TERM"] = "xterm"
+    # The pty answers no cursor-position request; prompt_toolkit's own switch skips them.
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    return env
+
+
+def test_an_interactive_chat_keeps_one_sandbox_and_appends_each_turn(project):
+    import sys
+
+    from pseudo_terminal import PseudoTerminal
+
+    with ChatServer() as server:
+        root = project()
+        marker = root / "setup-ran.txt"
+        project({"sessions/talk.md": TALK.format(base_url=server.base_url, marker=marker)})
+        path = root / "sessions" / "talk.md"
+        before = path.read_text()
+        server.queue.append(Response(text="Setting it.\n\n```python\nx = 41\n```", chunk_size=3))
+        server.reply("Done.", "```python\nprint(x + 1)\n```", "It is 42.")
+        argv = [sys.executable, "-m", "domarkx", "chat", "sessions/talk.md"]
+        with PseudoTerminal(argv, env=terminal_env(), cwd=root) as term:
+            term.expect("Ctrl-D ends")
+            term.expect("you>")
+            term.send("Set x\x1b\rto 41, please.\r")  # Alt-Enter: a second line
+            term.expect("x = 41")
+            term.expect("run it? [y]es / [n]o / [a]lways: ")
+            term.send("a\n")  # always: the next turn's code runs without asking
+            term.expect("Done.")
+            term.expect("appended 3 messages to sessions/talk.md")
+            first_turn = path.read_text()
+            term.expect("you>")
+            term.send("Now print x + 1.\r")
+            term.expect("It is 42.")
+            term.expect("you>")
+            term.send("\r")  # an empty message ends the chat
+            assert term.wait() == 0
+            shown = term.seen
+
+    assert "Setting it." in shown and "42" in shown
+    assert shown.count("run it?") == 1
+    # Each turn was written as it ended; the second only added to the first.
+    assert first_turn.startswith(before) and "> Done." in first_turn
+    after = path.read_text()
+    added = "\n".join(only_added(first_turn, after))
+    assert "```text output exit_code=0\n42\n```" in added  # x survived between turns
+    snapshot = imported(root, path)
+    roles = [m.role for m in snapshot.conversation]
+    assert roles == ["system", "user", "assistant", "assistant", "user", "assistant", "assistant"]
+    assert snapshot.conversation[1].content[0].value == "Set x\nto 41, please."
+    assert marker.read_text() == "set-up\n"  # the setup script ran once, for both turns
+    store = Store(root / ".domarkx", root)
+    [instance_id] = store.instance_ids()
+    assert store.get_instance(instance_id).status == "exited"
+
+
+def test_ctrl_d_ends_an_interactive_chat_and_writes_nothing(project):
+    import sys
+
+    from pseudo_terminal import PseudoTerminal
+
+    root = project()
+    talk = TALK.format(base_url="http://127.0.0.1:9/v1", marker=root / "setup-ran.txt")
+    project({"sessions/talk.md": talk})
+    before = (root / "sessions" / "talk.md").read_bytes()
+    argv = [sys.executable, "-m", "domarkx", "chat", "sessions/talk.md"]
+    with PseudoTerminal(argv, env=terminal_env(), cwd=root) as term:
+        term.expect("you>")
+        term.send("\x04")
+        assert term.wait() == 0
+    assert (root / "sessions" / "talk.md").read_bytes() == before
