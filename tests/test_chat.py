@@ -394,3 +394,104 @@ def test_ctrl_d_ends_an_interactive_chat_and_writes_nothing(project):
         term.send("\x04")
         assert term.wait() == 0
     assert (root / "sessions" / "talk.md").read_bytes() == before
+
+
+def test_doit_after_a_chat_builds_the_new_state_offline(project, env, capsys):
+    """The appended turn's code runs in the build; nothing asks the model again."""
+    from test_pipeline import DODO, doit
+
+    with ChatServer() as server:
+        root = project()
+        marker = root / "ran.txt"
+        root, _, _ = make(project, server)
+        (root / "dodo.py").write_text(DODO)
+        server.reply(f"```bash\necho run >> {marker}; wc -l < {marker}\n```", "Counted.")
+        assert chat(capsys, "chat", "sessions/q.md", "--yes")[0] == 0
+    assert marker.read_text() == "run\n"
+
+    built = doit(root, env={"DOMARKX_LLM": "replay", "DOMARKX_TEST_KEY": None})
+    assert built.code == 0, built.err
+    assert marker.read_text() == "run\nrun\n"  # the build ran the appended block again
+    export = (root / ".domarkx" / "exports" / "q.md").read_text()
+    assert "```text output exit_code=0\n2\n```" in export  # its output, from this build
+    assert export.count("## assistant") == 2 and "> Counted." in export
+    assert len(server.requests) == 2  # both from the chat; the build asked nothing
+
+
+def test_the_readme_chat_tour_runs_in_a_project_made_by_init(tmp_path, monkeypatch, capsys):
+    """README's "Chat in the document" transcript, command by command, as printed there."""
+    import re
+
+    from conftest import REPO_ROOT
+    from test_pipeline import doit
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("## Chat in the document\n", 1)[1].split("\n````console\n", 1)[1]
+    tour = tour.split("\n````\n", 1)[0]
+    steps = re.split(r"^\$ ", tour, flags=re.M)[1:]
+
+    def command(step: str) -> tuple[list[str], str]:
+        line, _, shown = step.partition("\n")
+        return line.split("  #")[0].split(), shown
+
+    monkeypatch.delenv("DOMARKX_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert steps[0].startswith("domarkx init demo && cd demo")
+    assert main(["init", "demo"]) == 0
+    monkeypatch.chdir(tmp_path / "demo")
+    capsys.readouterr()
+
+    heredoc = steps[1].split("<<'EOF'\n", 1)[1]
+    assert heredoc.endswith("\nEOF\n")
+    Path("sessions/ask.md").write_text(heredoc[: -len("EOF\n")], encoding="utf-8")
+
+    argv, shown = command(steps[2])
+    assert argv[:2] == ["domarkx", "chat"]
+    assert main(argv[1:]) == 0
+    out, err = capsys.readouterr()
+    assert out + err == shown
+
+    argv, shown = command(steps[3])
+    assert argv == ["tail", "-n", "3", "sessions/ask.md"]
+    lines = Path("sessions/ask.md").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert "".join(lines[-3:]) == shown
+
+    argv, shown = command(steps[4])
+    assert main(argv[1:]) == 0
+    assert capsys.readouterr().out == shown
+
+    argv, _ = command(steps[5])
+    assert argv == ["doit"]
+    built = doit(tmp_path / "demo")
+    assert built.code == 0, built.err
+    assert {"run:ask", "run:ask-again", "export:ask"} <= built.executed
+    export = Path(".domarkx/exports/ask-again.md").read_text(encoding="utf-8")
+    assert "> It is 42." in export  # the fork's question, answered in the build
+
+
+def test_outputs_of_the_documents_own_blocks_are_not_written_again(project, env, capsys):
+    """They run again (the model sees them), but only the new messages are appended."""
+    earlier = (
+        "\n\n## assistant\n\n```bash\necho earlier\n```\n\n```text output exit_code=0\nearlier\n```"
+        "\n\n## user\n\nAnd this?\n\n```bash run\necho from-the-question\n```\n"
+    )
+    with ChatServer() as server:
+        _, path, before = make(project, server, SESSION + earlier)
+        server.reply("Both ran.")
+        code, _, err = chat(capsys, "chat", "sessions/q.md", "--yes")
+        sent = server.requests[0]["messages"]
+    assert code == 0, err
+    after = path.read_text(encoding="utf-8")
+    assert after == before + "\n## assistant\n\n> Both ran.\n"
+    assert "from-the-question" in sent[-1]["content"]  # the model saw the run block's output
+    assert any("earlier" in m["content"] for m in sent if m["role"] == "user")
+
+
+def test_a_failing_document_block_stops_before_the_model(project, env, capsys):
+    with ChatServer() as server:
+        _, path, before = make(project, server, SESSION + "\n\n```bash run\nexit 3\n```\n")
+        code, _, err = chat(capsys, "chat", "sessions/q.md", "--yes")
+        assert server.requests == []
+    assert code == 1
+    assert "failed with exit status 3" in err and "the model was not asked" in err
+    assert path.read_text(encoding="utf-8") == before

@@ -49,6 +49,8 @@ def run(args) -> int:
             "--regenerate answers the last user message again; it takes no -m",
             hint="run `domarkx chat FILE -m TEXT` for a new question",
         )
+    if args.message is not None and not args.message.strip():
+        raise UsageError("-m needs the text of the message", hint='write e.g. -m "What next?"')
     terminal = Terminal()
     approval = Approval(
         mode="auto" if args.yes else "ask", ask=terminal.approve if terminal.can_ask else None
