@@ -495,3 +495,19 @@ def test_a_failing_document_block_stops_before_the_model(project, env, capsys):
     assert code == 1
     assert "failed with exit status 3" in err and "the model was not asked" in err
     assert path.read_text(encoding="utf-8") == before
+
+
+@pytest.mark.docker
+def test_in_docker_the_models_code_runs_without_asking(project, env, capsys):
+    """The Docker engine isolates model-written code: no --yes, no terminal, no question."""
+    from dockerutil import BUSYBOX_IMAGE, require_image
+
+    image = require_image(BUSYBOX_IMAGE)
+    with ChatServer() as server:
+        text = SESSION.replace("timeout: 10", f"timeout: 30\nengine: docker\nimage: {image}")
+        _, path, before = make(project, server, text)
+        server.reply("```bash\necho in-the-box; hostname | grep -c .\n```", "It ran.")
+        code, _, err = chat(capsys, "chat", "sessions/q.md")
+    assert code == 0, err
+    added = "\n".join(only_added(before, path.read_text(encoding="utf-8")))
+    assert "```text output exit_code=0\nin-the-box\n1\n```" in added and "> It ran." in added
