@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from domarkx.cli.chat_terminal import Terminal
+    from domarkx.cli.chat_terminal import HELP, Terminal
     from domarkx.errors import UsageError
     from domarkx.session.approval import Approval
     from domarkx.session.chat import ChatSession
@@ -78,7 +78,7 @@ def run(args) -> int:
     try:
         session.start()
         if converse:
-            terminal.note(f"chat with {session.display}; {_help()}")
+            terminal.note(f"chat with {session.display}; {HELP}")
             while (text := terminal.read_message()) is not None:
                 _report(terminal, session, session.ask(text))
         else:
@@ -88,12 +88,6 @@ def run(args) -> int:
         terminal.end_turn()
         session.close(failed=failed)
     return 0
-
-
-def _help() -> str:
-    from domarkx.cli.chat_terminal import HELP
-
-    return HELP
 
 
 def _report(terminal, session, added) -> None:

@@ -123,7 +123,7 @@ class ChatSession:
         if message is not None:
             base = append_text(base, render_messages([user_message(message)]))
         self.base = base
-        self.snapshot = self._import(base)
+        self.snapshot = self._import(base, store=False)
         if message is not None:
             self.question = [self.snapshot.conversation[-1]]
 
@@ -148,6 +148,7 @@ class ChatSession:
         return wants_reply(self.snapshot.conversation)
 
     def _import(self, data: bytes, *, store: bool = True) -> SessionSnapshot:
+        """The snapshot of the document text ``data`` (stored unless ``store`` is False)."""
         parsed = self.snapshots.parse_text(decode_document(data, self.display), self.path)
         expanded, _ = self.snapshots.expand(parsed, self.params)
         snapshot = self.snapshots.build(expanded)
@@ -166,6 +167,7 @@ class ChatSession:
                 file=self.display,
                 hint="add `model:` to the session-config (docs/llm.md)",
             )
+        self.store.put_snapshot(snapshot)
         self.instance = self.manager.create(snapshot)
         self.sandbox = self.manager.start(self.instance, snapshot)
         if not self.manager.run_document(self.instance, snapshot, self.sandbox):
