@@ -511,3 +511,56 @@ def test_in_docker_the_models_code_runs_without_asking(project, env, capsys):
     assert code == 0, err
     added = "\n".join(only_added(before, path.read_text(encoding="utf-8")))
     assert "```text output exit_code=0\nin-the-box\n1\n```" in added and "> It ran." in added
+
+
+def test_a_no_on_the_terminal_is_written_as_the_result_and_the_model_is_told(project):
+    import sys
+
+    from pseudo_terminal import PseudoTerminal
+
+    with ChatServer() as server:
+        root = project()
+        talk = TALK.format(base_url=server.base_url, marker=root / "setup-ran.txt")
+        project({"sessions/talk.md": talk})
+        path = root / "sessions" / "talk.md"
+        server.reply(f"```bash\ntouch {root / 'touched'}\n```", "Understood, I left it.")
+        argv = [sys.executable, "-m", "domarkx", "chat", "sessions/talk.md", "-m", "Touch it."]
+        with PseudoTerminal(argv, env=terminal_env(), cwd=root) as term:
+            term.expect("run it? [y]es / [n]o / [a]lways: ")
+            term.send("maybe\n")  # not an answer: asked again
+            term.expect("run it? [y]es / [n]o / [a]lways: ")
+            term.send("n\n")
+            term.expect("Understood, I left it.")
+            assert term.wait() == 0
+        told = server.requests[1]["messages"][-1]["content"]
+
+    assert not (root / "touched").exists()
+    assert NOT_RUN in told
+    added = "\n".join(only_added(talk, path.read_text(encoding="utf-8")))
+    assert f"```text output\n{NOT_RUN}\n```" in added and "> Touch it." in added
+
+
+def test_an_edit_between_two_turns_ends_the_chat_before_the_model_is_asked(project):
+    import sys
+
+    from pseudo_terminal import PseudoTerminal
+
+    with ChatServer() as server:
+        root = project()
+        talk = TALK.format(base_url=server.base_url, marker=root / "setup-ran.txt")
+        project({"sessions/talk.md": talk})
+        path = root / "sessions" / "talk.md"
+        server.reply("First.")
+        argv = [sys.executable, "-m", "domarkx", "chat", "sessions/talk.md"]
+        with PseudoTerminal(argv, env=terminal_env(), cwd=root) as term:
+            term.expect("you>")
+            term.send("One?\r")
+            term.expect("appended 2 messages")
+            term.expect("you>")
+            edited = path.read_text() + "\nAn edit of my own.\n"
+            path.write_text(edited)
+            term.send("Two?\r")
+            term.expect("changed on disk")
+            assert term.wait() == 1
+    assert len(server.requests) == 1
+    assert path.read_text() == edited

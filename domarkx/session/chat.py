@@ -264,11 +264,11 @@ class ChatSession:
             assert self.instance is not None
             ident = self.instance.instance_id[:12]
             raise DocumentChanged(
-                f"the document changed on disk while the model answered; nothing was written "
-                f"to it (the reply is kept in instance {ident})",
+                f"the document changed on disk since the chat read it; nothing was written "
+                f"to it (instance {ident} holds the conversation with the reply)",
                 file=self.display,
-                hint=f"`domarkx export {ident}` shows the conversation with the reply; "
-                "run the chat again to answer the document as it is now",
+                hint=f"`domarkx export {ident}` shows it; run the chat again to answer the "
+                "document as it is now",
             )
 
     def _kept_in_instance(self, err: DomarkxError) -> DomarkxError:
