@@ -67,14 +67,21 @@ class Terminal:
         self._put(chunk)
 
     def show_message(self, message: Message) -> None:
-        """A finished message: the outputs of its code (a tool's result whole)."""
-        from domarkx.session.export import fence, info_string, render_messages
+        """A finished message: the tools it called, the outputs of its code, a tool's result."""
+        from domarkx.llm.messages import render_blocks
+        from domarkx.session.export import fence, info_string
 
+        metadata = message.message_metadata or {}
         if message.role == "tool":
-            self._block(render_messages([message]))
-        for block in message.content:
-            if isinstance(block, OutputBlock) and message.role != "tool":
-                self._block(fence(block.text, info_string(block)) + "\n")
+            name = metadata.get("name") or "tool"
+            self._block(f"[{name} result]\n{render_blocks(message.content)}\n")
+        else:
+            for call in metadata.get("tool_calls") or []:
+                if isinstance(call, dict):
+                    self._block(f"[tool call {call.get('name')}({call.get('arguments', '')})]\n")
+            for block in message.content:
+                if isinstance(block, OutputBlock):
+                    self._block(fence(block.text, info_string(block)) + "\n")
         self._gap = True
 
     def end_turn(self) -> None:
