@@ -571,3 +571,46 @@ def test_an_edit_between_two_turns_ends_the_chat_before_the_model_is_asked(proje
             assert term.wait() == 1
     assert len(server.requests) == 1
     assert path.read_text() == edited
+
+
+TOOLS_SESSION = '''\
+```yaml session-config
+timeout: 20
+model:
+  provider: openai
+  name: test-model
+  base_url: {base_url}
+  api_key_env: DOMARKX_TEST_KEY
+tools: [add, bash]
+```
+
+```python setup-script
+def add(a: int, b: int = 0) -> int:
+    """Add two whole numbers."""
+    return a + b
+```
+
+## user
+
+> What is 2 + 3, and what does `echo hi` print?
+'''
+
+
+def test_tool_calls_and_their_results_are_appended_and_read_back(project, env, capsys):
+    with ChatServer() as server:
+        root = project({"sessions/t.md": TOOLS_SESSION.format(base_url=server.base_url)})
+        path = root / "sessions" / "t.md"
+        before = path.read_text()
+        server.call(("add", {"a": 2, "b": 3}), ("bash", {"code": "echo hi"}), text="Both.")
+        server.reply("5, and it prints hi.")
+        code, out, err = chat(capsys, "chat", "sessions/t.md", "--yes")
+        sent = server.requests[1]["messages"]
+    assert code == 0, err
+    assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "tool"]
+    after = path.read_text()
+    added = "\n".join(only_added(before, after))
+    assert added.count("## tool") == 2 and '"tool_call_id": "call_1"' in added
+    conversation = imported(root, path).conversation
+    assert [m.role for m in conversation] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert conversation[1].message_metadata["tool_calls"][0]["name"] == "add"
+    assert "5, and it prints hi." in out and "hi" in out

@@ -81,21 +81,27 @@ class ParsedSession(BaseModel):
     )
 
 
+def read_document(path: Path, display: str) -> bytes:
+    """A session document's bytes; a missing or unreadable file (or a FIFO, a device)
+    is one clear error."""
+    try:
+        return read_regular(path)
+    except FileNotFoundError:
+        raise DocumentError(
+            "no such file", file=display, hint="check the path of the session document"
+        ) from None
+    except IsADirectoryError:
+        raise DocumentError("is a folder, not a session document", file=display) from None
+    except OSError as err:
+        raise DocumentError(f"cannot read: {err.strerror}", file=display) from None
+
+
 class MarkdownParser:
     """Parses a session document into a ``ParsedSession`` (spec section 1)."""
 
     def parse_file(self, path: Path, display: str | None = None) -> ParsedSession:
         display = display or str(path)
-        try:
-            data = read_regular(path)
-        except FileNotFoundError:
-            raise DocumentError(
-                "no such file", file=display, hint="check the path of the session document"
-            ) from None
-        except IsADirectoryError:
-            raise DocumentError("is a folder, not a session document", file=display) from None
-        except OSError as err:
-            raise DocumentError(f"cannot read: {err.strerror}", file=display) from None
+        data = read_document(path, display)
         return self.parse_text(decode_document(data, display), display, Path(path).resolve())
 
     def parse_text(self, text: str, display: str, path: Path | None = None) -> ParsedSession:

@@ -25,13 +25,13 @@ from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSn
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import Engine
-from domarkx.parsing.markdown import decode_document
+from domarkx.parsing.markdown import decode_document, read_document
 from domarkx.session.approval import Approval, ApprovalRequired
 from domarkx.session.export import render_messages
 from domarkx.session.instance import InstanceManager
 from domarkx.session.names import display_path, session_name
 from domarkx.session.snapshot import SnapshotManager
-from domarkx.session.source import append_text, before_message, read_source
+from domarkx.session.source import append_text, before_message
 
 
 class DocumentChanged(DomarkxError):
@@ -108,7 +108,7 @@ class ChatSession:
     def prepare(self, message: str | None = None) -> None:
         """Read and import the document: cut after the last user message on
         ``--regenerate``, then add ``message`` (``-m``) as a new ``## user`` message."""
-        self.data = read_source(self.path, self.display)
+        self.data = read_document(self.path, self.display)
         base = self.data
         if self.regenerate:
             from domarkx.llm.replay import ENV, mode_from_env
@@ -142,10 +142,10 @@ class ChatSession:
     @property
     def pending(self) -> bool:
         """Whether the document (with ``-m``'s question) ends with a message to answer."""
-        from domarkx.llm.loop import wants_reply
+        from domarkx.llm.loop import needs_model
 
         assert self.snapshot is not None
-        return wants_reply(self.snapshot.conversation)
+        return needs_model(self.snapshot.conversation)
 
     def _import(self, data: bytes, *, store: bool = True) -> SessionSnapshot:
         """The snapshot of the document text ``data`` (stored unless ``store`` is False)."""

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from domarkx.data.atomic import write_atomic
 from domarkx.errors import DomarkxError, UsageError
-from domarkx.parsing.markdown import MarkdownParser, decode_document
+from domarkx.parsing.markdown import MarkdownParser, decode_document, read_document
 from domarkx.session.names import display_path
-from domarkx.session.source import before_message, read_source, trim_end
+from domarkx.session.source import before_message, trim_end
 
 
 def fork_text(data: bytes, path: Path, display: str, messages: int) -> bytes:
@@ -42,7 +42,7 @@ def fork_text(data: bytes, path: Path, display: str, messages: int) -> bytes:
 def fork(path: Path, messages: int, output: Path, root: Path) -> None:
     """Write ``output``, a new session made of the start of ``path``; never overwrites."""
     display = display_path(path, root)
-    text = fork_text(read_source(path, display), path, display, messages)
+    text = fork_text(read_document(path, display), path, display, messages)
     if output.exists():
         raise DomarkxError(
             "already exists; fork writes a new session",

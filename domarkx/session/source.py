@@ -11,26 +11,10 @@ lone ``\\r`` ends it).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from domarkx.errors import DocumentError
 from domarkx.parsing.markdown import ParsedSession
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-def read_source(path: Path, display: str) -> bytes:
-    """The document's bytes; a missing or unreadable file is one clear error."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DocumentError(
-            "no such file", file=display, hint="check the path of the session document"
-        ) from None
-    except IsADirectoryError:
-        raise DocumentError("is a folder, not a session document", file=display) from None
-    except OSError as err:
-        raise DocumentError(f"cannot read: {err.strerror}", file=display) from None
 
 
 def line_offset(data: bytes, line: int) -> int:
