@@ -88,9 +88,20 @@ def imported(root: Path, path: Path):
     return SnapshotManager(Store(root / ".domarkx", root)).import_file(path).snapshot
 
 
+def grant(base_url: str) -> str:
+    """The project's configuration: the test key may go to the loopback server."""
+    return f'[endpoints.test]\nbase_url = "{base_url}"\napi_key_env = "DOMARKX_TEST_KEY"\n'
+
+
 def make(project, server: ChatServer, text: str = SESSION) -> tuple[Path, Path, str]:
     source = text.format(base_url=server.base_url)
-    root = project({"sessions/q.md": source, "sessions/_partials/rules.md": RULES + "\n"})
+    root = project(
+        {
+            "domarkx.toml": grant(server.base_url),
+            "sessions/q.md": source,
+            "sessions/_partials/rules.md": RULES + "\n",
+        }
+    )
     return root, root / "sessions" / "q.md", source
 
 
@@ -126,7 +137,9 @@ def test_chat_appends_the_turn_and_keeps_every_byte(project, env, capsys):
 def test_m_appends_a_question_even_after_a_user_message_and_crlf_stays(project, env, capsys):
     with ChatServer() as server:
         source = SESSION.format(base_url=server.base_url).replace("\n", "\r\n")
-        root = project({"sessions/_partials/rules.md": RULES})
+        root = project(
+            {"sessions/_partials/rules.md": RULES, "domarkx.toml": grant(server.base_url)}
+        )
         path = root / "sessions" / "q.md"
         path.write_bytes(source.encode())
         server.reply("Two.")
@@ -347,7 +360,8 @@ def test_an_interactive_chat_keeps_one_sandbox_and_appends_each_turn(project):
     with ChatServer() as server:
         root = project()
         marker = root / "setup-ran.txt"
-        project({"sessions/talk.md": TALK.format(base_url=server.base_url, marker=marker)})
+        talk = TALK.format(base_url=server.base_url, marker=marker)
+        project({"sessions/talk.md": talk, "domarkx.toml": grant(server.base_url)})
         path = root / "sessions" / "talk.md"
         before = path.read_text()
         server.queue.append(Response(text="Setting it.\n\n```python\nx = 41\n```", chunk_size=3))
@@ -468,8 +482,8 @@ def test_the_readme_chat_tour_runs_in_a_project_made_by_init(tmp_path, monkeypat
     assert capsys.readouterr().out == shown
 
     argv, _ = command(steps[5])
-    assert argv == ["doit"]
-    built = doit(tmp_path / "demo")
+    assert argv == ["DOMARKX_YES=1", "doit"]
+    built = doit(tmp_path / "demo", env={"DOMARKX_YES": "1"})
     assert built.code == 0, built.err
     assert {"run:ask", "run:ask-again", "export:ask"} <= built.executed
     export = Path(".domarkx/exports/ask-again.md").read_text(encoding="utf-8")
@@ -528,7 +542,7 @@ def test_a_no_on_the_terminal_is_written_as_the_result_and_the_model_is_told(pro
     with ChatServer() as server:
         root = project()
         talk = TALK.format(base_url=server.base_url, marker=root / "setup-ran.txt")
-        project({"sessions/talk.md": talk})
+        project({"sessions/talk.md": talk, "domarkx.toml": grant(server.base_url)})
         path = root / "sessions" / "talk.md"
         server.reply(f"```bash\ntouch {root / 'touched'}\n```", "Understood, I left it.")
         argv = [sys.executable, "-m", "domarkx", "chat", "sessions/talk.md", "-m", "Touch it."]
@@ -555,7 +569,7 @@ def test_an_edit_between_two_turns_ends_the_chat_before_the_model_is_asked(proje
     with ChatServer() as server:
         root = project()
         talk = TALK.format(base_url=server.base_url, marker=root / "setup-ran.txt")
-        project({"sessions/talk.md": talk})
+        project({"sessions/talk.md": talk, "domarkx.toml": grant(server.base_url)})
         path = root / "sessions" / "talk.md"
         server.reply("First.")
         argv = [sys.executable, "-m", "domarkx", "chat", "sessions/talk.md"]
@@ -598,7 +612,12 @@ def add(a: int, b: int = 0) -> int:
 
 def test_tool_calls_and_their_results_are_appended_and_read_back(project, env, capsys):
     with ChatServer() as server:
-        root = project({"sessions/t.md": TOOLS_SESSION.format(base_url=server.base_url)})
+        root = project(
+            {
+                "sessions/t.md": TOOLS_SESSION.format(base_url=server.base_url),
+                "domarkx.toml": grant(server.base_url),
+            }
+        )
         path = root / "sessions" / "t.md"
         before = path.read_text()
         server.call(("add", {"a": 2, "b": 3}), ("bash", {"code": "echo hi"}), text="Both.")

@@ -1,10 +1,11 @@
-"""What ``domarkx chat`` shows and asks: the streamed reply, code outputs, the
-approval question, and (on a terminal) the multi-line prompt for the next message.
+"""What ``domarkx chat`` shows and asks: the streamed reply, code outputs, tool calls,
+and (on a terminal) the multi-line prompt for the next message.
 
 The reply and its outputs go to standard output, so ``domarkx chat F -m Q >
-answer.md`` keeps the answer; questions and notes go to standard error. The
-prompt uses prompt_toolkit (the optional extra ``domarkx[chat]``), imported
-only when a chat is interactive.
+answer.md`` keeps the answer; questions and notes go to standard error. Whether
+model-written code may run is asked as every command asks it
+(``approval.terminal_prompt``). The prompt uses prompt_toolkit (the optional
+extra ``domarkx[chat]``), imported only when a chat is interactive.
 """
 
 from __future__ import annotations
@@ -14,19 +15,10 @@ from typing import Any, TextIO
 
 from domarkx.data.models import Message, OutputBlock
 from domarkx.errors import DomarkxError
-from domarkx.session.approval import Answer, CodeRequest
 
 PROMPT = "you> "
 CONTINUATION = "...> "
 HELP = "Enter sends; Alt-Enter (or Esc, Enter) starts a new line; an empty message or Ctrl-D ends"
-ANSWERS: dict[str, Answer] = {
-    "y": "yes",
-    "yes": "yes",
-    "n": "no",
-    "no": "no",
-    "a": "always",
-    "always": "always",
-}
 
 
 class Terminal:
@@ -44,11 +36,6 @@ class Terminal:
         self._line_start = True  # whether the last thing written to ``out`` ended a line
         self._gap = False  # a message ended: the next text starts after a blank line
         self._session: Any = None
-
-    @property
-    def can_ask(self) -> bool:
-        """A person can answer a question: standard input is a terminal."""
-        return _isatty(self.stdin)
 
     @property
     def interactive(self) -> bool:
@@ -103,27 +90,6 @@ class Terminal:
     def _block(self, text: str) -> None:
         self.end_turn()
         self._put("\n" + text)
-
-    # Approval -------------------------------------------------------------------------
-    def approve(self, request: CodeRequest) -> Answer:
-        """Show model-written code and ask whether it may run; end of input answers no."""
-        self.end_turn()
-        self.err.write(
-            f"\ndomarkx: {request.where}: the model wants to run this {request.language} code "
-            f"on this machine ({request.engine} engine):\n"
-        )
-        for line in request.code.split("\n"):
-            self.err.write(f"  | {line}\n")
-        while True:
-            self.err.write("run it? [y]es / [n]o / [a]lways: ")
-            self.err.flush()
-            line = self.stdin.readline()
-            if not line:
-                self.err.write("\n")
-                return "no"
-            answer = ANSWERS.get(line.strip().lower())
-            if answer is not None:
-                return answer
 
     # The next message -----------------------------------------------------------------
     def check_prompt(self) -> None:

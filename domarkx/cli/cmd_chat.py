@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         "-y",
         "--yes",
         action="store_true",
-        help="run the model's code on this machine without asking",
+        help="run the model's code on this machine without asking (local_shell)",
     )
     parser.add_argument(
         "--param", action="append", metavar="K=V", help="value of a parameter macro (repeatable)"
@@ -41,7 +41,7 @@ def run(args) -> int:
 
     from domarkx.cli.chat_terminal import HELP, Terminal
     from domarkx.errors import UsageError
-    from domarkx.session.approval import Approval
+    from domarkx.session.approval import for_project
     from domarkx.session.chat import ChatSession
 
     if args.regenerate and args.message is not None:
@@ -52,13 +52,13 @@ def run(args) -> int:
     if args.message is not None and not args.message.strip():
         raise UsageError("-m needs the text of the message", hint='write e.g. -m "What next?"')
     terminal = Terminal()
-    approval = Approval(
-        mode="auto" if args.yes else "ask", ask=terminal.approve if terminal.can_ask else None
-    )
+    store = open_store()
     session = ChatSession(
-        open_store(),
+        store,
         Path(args.file),
-        approval=approval,
+        # --yes (or DOMARKX_YES), else `approve` of the project's configuration, asking
+        # on a terminal: the same grant as `domarkx run` and `domarkx build`.
+        approval=for_project(store.root, yes=args.yes),
         params=parse_params(args.param),
         regenerate=args.regenerate,
         stream=terminal.write,

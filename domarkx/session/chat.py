@@ -277,13 +277,13 @@ class ChatSession:
         assert self.instance is not None
         ident = self.instance.instance_id[:12]
         if isinstance(err, ApprovalRequired):
-            note = (
-                f"nothing was written to {self.display}; instance {ident} holds the reply, "
-                "and the same command with --yes answers from its replay record"
+            # The run already names the instance that keeps the reply.
+            err.message += (
+                f" (nothing was written to {self.display}; the same command with --yes "
+                "answers from the replay record)"
             )
-        else:
-            note = f"nothing was written to {self.display}; instance {ident} holds the turn"
-        err.message = f"{err.message} ({note})"
+            return err
+        err.message += f" (nothing was written to {self.display}; instance {ident} holds the turn)"
         err.hint = f"{err.hint}; " if err.hint else ""
         err.hint += f"`domarkx export {ident}` shows it"
         return err
