@@ -633,3 +633,23 @@ def test_tool_calls_and_their_results_are_appended_and_read_back(project, env, c
     assert [m.role for m in conversation] == ["user", "assistant", "tool", "tool", "assistant"]
     assert conversation[1].message_metadata["tool_calls"][0]["name"] == "add"
     assert "5, and it prints hi." in out and "hi" in out
+
+
+def test_a_linked_document_is_written_through_its_link_and_one_outside_is_refused(
+    project, env, capsys, tmp_path
+):
+    with ChatServer() as server:
+        root, path, before = make(project, server)
+        (root / "sessions" / "link.md").symlink_to(path)
+        outside = tmp_path / "outside.md"
+        outside.write_text(before)
+        (root / "sessions" / "away.md").symlink_to(outside)
+        server.reply("Through the link.")
+        assert chat(capsys, "chat", "sessions/link.md")[0] == 0
+        code, _, err = chat(capsys, "chat", "sessions/away.md", "-m", "Hi")
+        code_fork, _, _ = chat(capsys, "fork", "sessions/away.md", "-n", "1", "-o", "x.md")
+    assert (root / "sessions" / "link.md").is_symlink()
+    assert "> Through the link." in path.read_text()
+    assert code == 1 and "outside the project" in err and outside.read_text() == before
+    assert code_fork == 1 and not (root / "x.md").exists()
+    assert len(server.requests) == 1

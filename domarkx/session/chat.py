@@ -28,6 +28,7 @@ from domarkx.execution.engine import Engine
 from domarkx.parsing.markdown import decode_document, read_document
 from domarkx.session.approval import Approval, ApprovalRequired
 from domarkx.session.export import render_messages
+from domarkx.session.files import check_document
 from domarkx.session.instance import InstanceManager
 from domarkx.session.names import display_path, session_name
 from domarkx.session.snapshot import SnapshotManager
@@ -108,6 +109,7 @@ class ChatSession:
     def prepare(self, message: str | None = None) -> None:
         """Read and import the document: cut after the last user message on
         ``--regenerate``, then add ``message`` (``-m``) as a new ``## user`` message."""
+        check_document(self.path, self.store.root, self.display)
         self.data = read_document(self.path, self.display)
         base = self.data
         if self.regenerate:
@@ -213,7 +215,8 @@ class ChatSession:
         self._check_unchanged()
         from domarkx.data.atomic import write_atomic
 
-        write_atomic(self.path, data)
+        # Through a link, the file it points to (inside the project) is the one written.
+        write_atomic(self.path.resolve(), data)
         self.data = self.base = data
         self.store.put_snapshot(written)
         self.store.tag(session_name(self.path, self.store.root), written.snapshot_id)

@@ -13,6 +13,7 @@ from pathlib import Path
 from domarkx.data.atomic import write_atomic
 from domarkx.errors import DomarkxError, UsageError
 from domarkx.parsing.markdown import MarkdownParser, decode_document, read_document
+from domarkx.session.files import check_document
 from domarkx.session.names import display_path
 from domarkx.session.source import before_message, trim_end
 
@@ -42,6 +43,7 @@ def fork_text(data: bytes, path: Path, display: str, messages: int) -> bytes:
 def fork(path: Path, messages: int, output: Path, root: Path) -> None:
     """Write ``output``, a new session made of the start of ``path``; never overwrites."""
     display = display_path(path, root)
+    check_document(path, root, display)
     text = fork_text(read_document(path, display), path, display, messages)
     if output.exists():
         raise DomarkxError(
