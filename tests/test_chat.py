@@ -653,3 +653,20 @@ def test_a_linked_document_is_written_through_its_link_and_one_outside_is_refuse
     assert code == 1 and "outside the project" in err and outside.read_text() == before
     assert code_fork == 1 and not (root / "x.md").exists()
     assert len(server.requests) == 1
+
+
+def test_export_and_chat_write_messages_with_one_writer(tmp_path):
+    """Every example's export ends with exactly what chat would append for its messages."""
+    from conftest import REPO_ROOT
+
+    from domarkx.session.export import render, render_messages
+    from domarkx.session.names import session_files
+
+    manager = SnapshotManager(Store(tmp_path / "store", REPO_ROOT))
+    checked = 0
+    for path in session_files(REPO_ROOT):
+        snapshot = manager.import_file(path).snapshot
+        if snapshot.conversation:
+            assert render(snapshot).endswith("\n" + render_messages(snapshot.conversation))
+            checked += 1
+    assert checked >= 5
