@@ -402,7 +402,7 @@ def test_an_interactive_chat_keeps_one_sandbox_and_appends_each_turn(project):
     assert store.get_instance(instance_id).status == "exited"
 
 
-def test_ctrl_d_ends_an_interactive_chat_and_writes_nothing(project):
+def test_ctrl_c_drops_a_message_and_ctrl_d_ends_the_chat_writing_nothing(project):
     import sys
 
     from pseudo_terminal import PseudoTerminal
@@ -413,6 +413,10 @@ def test_ctrl_d_ends_an_interactive_chat_and_writes_nothing(project):
     before = (root / "sessions" / "talk.md").read_bytes()
     argv = [sys.executable, "-m", "domarkx", "chat", "sessions/talk.md"]
     with PseudoTerminal(argv, env=terminal_env(), cwd=root) as term:
+        term.expect("you>")
+        term.send("never mind")
+        term.expect("never mind")
+        term.send("\x03")  # Ctrl-C drops what was typed and asks again
         term.expect("you>")
         term.send("\x04")
         assert term.wait() == 0
