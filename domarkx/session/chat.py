@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from domarkx.data.atomic import write_atomic
 from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
@@ -36,7 +37,7 @@ from domarkx.session.source import append_text, before_message
 
 
 class DocumentChanged(DomarkxError):
-    """The document changed on disk while the model answered; the reply stays in the instance."""
+    """The document changed on disk since the chat read it; the reply stays in the instance."""
 
 
 class ChatError(DomarkxError):
@@ -213,8 +214,6 @@ class ChatSession:
         data = append_text(self.base, render_messages(added))
         written = self._verify(data, [*snapshot.conversation, *added])
         self._check_unchanged()
-        from domarkx.data.atomic import write_atomic
-
         # Through a link, the file it points to (inside the project) is the one written.
         write_atomic(self.path.resolve(), data)
         self.data = self.base = data
