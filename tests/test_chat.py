@@ -247,13 +247,14 @@ def test_regenerate_replaces_the_answer_and_its_replay_record(project, env, caps
     assert (reply["text"] if isinstance(reply, dict) else reply) == "Second answer."
 
 
-def test_a_document_ending_in_an_open_fence_is_not_written(project, env, capsys):
+def test_a_document_ending_in_an_open_block_is_not_answered(project, env, capsys):
     with ChatServer() as server:
         _, path, before = make(project, server, SESSION + "\n\n```bash norun\necho open")
         server.reply("Fine.")
         code, _, err = chat(capsys, "chat", "sessions/q.md")
+        assert server.requests == []  # found before the model is asked
     assert code == 1
-    assert "would not read back" in err and "unclosed code fence" in err
+    assert "sessions/q.md: the document ends inside an open block" in err
     assert path.read_text(encoding="utf-8") == before
 
 

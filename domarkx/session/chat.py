@@ -122,6 +122,7 @@ class ChatSession:
                     hint=f"unset {ENV}, or set it to auto",
                 )
             base = self._before_answer(base)
+        self._check_open_end(base)
         self.question = []
         if message is not None:
             base = append_text(base, render_messages([user_message(message)]))
@@ -141,6 +142,20 @@ class ChatSession:
                 hint="add a `## user` message, or use `-m TEXT`",
             )
         return before_message(data, parsed, users[-1] + 1)
+
+    def _check_open_end(self, data: bytes) -> None:
+        """An error, before the model is asked, when appended text would join the last block."""
+        from domarkx.parsing.blocks import is_open_at_end
+        from domarkx.parsing.markdown import split_front_matter
+
+        _, lines, _ = split_front_matter(decode_document(data, self.display), self.display)
+        if is_open_at_end("\n".join(lines)):
+            raise ChatError(
+                "the document ends inside an open block (a code fence or an HTML comment "
+                "never closed): what chat appends would become part of it",
+                file=self.display,
+                hint="close that block at the end of the document, then run the chat again",
+            )
 
     @property
     def pending(self) -> bool:
