@@ -675,3 +675,15 @@ def test_export_and_chat_write_messages_with_one_writer(tmp_path):
             assert render(snapshot).endswith("\n" + render_messages(snapshot.conversation))
             checked += 1
     assert checked >= 5
+
+
+def test_a_macro_in_a_reply_is_written_so_that_it_stays_literal(project, env, capsys):
+    """A ``domarkx://`` link in a reply must not expand when the document is next imported."""
+    with ChatServer() as server:
+        root, path, _ = make(project, server)
+        server.reply("Try [@x](domarkx://set?value=surprise) in a session.")
+        code, _, err = chat(capsys, "chat", "sessions/q.md")
+    assert code == 0, err
+    [reply] = imported(root, path).conversation[-1].content
+    # Markdown that shows the link as written (escaped), not its expansion.
+    assert reply.value.replace("\\[", "[") == "Try [@x](domarkx://set?value=surprise) in a session."

@@ -267,8 +267,7 @@ class ChatSession:
                 f"the appended text would not read back as the conversation: message "
                 f"{where + 1} ({role}) would differ",
                 file=self.display,
-                hint="does the document end inside an unclosed code fence or HTML block, or "
-                "did the model write a `domarkx://` macro?",
+                hint="please report this document and reply: the writer should keep them apart",
             )
         )
 
