@@ -687,3 +687,18 @@ def test_a_macro_in_a_reply_is_written_so_that_it_stays_literal(project, env, ca
     [reply] = imported(root, path).conversation[-1].content
     # Markdown that shows the link as written (escaped), not its expansion.
     assert reply.value.replace("\\[", "[") == "Try [@x](domarkx://set?value=surprise) in a session."
+
+
+def test_a_typed_question_keeps_its_macro_link_as_typed(project, capsys):
+    root = project(
+        {
+            "sessions/s.md": "---\nscripted_replies: [Noted.]\n---\n\n"
+            "```yaml session-config\nmodel: {provider: scripted}\n```\n"
+        }
+    )
+    code, _, err = chat(
+        capsys, "chat", "sessions/s.md", "-m", "Is [@x](domarkx://set?value=1) kept?"
+    )
+    assert code == 0, err
+    question = imported(root, root / "sessions" / "s.md").conversation[0]
+    assert question.role == "user" and "domarkx://set?value=1" in question.content[0].value
