@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, open_store, parse_params
+from typing import TYPE_CHECKING
+
+from domarkx.cli.options import Args, Subparsers, add_command, open_store, parse_params
+
+if TYPE_CHECKING:
+    from domarkx.cli.chat_terminal import Terminal
+    from domarkx.data.models import Message
+    from domarkx.session.chat import ChatSession
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "chat",
@@ -36,7 +43,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from pathlib import Path
 
     from domarkx.cli.chat_terminal import HELP, Terminal
@@ -90,7 +97,7 @@ def run(args) -> int:
     return 0
 
 
-def _report(terminal, session, added) -> None:
+def _report(terminal: Terminal, session: ChatSession, added: list[Message]) -> None:
     count = len(added)
     terminal.note(
         f"appended {count} message{'' if count == 1 else 's'} to {session.display}"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from domarkx.cli.options import add_command, open_store
+from domarkx.cli.options import Args, Subparsers, add_command, open_store
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers,
         "fork",
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from pathlib import Path
 
     from domarkx.session.fork import fork
