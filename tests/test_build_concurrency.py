@@ -7,6 +7,7 @@ checked is what the server and the process table see, not how long it took.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -230,3 +231,54 @@ def test_an_interrupted_build_ends_its_runs_as_a_serial_build_would(tmp_path):
     statuses = [store.get_instance(i).status for i in store.instance_ids()]
     assert statuses and set(statuses) <= {"failed", "exited"}
     assert "failed" in statuses
+
+
+TWIN = """\
+```yaml session-config
+model:
+  provider: openai
+  name: test-model
+  base_url: {base_url}
+```
+
+## user
+
+Start a helper.
+
+## assistant
+
+```sh
+sleep {nap} &
+echo started
+```
+
+## user
+
+And now?
+"""
+
+
+def test_two_sessions_with_the_same_content_get_an_instance_each(tmp_path):
+    """Twins share a snapshot and a run key, yet each session's run has its own instance."""
+    from dockerutil import RUN_ID, processes_running
+
+    nap = f"31.{RUN_ID}"
+    with RecordingServer() as server:
+        server.default = Response(text="Done.", delay=DELAY)
+        text = TWIN.format(base_url=server.base_url, nap=nap)
+        root = new_project(tmp_path / "p", {"sessions/a.md": text, "sessions/b.md": text})
+        result = doit(root, process=True)  # a process of its own: it ends, as a user's does
+        assert result.code == 0, result.out + result.err
+        assert most_at_once(server.arrivals) == 2  # both ran, side by side
+    runs = {
+        name: json.loads((root / ".domarkx" / "cache" / "run" / f"{name}.json").read_text())
+        for name in ("a", "b")
+    }
+    assert runs["a"]["snapshot_id"] == runs["b"]["snapshot_id"]
+    assert runs["a"]["instance_id"] != runs["b"]["instance_id"]
+    for record in runs.values():
+        instance = root / ".domarkx" / "instances" / record["instance_id"] / "instance.json"
+        data = json.loads(instance.read_text())
+        assert data["status"] == "exited" and not data["sandbox"].get("alive")
+    assert processes_running(nap, within=5) == []
+    assert list((root / ".domarkx" / "owners").glob("*")) == []

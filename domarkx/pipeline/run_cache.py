@@ -136,9 +136,18 @@ def run_key(snapshot: SessionSnapshot) -> str:
     return digest(data)
 
 
-def build_instance_id(snapshot_id: str, key: str) -> str:
-    """The id of a build's instance: the same snapshot and run key, the same instance."""
-    return hashlib.sha256(f"build:{snapshot_id}:{key}".encode()).hexdigest()
+def build_instance_id(snapshot_id: str, key: str, session: str | None = None) -> str:
+    """The id of a build's instance: one per session, snapshot and run key.
+
+    The session's name is part of it because two sessions with the same
+    content (one snapshot, one run key) run side by side in a threaded build:
+    a shared id would have each overwrite the other's instance and sandbox
+    record. They still share the execution cache, which is keyed by run key.
+    """
+    text = (
+        f"build:{snapshot_id}:{key}" if session is None else f"build:{snapshot_id}:{key}:{session}"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def replay_digests(store: Store, keys: list[str]) -> dict[str, str | None]:

@@ -270,7 +270,7 @@ def run(layout: Layout, name: str, task: Any) -> None:
     from domarkx.session.instance import InstanceManager
 
     snapshot_id = _read(layout, layout.snapshot_out(name)).decode().split("\n", 1)[0]
-    instance = InstanceManager(_store(layout)).run_for_build(snapshot_id)
+    instance = InstanceManager(_store(layout)).run_for_build(snapshot_id, name)
     if instance.status == "failed":
         from pathlib import Path
 
@@ -323,7 +323,7 @@ def export_text(layout: Layout, name: str) -> str:
         # Pruned since the run: the execution cache brings it back without running.
         from domarkx.session.instance import InstanceManager
 
-        instance = InstanceManager(store).run_for_build(record["snapshot_id"])
+        instance = InstanceManager(store).run_for_build(record["snapshot_id"], name)
     snapshot = store.get_snapshot(instance.snapshot_id)
     return render(snapshot, instance.conversation, instance=instance)
 

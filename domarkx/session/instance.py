@@ -570,13 +570,16 @@ class InstanceManager:
             self.echo(line)
 
     # The build's execution cache (see domarkx.pipeline.run_cache) -----------
-    def run_for_build(self, snapshot_id: str) -> SessionInstance:
-        """The finished instance of a snapshot, re-running only on an execution-cache miss."""
+    def run_for_build(self, snapshot_id: str, session: str | None = None) -> SessionInstance:
+        """The finished instance of a snapshot, re-running only on an execution-cache miss.
+
+        ``session`` (the build's session name) makes the instance that session's own.
+        """
         from domarkx.pipeline.run_cache import RunCache, RunRecord, build_instance_id, run_key
 
         snapshot = self.store.get_snapshot(snapshot_id)
         key = run_key(snapshot)
-        instance_id = build_instance_id(snapshot_id, key)
+        instance_id = build_instance_id(snapshot_id, key, session)
         cache = RunCache(self.store)
         record = cache.lookup(key, snapshot)
         if record is not None:
