@@ -35,6 +35,7 @@ class Response:
     reasoning: str | None = None  # sent as reasoning_content
     usage: dict[str, int] | None = None  # default: prompt 1, completion 1
     model: str | None = None  # the model the server says answered (default: the request's)
+    headers: dict[str, str] | None = None  # extra response headers (``retry-after-ms``...)
 
     def finish_reason(self) -> str:
         return "tool_calls" if self.tool_calls else "stop"
@@ -54,6 +55,7 @@ class ChatServer:
         self.default: Response | None = None
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.received_at: list[float] = []  # time.monotonic() of each request
         self._lock = threading.Lock()
         self._calls_made = 0
         self._httpd: ThreadingHTTPServer | None = None
@@ -83,9 +85,11 @@ class ChatServer:
         self.queue.append(Response(text=text, tool_calls=tool_calls, **extra))
         return self
 
-    def fail(self, status: int, error: str = "scripted failure") -> ChatServer:
-        """Queue one error answer."""
-        self.queue.append(Response(status=status, error=error))
+    def fail(
+        self, status: int, error: str = "scripted failure", headers: dict[str, str] | None = None
+    ) -> ChatServer:
+        """Queue one error answer (``headers``: such as ``{"retry-after-ms": "10"}``)."""
+        self.queue.append(Response(status=status, error=error, headers=headers))
         return self
 
     def next_response(self) -> Response:
@@ -151,6 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         with self.chat._lock:
             self.chat.requests.append(body)
+            self.chat.received_at.append(time.monotonic())
             self.chat.headers.append({k.lower(): v for k, v in self.headers.items()})
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -160,15 +165,19 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(response.delay)
         if response.status != 200:
             error = {"message": response.error, "type": "test_error", "code": response.status}
-            self._json(response.status, {"error": error})
+            self._json(response.status, {"error": error}, response.headers)
         elif body.get("stream"):
             self._stream(body, response)
         else:
             self._json(200, _completion(body, response))
 
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
+    def _json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

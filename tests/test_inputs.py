@@ -204,8 +204,8 @@ def test_a_model_server_that_is_down_says_it_retries(tmp_path):
     env = env_for(root) | {
         "DOMARKX_TEST_KEY": "sk-test",
         "DOMARKX_LLM_RETRIES": "2",
-        "DOMARKX_LLM_BACKOFF": "0.01",
     }
+    started = time.monotonic()
     ran = subprocess.run(
         [sys.executable, "-m", "domarkx", "run", "a"],
         cwd=root,
@@ -214,5 +214,14 @@ def test_a_model_server_that_is_down_says_it_retries(tmp_path):
         text=True,
         timeout=60,
     )
-    assert "retrying in 0.01 s (attempt 2 of 3)" in ran.stderr, ran.stderr
+    took = time.monotonic() - started
+    where = f"http://127.0.0.1:{port}/v1"
+    # The client's backoff: 0.5 s then 1 s (less up to 25 % jitter), then one error.
+    assert f"the model server at {where}: cannot connect (ConnectError); retrying in 0." in (
+        ran.stderr
+    ), ran.stderr
+    assert "(try 2 of 3)" in ran.stderr and "(try 3 of 3)" in ran.stderr
+    assert ran.stderr.count(f"cannot reach the model server at {where}") == 1, ran.stderr
     assert "tried 3 times" in ran.stderr
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr
+    assert took < 10

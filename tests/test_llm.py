@@ -29,7 +29,6 @@ CODE_REPLY = "Let me check:\n\n```bash\necho hi-from-bash\n```"
 
 @pytest.fixture(autouse=True)
 def fast_llm_env(monkeypatch):
-    monkeypatch.setenv("DOMARKX_LLM_BACKOFF", "0.01")
     monkeypatch.setenv("DOMARKX_LLM_RETRIES", "2")
     monkeypatch.setenv("DOMARKX_LLM", "auto")
     monkeypatch.setenv(KEY_ENV, "sk-test-123")
@@ -160,17 +159,32 @@ def test_a_loop_that_ends_by_itself_says_nothing_of_max_turns(server, tmp_path, 
     assert "max_turns" not in capsys.readouterr().err
 
 
-def test_a_429_is_retried(server, tmp_path):
-    server.fail(429, "slow down").reply("Fine now.")
+def test_a_429_is_retried_after_the_delay_the_server_asks_and_says_so(server, tmp_path, capsys):
+    server.fail(429, "slow down", headers={"retry-after-ms": "10"}).reply("Fine now.")
     run = Run(tmp_path)
     run(settings_for(server.base_url))
     assert len(server.requests) == 2
+    # 10 ms as asked, not the client's own first backoff (0.375 s at least).
+    assert server.received_at[1] - server.received_at[0] < 0.3
     assert run.conversation[-1].content[0].value == "Fine now."
+    err = capsys.readouterr().err
+    assert (
+        f"the model server at {server.base_url}: HTTP 429; retrying in 0.01 s (try 2 of 3)" in err
+    )
+
+
+def test_without_retry_after_the_client_backs_off(server, tmp_path, capsys):
+    server.fail(503, "busy").reply("Fine now.")
+    Run(tmp_path)(settings_for(server.base_url))
+    assert 0.3 < server.received_at[1] - server.received_at[0] < 5  # 0.5 s less <= 25 % jitter
+    assert "HTTP 503; retrying in 0." in capsys.readouterr().err
 
 
 def test_a_500_forever_is_a_clear_error_and_keeps_what_was_done(server, tmp_path):
     server.reply(CODE_REPLY)
-    server.default = Response(status=500, error="the GPU caught fire")
+    server.default = Response(
+        status=500, error="the GPU caught fire", headers={"retry-after-ms": "10"}
+    )
     run = Run(tmp_path)
     with pytest.raises(LLMError) as failure:
         run(settings_for(server.base_url))

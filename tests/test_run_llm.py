@@ -48,7 +48,7 @@ def files(base_url: str) -> dict[str, str]:
     }
 
 
-ENV = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_BACKOFF": "0.01", "DOMARKX_LLM_RETRIES": "2"}
+ENV = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_RETRIES": "2"}
 
 
 def import_and_run(cli, *, env):

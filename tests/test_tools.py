@@ -61,7 +61,7 @@ tools: [{tools}]
 > What is 2 + 3?
 """
 
-ENV = {"DOMARKX_LLM_BACKOFF": "0.01", "DOMARKX_LLM_RETRIES": "1", "DOMARKX_LLM": "auto"}
+ENV = {"DOMARKX_LLM_RETRIES": "1", "DOMARKX_LLM": "auto"}
 
 
 @pytest.fixture(autouse=True)

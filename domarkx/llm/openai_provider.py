@@ -5,17 +5,20 @@ OpenAI itself, DeepSeek, OpenRouter, vLLM, llama.cpp's server, Ollama: set
 extra (``pip install 'domarkx[openai]'``) and is imported only when a model is
 called, so the command starts fast without it.
 
-Retries are ours, not the client's: 429, 5xx, timeouts and connection failures
-are retried ``DOMARKX_LLM_RETRIES`` times (default 4) after ``base * 2**n``
-seconds, ``base`` being ``DOMARKX_LLM_BACKOFF`` (default 1.0).
+Retries are the client's own (``max_retries``): 408, 409, 429, 5xx, timeouts
+and connection failures are retried ``DOMARKX_LLM_RETRIES`` times (default 4)
+with its exponential backoff (0.5 s doubled, at most 8 s, with jitter), or
+after the delay the server asks for in ``retry-after-ms`` / ``retry-after``.
+Each retry is told on stderr (``_RetryNotes``, a filter on the client's
+logger), so a run waiting on a server that is down never looks hung.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
-import time
 from typing import Any
 
 from domarkx.errors import LLMError
@@ -23,7 +26,6 @@ from domarkx.llm.provider import Provider, Stream
 from domarkx.llm.reply import Reply, ToolCall
 
 DEFAULT_RETRIES = 4
-DEFAULT_BACKOFF = 1.0
 DEFAULT_TIMEOUT = 120.0
 # Local servers (llama.cpp, Ollama, vLLM) want no key, but the client insists on one.
 PLACEHOLDER_KEY = "no-key"
@@ -49,11 +51,6 @@ def retries() -> int:
     return int(_env_number("DOMARKX_LLM_RETRIES", DEFAULT_RETRIES, int))
 
 
-def backoff_base() -> float:
-    """Seconds before the first retry, doubled for each next one (``DOMARKX_LLM_BACKOFF``)."""
-    return float(_env_number("DOMARKX_LLM_BACKOFF", DEFAULT_BACKOFF, float))
-
-
 def _import_openai() -> Any:
     try:
         import openai
@@ -66,7 +63,7 @@ def _import_openai() -> Any:
 
 
 class _Transient(Exception):
-    """A failure worth another try; ``error`` is what the user sees if none succeeds."""
+    """A failure the client retried; ``error`` is what the user sees once none succeeded."""
 
     def __init__(self, error: LLMError) -> None:
         super().__init__(error.message)
@@ -123,39 +120,32 @@ class OpenAIProvider(Provider):
         stream: Stream | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> Reply:
-        """Ask the server, retrying transient failures with exponential backoff."""
+        """Ask the server; the client retries transient failures (and says so on stderr)."""
         if not self.settings.name:
             raise LLMError(
                 "the openai provider needs a model name",
                 hint="set `model.name` in session-config (for example `name: gpt-4o-mini`)",
             )
         openai = _import_openai()
+        attempts = retries() + 1
         client = _client(
             openai,
             self.api_key(),
             self.settings.base_url,
             self.timeout(),
             self.withheld_headers(openai),
+            attempts - 1,
         )
-        attempts = retries() + 1
-        base = backoff_base()
-        for attempt in range(attempts):
-            try:
-                return self._once(openai, client, messages, stream, tools)
-            except _Transient as failure:
-                if attempt + 1 == attempts:
-                    tries = f" (tried {attempts} time{'s' if attempts > 1 else ''})"
-                    raise LLMError(failure.error.message + tries, hint=failure.error.hint) from None
-                delay = base * 2**attempt
-                # Say so: a run waiting on a server that is down must not look hung.
-                print(
-                    f"domarkx: {failure.error.message}; retrying in {delay:g} s "
-                    f"(attempt {attempt + 2} of {attempts})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        _RetryNotes.install()
+        _asking.where = str(client.base_url).rstrip("/")
+        _asking.cause = "no answer"
+        try:
+            return self._once(openai, client, messages, stream, tools)
+        except _Transient as failure:
+            tries = f" (tried {attempts} time{'s' if attempts > 1 else ''})"
+            raise LLMError(failure.error.message + tries, hint=failure.error.hint) from None
+        finally:
+            _asking.where = None
 
     def _once(
         self,
@@ -307,26 +297,89 @@ class _StreamedReply:
 # One client per process and server: a new ``openai.OpenAI`` re-reads the CA
 # bundle (~23 ms of CPU), which a build asking 40 models at once would pay 40
 # times over. The client is thread-safe and keeps its connections open.
-_clients: dict[tuple[str, str | None, float, tuple[str, ...]], Any] = {}
+_clients: dict[tuple[str, str | None, float, tuple[str, ...], int], Any] = {}
 _clients_lock = threading.Lock()
 
 
 def _client(
-    openai: Any, api_key: str, base_url: str | None, timeout: float, withheld: dict[str, Any]
+    openai: Any,
+    api_key: str,
+    base_url: str | None,
+    timeout: float,
+    withheld: dict[str, Any],
+    max_retries: int,
 ) -> Any:
-    """The client for this server, key and timeout, left-out headers included."""
-    key = (api_key, base_url, timeout, tuple(sorted(withheld)))
+    """The client for this server, key, timeout and retries, left-out headers included."""
+    key = (api_key, base_url, timeout, tuple(sorted(withheld)), max_retries)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = openai.OpenAI(
                 api_key=api_key,
                 base_url=base_url,
-                max_retries=0,
+                max_retries=max_retries,
                 timeout=timeout,
                 default_headers=withheld or None,
             )
     return client
+
+
+# The request this thread is making: the server's URL, and why the last try failed.
+_asking = threading.local()
+
+
+class _RetryNotes(logging.Filter):
+    """Tells the user on stderr each time the client retries a request of domarkx's.
+
+    The ``openai`` client logs why a try failed (DEBUG) and that it retries
+    (INFO, "Retrying request in %f seconds (retry %i of %s)") on its logger
+    ``openai._base_client``. This filter on that logger reads those records
+    in the thread that makes the request, and passes on to the logging
+    handlers only what the logger's level let through before (``OPENAI_LOG``
+    still works as the client documents).
+    """
+
+    LOGGER = "openai._base_client"
+    _installed = False
+    _lock = threading.Lock()
+
+    def __init__(self, shown_from: int) -> None:
+        super().__init__()
+        self.shown_from = shown_from
+
+    @classmethod
+    def install(cls) -> None:
+        """Once per process: lower the logger's level to DEBUG and filter it."""
+        with cls._lock:
+            if cls._installed:
+                return
+            logger = logging.getLogger(cls.LOGGER)
+            shown_from = logger.getEffectiveLevel()
+            logger.setLevel(min(shown_from, logging.DEBUG))
+            logger.addFilter(cls(shown_from))
+            cls._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        where = getattr(_asking, "where", None)
+        if where is not None and isinstance(record.msg, str):
+            args = record.args if isinstance(record.args, tuple) else ()
+            if record.msg.startswith("Encountered an HTTP status error") and args:
+                _asking.cause = f"HTTP {args[0]}"
+            elif record.msg.startswith("Encountered a timeout"):
+                _asking.cause = "no answer in time"
+            elif record.msg.startswith("Encountered exception") and args:
+                _asking.cause = f"cannot connect ({args[0]})"
+            elif record.msg.startswith("Retrying request"):
+                when = f" in {args[0]:.2g} s" if args and isinstance(args[0], float) else ""
+                count = ""
+                if len(args) == 3 and isinstance(args[1], int) and isinstance(args[2], int):
+                    count = f" (try {args[1] + 1} of {args[2] + 1})"
+                print(
+                    f"domarkx: the model server at {where}: {_asking.cause}; retrying{when}{count}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        return record.levelno >= self.shown_from
 
 
 def _cause(exc: BaseException) -> str:
