@@ -43,6 +43,8 @@ pytestmark = pytest.mark.faults
 
 # Figures for the closing note, printed at the end of the module (pytest -s).
 FIGURES: dict[str, float] = {"kills": 0, "rebuilds": 0}
+# The last kill (signal, pid of the build), for the failure messages.
+LAST_KILL: dict[str, object] = {}
 
 
 def session(i: int, version: int, docker: bool = False) -> str:
@@ -54,37 +56,47 @@ def session(i: int, version: int, docker: bool = False) -> str:
     return f"{config}## user\n\nQuestion {i}\n\n## assistant\n\n```sh\nsleep {NAP}; echo {i}.{version}\n```\n"
 
 
-def build(root: Path, *args: str) -> tuple[int, list[str], str]:
+def build(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+    """A whole build; the tasks it ran (a set: in threads, the lines come in any order)."""
     done = subprocess.run(
         [sys.executable, "-m", "domarkx", "build", *args],
         cwd=root,
-        # One task at a time (doit's serial runner): each `.  task` line then
-        # marks a task begun after the one before it finished, which is what
-        # this test reads. With the default thread runner the lines mark tasks
-        # handed to a thread, several of them before the first one ends.
-        env=env_for(root) | {"PYTHONUNBUFFERED": "1", "DOMARKX_LLM_CONCURRENCY": "1"},
+        env=env_for(root) | {"PYTHONUNBUFFERED": "1"} | (env or {}),
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
-    return done.returncode, _started(done.stdout), done.stdout + done.stderr
+    return done.returncode, set(_started(done.stdout)), done.stdout + done.stderr
 
 
 def _started(out: str) -> list[str]:
     return [line[3:] for line in out.splitlines() if line.startswith(".  ")]
 
 
-def kill_a_build(root: Path, signum: int, after_tasks: int) -> list[str]:
-    """Start a build, signal it once ``after_tasks`` tasks started; the tasks it finished."""
+def saved_state(root: Path) -> dict[str, dict[str, object]]:
+    """doit's state as the next build reads it: the file and the journal of finished tasks."""
+    from doit.dependency import JSONCodec
+
+    from domarkx.pipeline.db import JournalDB
+
+    return JournalDB(str(root / ".domarkx" / "doit.json"), JSONCodec()).tasks()
+
+
+def kill_a_build(
+    root: Path, signum: int, after_tasks: int, env: dict[str, str] | None = None
+) -> set[str]:
+    """Start a build, signal it once ``after_tasks`` tasks started; the tasks it finished.
+
+    What finished is read from doit's state (a task's state is saved when it
+    ends), not from the order of the ``.  task`` lines: doit's thread runner
+    prints a task when it hands it to a thread, several before the first ends.
+    """
+    before = saved_state(root)
     proc = subprocess.Popen(
         [sys.executable, "-m", "domarkx", "build"],
         cwd=root,
-        # One task at a time (doit's serial runner): each `.  task` line then
-        # marks a task begun after the one before it finished, which is what
-        # this test reads. With the default thread runner the lines mark tasks
-        # handed to a thread, several of them before the first one ends.
-        env=env_for(root) | {"PYTHONUNBUFFERED": "1", "DOMARKX_LLM_CONCURRENCY": "1"},
+        env=env_for(root) | {"PYTHONUNBUFFERED": "1"} | (env or {}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -109,15 +121,15 @@ def kill_a_build(root: Path, signum: int, after_tasks: int) -> list[str]:
             proc.wait()
     out = "".join(lines)
     assert "Traceback" not in out, out[-3000:]
-    started = _started(out)
-    # The last task that started may have been cut short; the ones before it finished.
-    return started[:-1]
+    LAST_KILL.update(signal=signal.Signals(signum).name, pid=proc.pid)
+    after = saved_state(root)
+    return {task for task, state in after.items() if state != before.get(task)}
 
 
 def check_store(root: Path) -> None:
     store = root / ".domarkx"
     temporary = [p for p in store.rglob("*.tmp")]
-    assert temporary == [], temporary
+    assert temporary == [], (temporary, LAST_KILL)
     for path in store.rglob("*.json"):
         json.loads(path.read_text())  # whole, not cut
     for path in (store / "snapshots").glob("*.json"):
@@ -127,22 +139,29 @@ def check_store(root: Path) -> None:
         assert status in ("exited", "failed", "stopped"), (path, status)
 
 
-def run_cycles(root: Path, count: int, kills: int, docker: bool, rng: random.Random) -> None:
+def run_cycles(
+    root: Path,
+    count: int,
+    kills: int,
+    docker: bool,
+    rng: random.Random,
+    env: dict[str, str] | None = None,
+) -> None:
     total_tasks = 5 * count
     for cycle in range(kills):
         signum = SIGNALS[cycle % len(SIGNALS)]
         after = rng.randint(1, max(2, total_tasks // 2))
-        finished = set(kill_a_build(root, signum, after))
+        finished = kill_a_build(root, signum, after, env)
         FIGURES["kills"] += 1
-        code, redone, out = build(root)
+        code, redone, out = build(root, env=env)
         assert code == 0, out[-3000:]
-        assert not (set(redone) & finished), sorted(set(redone) & finished)[:10]
+        assert not (redone & finished), sorted(redone & finished)[:10]
         check_store(root)
         assert processes_running(NAP, within=5) == []
         if docker:
             assert project_containers(root) == []
-        code, again, out = build(root)
-        assert code == 0 and again == [], out[-2000:]
+        code, again, out = build(root, env=env)
+        assert code == 0 and again == set(), out[-2000:]
         FIGURES["rebuilds"] += 1
         # New work for the next kill: edit some sessions (a code change re-runs them).
         edited = rng.sample(range(count), k=max(2, count // 5))
@@ -151,12 +170,20 @@ def run_cycles(root: Path, count: int, kills: int, docker: bool, rng: random.Ran
         total_tasks = 5 * len(edited)
 
 
-def test_local_builds_killed_at_random_points(tmp_path):
+# doit's thread runner (the default) and its serial one (DOMARKX_LLM_CONCURRENCY=1).
+RUNNERS = [
+    pytest.param({}, id="threads"),
+    pytest.param({"DOMARKX_LLM_CONCURRENCY": "1"}, id="serial"),
+]
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_local_builds_killed_at_random_points(tmp_path, runner):
     count = 200 * min(SOAK, 4)
-    rng = random.Random(int(RUN_ID))
+    rng = random.Random(int(RUN_ID) + len(runner))
     files = {f"sessions/s{i:03d}.md": session(i, 0) for i in range(count)}
     root = make_project(tmp_path / "p", files)
-    run_cycles(root, count, kills=3 * SOAK, docker=False, rng=rng)
+    run_cycles(root, count, kills=3 * SOAK, docker=False, rng=rng, env=runner)
 
 
 @pytest.mark.docker

@@ -13,9 +13,12 @@ not be seen half-written goes through it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 # mkstemp makes files 0600; store files and exports get the usual 0666 & ~umask.
@@ -29,7 +32,14 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    with _writing_lock:  # not between the exit's clean-up and a new temporary file
+        if _exiting:
+            raise OSError(f"{path}: not written, the process is ending")
+        # The writer's pid in the name: a file left by a killed writer is known as such.
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name[:40]}.", suffix=f".{os.getpid()}.tmp"
+        )
+        _writing.add(tmp)
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
@@ -41,8 +51,63 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        with _writing_lock:
+            _writing.discard(tmp)
     if durable:
         _fsync_folder(path.parent)
+
+
+# Temporary files this process is writing. A build interrupted by SIGTERM or
+# Ctrl-C exits from its main thread while doit's worker threads stop wherever
+# they are, perhaps between creating a temporary file and renaming it: at exit
+# (after the handlers that end runs, registered later) those files are removed,
+# and no write starts any more.
+_writing: set[str] = set()
+_writing_lock = threading.Lock()
+_exiting = False
+
+
+def _remove_unfinished() -> None:
+    global _exiting
+    with _writing_lock:
+        _exiting = True
+        for tmp in list(_writing):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _forked() -> None:
+    # A forked worker starts with none of the parent's writes, and a free lock.
+    global _writing_lock
+    _writing_lock = threading.Lock()
+    _writing.clear()
+
+
+atexit.register(_remove_unfinished)
+os.register_at_fork(after_in_child=_forked)
+
+
+def remove_orphans(folder: str | os.PathLike[str], alive: Callable[[int], bool]) -> int:
+    """Remove the temporary files under ``folder`` whose writer is dead; how many.
+
+    A process killed by SIGKILL between creating its temporary file and the
+    rename leaves it behind (nothing can run then). Files of live writers
+    (a ``domarkx run`` beside the build) are left alone: ``alive(pid)`` says
+    which (``domarkx.session.owners.alive``).
+    """
+    removed = 0
+    for parent, _dirs, files in os.walk(folder):
+        for name in files:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            pid = name[: -len(".tmp")].rpartition(".")[2]
+            if not pid.isdigit() or alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(parent, name))
+                removed += 1
+    return removed
 
 
 def _fsync_folder(folder: Path) -> None:

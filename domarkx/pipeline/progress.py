@@ -341,7 +341,8 @@ def _reap_if_killed(holder: str) -> None:
     """A build or run of this project was killed (SIGKILL): end what it left running.
 
     ``holder`` is what a build that died holding the lock left in it; a run
-    that died leaves its pid in ``owners/``. Either costs one read here.
+    that died leaves its pid in ``owners/``. Either costs one read here; a
+    killed build also costs a walk of the store for its temporary files.
     """
     import sys
 
@@ -349,6 +350,10 @@ def _reap_if_killed(holder: str) -> None:
 
     layout = Layout.at()
     home = layout.abs(layout.home)
+    if holder:
+        from domarkx.data.atomic import remove_orphans
+
+        remove_orphans(home, owners.alive)  # the files it was writing when killed
     if not holder and not owners.dead(home):
         return
     from domarkx.data.store import Store
