@@ -9,10 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from test_fault_injection import saved_state
 from test_pipeline import _env, doit, new_project, session
 from test_watch import WatchProcess, save
 
 from domarkx.pipeline.db import JournalDB
+
+STAGES = ("parse", "expand", "snapshot", "run", "export")
 
 
 def sessions(count: int, code: str = "print(1)") -> dict[str, str]:
@@ -31,14 +35,19 @@ def test_the_backend_is_doits_plugin_not_a_patch():
     assert not getattr(dependency.JsonDB.dump, "domarkx", False)
 
 
-def test_after_sigkill_the_next_build_redoes_only_unfinished_tasks(tmp_path):
+@pytest.mark.parametrize(
+    "runner",
+    [pytest.param({}, id="threads"), pytest.param({"DOMARKX_LLM_CONCURRENCY": "1"}, id="serial")],
+)
+def test_after_sigkill_the_next_build_redoes_only_unfinished_tasks(tmp_path, runner):
     count = 12
     root = new_project(tmp_path / "p", sessions(count, "import time\ntime.sleep(0.2)\nprint(1)"))
-    # doit's serial runner: every parse, expand and snapshot ends before the first
-    # run begins (the thread runner starts a session's run once its snapshot is done).
-    serial = _env({"DOMARKX_LLM_CONCURRENCY": "1"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "doit"], cwd=root, env=serial, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "doit"],
+        cwd=root,
+        env=_env(runner),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     runs = root / ".domarkx" / "cache" / "run"
     deadline = time.monotonic() + 60
@@ -46,17 +55,16 @@ def test_after_sigkill_the_next_build_redoes_only_unfinished_tasks(tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    finished = {p.stem for p in runs.glob("*.json")}
-    assert 0 < len(finished) < count, finished
-    again = doit(root)
+    # What finished is what doit's state holds (in threads, tasks end in any order).
+    finished = set(saved_state(root))
+    finished_runs = {t.split(":", 1)[1] for t in finished if t.startswith("run:")}
+    assert 0 < len(finished_runs) < count, finished
+    again = doit(root, env=runner)
     assert again.code == 0, again.out + again.err
     redone = again.executed
-    # Every parse, expand and snapshot had finished: none is redone.
-    assert not {t for t in redone if t.split(":")[0] in ("parse", "expand", "snapshot")}, redone
-    redone_runs = {t.split(":", 1)[1] for t in redone if t.startswith("run:")}
-    # At most the one run in flight when the kill came is redone among the finished.
-    assert len(redone_runs & finished) <= 1, redone_runs & finished
-    assert redone_runs >= {f"s{i:02d}" for i in range(count)} - finished
+    assert not (redone & finished), redone & finished
+    every = {f"{stage}:s{i:02d}" for stage in STAGES for i in range(count)}
+    assert redone == every - finished
     assert doit(root).executed == set()
 
 
@@ -96,3 +104,40 @@ def test_doit_while_watch_runs_keeps_doits_state(tmp_path):
     after = doit(root)
     assert after.code == 0, after.out
     assert after.executed == {"run:s00", "export:s00"}, after.executed
+
+
+@pytest.mark.parametrize("command", [["forget"], ["forget", "--all"], ["clean", "--forget"]])
+def test_forget_while_a_build_runs_is_refused_and_the_journal_stays(tmp_path, command):
+    root = new_project(tmp_path / "p", sessions(3, "import time\ntime.sleep(1.5)\nprint(1)"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doit"], cwd=root, env=_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        journal = root / ".domarkx" / "doit.json.journal"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and b'"run:' not in _read(journal):
+            time.sleep(0.02)  # a build under way: some snapshots done, runs going on
+        before = saved_state(root)
+        assert before and proc.poll() is None
+        refused = doit(root, *command, process=True)
+        assert refused.code != 0
+        lines = [line for line in refused.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "another build is running in this project" in lines[0], lines
+        assert "nothing was forgotten" in lines[0]
+        assert saved_state(root).items() >= before.items()  # nothing forgotten
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert doit(root).executed == set()  # the build's state is whole
+    assert doit(root, *command, process=True).code == 0  # once it is over, it forgets
+    assert doit(root).executed  # and the next build runs again
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""

@@ -31,6 +31,7 @@ last wrote and reuses it while the files are the ones it wrote.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from typing import Any
@@ -78,6 +79,7 @@ class JournalDB:
         # bytes this run appended since: at the end, whether the memory is the disk.
         self._read_as: tuple[Any, int] | None = None
         self._appended = 0
+        self._locked: str | None = None  # the build lock this backend took (forget)
 
     # Reading -------------------------------------------------------------------
     @property
@@ -144,6 +146,10 @@ class JournalDB:
             elif op == "R":
                 state.clear()
 
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Each task's saved state (a copy): the tasks a build has finished, killed or not."""
+        return copy.deepcopy(self._db)
+
     # doit's backend interface -----------------------------------------------------
     def get(self, task_id: str, dependency: str) -> Any:
         task = self._db.get(task_id)
@@ -157,15 +163,53 @@ class JournalDB:
         self._log(["s", task_id, dependency, value], flush=dependency in _LAST_KEYS)
 
     def remove(self, task_id: str) -> None:
+        self._hold_build_lock()
         self._db.pop(task_id, None)
         self._log(["r", task_id], flush=True)
 
     def remove_all(self) -> None:
+        self._hold_build_lock()
         self._db.clear()
         self._log(["R"], flush=True)
 
     def dump(self) -> None:
         """End of the run: fold the journal into the file (only when something changed)."""
+        try:
+            self._dump()
+        finally:
+            if self._locked is not None:
+                from domarkx.pipeline import lock
+
+                lock.release(self._locked)
+                self._locked = None
+
+    def _hold_build_lock(self) -> None:
+        """``doit forget`` and ``doit clean --forget``: change the state under the build lock.
+
+        A build holds it (its reporter takes it) while it appends to the
+        journal; forgetting then would fold the journal under its feet. So
+        these commands take the lock too, or stop with one message while a
+        build runs. In a build, or in ``domarkx watch``, the lock is this
+        process's already.
+        """
+        if self._locked is not None:
+            return
+        from doit.exceptions import InvalidCommand
+
+        from domarkx.errors import DomarkxError
+        from domarkx.pipeline import lock
+        from domarkx.pipeline.layout import Layout
+
+        path = Layout.at().lock_file
+        if lock.is_held(path):
+            return
+        try:
+            lock.acquire(path, doing="forget")
+        except DomarkxError as err:
+            raise InvalidCommand(f"{err.message}; nothing was forgotten ({err.hint})") from None
+        self._locked = path
+
+    def _dump(self) -> None:
         self._flush()
         if self._fd is not None:
             os.close(self._fd)
