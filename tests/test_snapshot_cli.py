@@ -291,6 +291,16 @@ def test_an_unknown_ref(cli, greeting, ref):
     assert "Traceback" not in err
 
 
+def test_an_unknown_ref_names_both_kinds_export_takes(cli, greeting):
+    # `domarkx export` takes an instance or a snapshot: an id that names neither
+    # (an instance id copied from another machine) must not say "no snapshot".
+    import_ok(cli, "sessions/greeting.md", "--param", "who=ana")
+    code, out, err = cli("export", "c1b9")
+    assert (code, out) == (1, "")
+    assert err.startswith("domarkx: error: no instance or snapshot matches 'c1b9'\n")
+    assert "domarkx instances --all" in err and "domarkx snapshots" in err
+
+
 def test_a_tag_wins_over_an_instance_id_prefix(cli, project):
     # A session named like a hex prefix ("add") must export as the snapshot it tags.
     root = project({"sessions/add.md": "## user\n\nthe snapshot\n"})

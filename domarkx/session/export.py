@@ -198,9 +198,14 @@ def export_ref(store: Store, ref: str, template: Path | None = None) -> str:
     try:
         instance_id = store.resolve_instance(ref)
     except RefError:
-        instance_id = None
-    if instance_id is not None:
-        instance = store.get_instance(instance_id)
-        snapshot = store.get_snapshot(instance.snapshot_id)
-        return render(snapshot, instance.conversation, template, instance)
-    return render(store.get_snapshot(store.resolve_snapshot(ref)), template=template)
+        if ref and sum(i.startswith(ref) for i in store.instance_ids()) > 1:
+            raise  # a prefix of several instances: the error lists them
+        if ref and not any(i.startswith(ref) for i in store.snapshot_ids()):
+            raise RefError(
+                f"no instance or snapshot matches {ref!r}",
+                hint="`domarkx instances --all` and `domarkx snapshots` list them",
+            ) from None
+        return render(store.get_snapshot(store.resolve_snapshot(ref)), template=template)
+    instance = store.get_instance(instance_id)
+    snapshot = store.get_snapshot(instance.snapshot_id)
+    return render(snapshot, instance.conversation, template, instance)
