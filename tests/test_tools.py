@@ -629,6 +629,18 @@ def test_pending_calls_in_every_form_and_a_trailing_result_asks_the_model():
             "client = X(model='m')\ny = 1\n```\n",
             "```yaml session-config\nmodel: {provider: scripted}\n```\n\n```python setup-script\ny = 1\n```\n",
         ),
+        (  # `import os` read only by the client's key goes with it: the script empties
+            "```python setup-script\nimport os\n"
+            'client = X(model="m", api_key=os.getenv("K"))\n```\n\n## user\n\n> hi\n',
+            '```yaml session-config\nmodel: {"provider": "openai", "name": "m", "api_key_env": "K"}\n```\n\n'
+            "## user\n\n> hi\n",
+        ),
+        (  # `import os` that other code reads stays
+            "```python setup-script\nimport os\n"
+            'client = X(model="m", api_key=os.getenv("K"))\nhome = os.getcwd()\n```\n',
+            '```yaml session-config\nmodel: {"provider": "openai", "name": "m", "api_key_env": "K"}\n```\n\n'
+            "```python setup-script\nimport os\nhome = os.getcwd()\n```\n",
+        ),
         (  # CRLF line endings stay CRLF
             "## user\r\n\r\n> hi\r\n\r\n## unknow\r\n\r\n> r\r\n",
             "## user\r\n\r\n> hi\r\n\r\n## tool\r\n\r\n> r\r\n",

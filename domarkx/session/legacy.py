@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,11 @@ def find_client(code: str) -> Client | None:
             model["api_key_env"] = variable
         end = node.end_lineno or node.lineno
         client = Client(first=node.lineno, last=end, model=model, drop=[(node.lineno, end)])
-        func = node.value.func
-        if isinstance(func, ast.Name):
-            client.drop += _imports_only_of(tree, func.id)
+        # The client's class and the modules its arguments read (`os` of
+        # `os.getenv("KEY")`): an import whose name nothing else uses goes with it.
+        used_here = Counter(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+        for name, count in sorted(used_here.items()):
+            client.drop += _imports_only_of(tree, name, count)
         return client
     return None
 
@@ -97,15 +100,15 @@ def _key_variable(value: ast.expr | None) -> str | None:
     return None
 
 
-def _imports_only_of(tree: ast.Module, name: str) -> list[tuple[int, int]]:
-    """Import statements that bring in ``name`` and nothing else (used only by the client)."""
-    uses = sum(isinstance(n, ast.Name) and n.id == name for n in ast.walk(tree))
-    if uses != 1:
+def _imports_only_of(tree: ast.Module, name: str, uses: int) -> list[tuple[int, int]]:
+    """Import statements that bring in ``name`` and nothing else, when the client's
+    statement holds all ``uses`` of it in the script."""
+    if sum(isinstance(n, ast.Name) and n.id == name for n in ast.walk(tree)) != uses:
         return []
     found = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom | ast.Import) and [
-            a.asname or a.name for a in node.names
+            a.asname or a.name.split(".")[0] for a in node.names
         ] == [name]:
             found.append((node.lineno, node.end_lineno or node.lineno))
     return found
