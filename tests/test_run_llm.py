@@ -167,3 +167,18 @@ def test_a_new_recording_rebuilds_the_export(project, cli):
     assert rebuilt.code == 0, rebuilt.err
     assert "> Second answer." in export.read_text()
     assert len(server.requests) == 2
+
+
+def test_no_model_server_running_is_one_line_naming_the_sessions_model(project, cli):
+    # A newcomer's first run with no server listening: the session's `model:` line, a hint.
+    with ChatServer() as server:
+        base_url = server.base_url  # the port is closed once the server stops
+    project(files(base_url))
+    code, _, err = import_and_run(cli, env={**ENV, "DOMARKX_LLM_RETRIES": "0"})
+    model_line = SESSION.splitlines().index("model:") + 1
+    assert code == 1
+    assert err.startswith(
+        f"domarkx: error: sessions/ask.md:{model_line}: cannot reach the model server at {base_url}"
+    )
+    assert "\n  hint: check `model.base_url`" in err
+    assert "Traceback" not in err

@@ -29,7 +29,7 @@ from domarkx.data.models import (
     SessionSnapshot,
 )
 from domarkx.data.store import Store
-from domarkx.errors import DomarkxError, EngineError, PluginError
+from domarkx.errors import DomarkxError, EngineError, LLMError, PluginError
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
     PROJECT_LABEL,
@@ -459,6 +459,10 @@ class InstanceManager:
         except DomarkxError as err:
             # Keep the records of the calls that worked before this one failed.
             instance.llm_records.extend(getattr(err, "llm_records", None) or [])
+            if isinstance(err, LLMError) and err.file is None:
+                # A server that cannot be reached or refuses: point at the session's model.
+                source = snapshot.metadata.source_file
+                err.file, err.line = source, self._config_line(source, "model")
             if isinstance(err, ApprovalRequired):
                 short = instance.instance_id[:12]
                 err.hint = (
