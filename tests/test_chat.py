@@ -197,6 +197,31 @@ def test_unapproved_code_writes_nothing_then_yes_answers_from_the_replay(project
     assert "> It printed counted." in added
 
 
+def test_no_model_server_is_one_line_with_the_model_line_and_the_file_untouched(
+    project, env, capsys
+):
+    with ChatServer() as server:
+        base_url = server.base_url  # its port is closed once the block ends
+    before = SESSION.format(base_url=base_url)
+    root = project(
+        {
+            "domarkx.toml": grant(base_url),
+            "sessions/q.md": before,
+            "sessions/_partials/rules.md": RULES + "\n",
+        }
+    )
+    path = root / "sessions" / "q.md"
+    model_line = before.splitlines().index("model:") + 1
+    code, out, err = chat(capsys, "chat", "sessions/q.md")
+    assert (code, out) == (1, "")
+    first, hint = err.splitlines()
+    assert first.startswith(f"domarkx: error: sessions/q.md:{model_line}: cannot reach the model")
+    assert first.endswith("(nothing was written to sessions/q.md)")
+    # Nothing came back, so there is no turn to point at in an instance.
+    assert hint == "  hint: check `model.base_url` and your network"
+    assert path.read_text(encoding="utf-8") == before
+
+
 def test_a_file_changed_while_the_model_answered_is_left_alone(project, env, capsys):
     with ChatServer() as server:
         root, path, before = make(project, server)

@@ -221,7 +221,8 @@ class ChatSession:
         try:
             self.manager.llm_turn(instance, snapshot, sandbox, self._stream)
         except DomarkxError as err:
-            raise self._kept_in_instance(err) from None
+            received = len(instance.conversation) > before
+            raise self._kept_in_instance(err, received=received) from None
         self._catch_up()
         added = [as_written(m) for m in instance.conversation[before:]]
         if not added:
@@ -287,9 +288,9 @@ class ChatSession:
                 "document as it is now",
             )
 
-    def _kept_in_instance(self, err: DomarkxError) -> DomarkxError:
+    def _kept_in_instance(self, err: DomarkxError, *, received: bool = True) -> DomarkxError:
         """``err`` (same kind, same exit status), saying the file is untouched and where
-        the turn is kept."""
+        the turn is kept (when any of it came: else there is nothing to show)."""
         assert self.instance is not None
         ident = self.instance.instance_id[:12]
         if isinstance(err, ApprovalRequired):
@@ -298,6 +299,9 @@ class ChatSession:
                 f" (nothing was written to {self.display}; the same command with --yes "
                 "answers from the replay record)"
             )
+            return err
+        if not received:
+            err.message += f" (nothing was written to {self.display})"
             return err
         err.message += f" (nothing was written to {self.display}; instance {ident} holds the turn)"
         err.hint = f"{err.hint}; " if err.hint else ""
