@@ -145,6 +145,8 @@ def test_doit_takes_the_grant_from_domarkx_yes(session):
         timeout=120,
     )
     assert done.returncode != 0 and not marker.exists()
+    # doit has no --yes: the hint names what does grant it there.
+    assert "DOMARKX_YES=1 doit" in done.stdout + done.stderr
     env["DOMARKX_YES"] = "1"
     done = subprocess.run(
         [sys.executable, "-m", "doit"],

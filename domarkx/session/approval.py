@@ -70,8 +70,8 @@ class Approval:
                 f"{request.where}: the model wrote {request.language} code to run on this "
                 f"machine ({request.engine} engine), and nothing approves it",
                 file=request.session,
-                hint='pass --yes, set approve = "auto" in domarkx.toml, run it on a terminal '
-                "to be asked, or use `engine: docker`",
+                hint='pass --yes (`DOMARKX_YES=1 doit` for doit), set approve = "auto" in '
+                "domarkx.toml, run it on a terminal to be asked, or use `engine: docker`",
             )
         answer = self.ask(request)
         if answer == "always":
