@@ -220,6 +220,12 @@ def test_no_model_server_is_one_line_with_the_model_line_and_the_file_untouched(
     # Nothing came back, so there is no turn to point at in an instance.
     assert hint == "  hint: check `model.base_url` and your network"
     assert path.read_text(encoding="utf-8") == before
+    # A question typed with -m is not lost: the error names the instance that keeps it.
+    code, _, err = chat(capsys, "chat", "sessions/q.md", "-m", "A question typed with care")
+    assert code == 1 and "keeps your question" in err
+    ident = err.split("instance ", 1)[1].split()[0]
+    assert "A question typed with care" in chat(capsys, "export", ident)[1]
+    assert path.read_text(encoding="utf-8") == before
 
 
 def test_a_file_changed_while_the_model_answered_is_left_alone(project, env, capsys):

@@ -300,8 +300,15 @@ class ChatSession:
                 "answers from the replay record)"
             )
             return err
-        if not received:
+        if not received and not self.question:
             err.message += f" (nothing was written to {self.display})"
+            return err
+        if not received:  # the typed question is all there is to keep
+            err.message += (
+                f" (nothing was written to {self.display}; instance {ident} keeps your question)"
+            )
+            err.hint = f"{err.hint}; " if err.hint else ""
+            err.hint += f"`domarkx export {ident}` shows it"
             return err
         err.message += f" (nothing was written to {self.display}; instance {ident} holds the turn)"
         err.hint = f"{err.hint}; " if err.hint else ""
