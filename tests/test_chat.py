@@ -264,6 +264,7 @@ def test_regenerate_replaces_the_answer_and_its_replay_record(project, env, caps
         server.reply("Second answer.")
         code, _, err = chat(capsys, "chat", "sessions/q.md", "--regenerate")
         assert code == 0, err
+        assert "domarkx: replaced the last answer in sessions/q.md with 1 message" in err
 
         monkeypatch.setenv("DOMARKX_LLM", "replay")
         code, _, err = chat(capsys, "chat", "sessions/q.md", "--regenerate")

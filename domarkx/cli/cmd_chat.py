@@ -89,7 +89,7 @@ def run(args: Args) -> int:
             while (text := terminal.read_message()) is not None:
                 _report(terminal, session, session.ask(text))
         else:
-            _report(terminal, session, session.answer())
+            _report(terminal, session, session.answer(), replaced=args.regenerate)
         failed = False
     finally:
         terminal.end_turn()
@@ -97,10 +97,14 @@ def run(args: Args) -> int:
     return 0
 
 
-def _report(terminal: Terminal, session: ChatSession, added: list[Message]) -> None:
+def _report(
+    terminal: Terminal, session: ChatSession, added: list[Message], *, replaced: bool = False
+) -> None:
     count = len(added)
-    terminal.note(
-        f"appended {count} message{'' if count == 1 else 's'} to {session.display}"
-        if count
-        else f"nothing to append to {session.display}"
-    )
+    messages = f"{count} message{'' if count == 1 else 's'}"
+    if not count:
+        terminal.note(f"nothing to append to {session.display}")
+    elif replaced:  # --regenerate: the old answer is gone from the file
+        terminal.note(f"replaced the last answer in {session.display} with {messages}")
+    else:
+        terminal.note(f"appended {messages} to {session.display}")
