@@ -24,7 +24,7 @@ from domarkx.data.store import Store
 from domarkx.session.approval import NOT_RUN
 from domarkx.session.snapshot import SnapshotManager
 
-KEY = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_BACKOFF": "0.01", "DOMARKX_LLM_RETRIES": "0"}
+KEY = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_RETRIES": "0"}
 
 # Comments, a macro, an include, odd spacing and no final newline: chat keeps them all.
 SESSION = """\
