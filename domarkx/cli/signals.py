@@ -56,34 +56,29 @@ def exit_status(interrupt: KeyboardInterrupt) -> int:
 
 def in_worker(parent: int) -> None:
     """In a forked worker: die with the parent, and leave Ctrl-C to the parent."""
-    with contextlib.suppress(ValueError, OSError):
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    for signum in HANDLED:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signum, signal.SIG_DFL)
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
 
 
-def _exit_quietly(signum: int, frame: FrameType | None) -> None:
-    # SystemExit unwinds (a write in progress removes its temporary file) and ends a
-    # worker process without the traceback a KeyboardInterrupt would print.
-    raise SystemExit(128 + signum)
-
-
 def die_with_parent(parent: int) -> None:
-    """Have the kernel send SIGTERM to this process when ``parent`` dies (Linux).
+    """Have the kernel SIGKILL this process when ``parent`` dies (Linux).
 
-    However the parent dies (SIGKILL included), no worker outlives it, and a
-    worker cut short while writing a file leaves no temporary file behind:
-    SIGTERM here unwinds the worker as ``SystemExit``.
+    However the parent dies, no worker outlives it. SIGKILL, not a signal the
+    worker could handle: a worker that exits normally joins its queue's feeder
+    thread, which can wait forever on a pipe nobody reads any more. A
+    temporary file it leaves carries its pid, and the next build removes it
+    (``domarkx.data.atomic.remove_orphans``).
     """
     import ctypes
     import os
 
-    with contextlib.suppress(ValueError, OSError):
-        signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the parent died before the request took effect
