@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -147,3 +148,22 @@ def started(text: str, within: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+TEST_LABEL = "io.domarkx.test"
+
+
+def unique_test_label() -> Iterator[str]:
+    """A label value unique to one test (for ``TEST_LABEL``); its containers go afterwards.
+
+    The body of the Docker tests' ``run_label`` fixtures: containers of this test
+    are told from everyone else's, and removed whatever the test left.
+    """
+    require_docker()
+    value = secrets.token_hex(6)
+    yield value
+    import docker
+
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={value}"}):
+        container.remove(force=True)

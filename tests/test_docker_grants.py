@@ -7,15 +7,14 @@ other than ``none`` unless the project's configuration lists it.
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 from dockerutil import (
     BUSYBOX_IMAGE,
     PYTHON_IMAGE,
+    TEST_LABEL,
     containers_labelled,
-    require_docker,
     require_image,
+    unique_test_label,
 )
 
 from domarkx.cli.main import main
@@ -27,19 +26,11 @@ from domarkx.execution.engine import INSTANCE_LABEL
 
 pytestmark = pytest.mark.docker
 
-TEST_LABEL = "io.domarkx.test"
-
 
 @pytest.fixture
 def label():
-    require_docker()
-    value = secrets.token_hex(6)
-    yield value
-    import docker
-
-    client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={value}"}):
-        container.remove(force=True)
+    """A label value unique to this test, so its containers are told from others'."""
+    yield from unique_test_label()
 
 
 @pytest.fixture

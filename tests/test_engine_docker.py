@@ -7,18 +7,18 @@ without one, and fail instead under CI (see tests/dockerutil.py).
 
 from __future__ import annotations
 
-import secrets
 import statistics
 import time
 
 import pytest
 from dockerutil import (
     BUSYBOX_IMAGE,
+    TEST_LABEL,
     containers_labelled,
     processes_running,
-    require_docker,
     require_image,
     secs,
+    unique_test_label,
 )
 
 from domarkx.data.models import ExecutionConfig
@@ -26,20 +26,11 @@ from domarkx.errors import EngineError
 from domarkx.execution.docker import DockerEngine
 from domarkx.execution.engine import INSTANCE_LABEL, PROJECT_LABEL, SANDBOX_LABEL
 
-TEST_LABEL = "io.domarkx.test"
-
 
 @pytest.fixture
 def run_label():
     """A label value unique to this test, so its containers are told from others'."""
-    require_docker()
-    value = secrets.token_hex(6)
-    yield value
-    import docker
-
-    client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={value}"}):
-        container.remove(force=True)
+    yield from unique_test_label()
 
 
 def make(tmp_path, run_label, instance: str = "inst", **config) -> DockerEngine:
