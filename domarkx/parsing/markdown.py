@@ -205,13 +205,7 @@ class MarkdownParser:
                 continue
             assert message is not None
             if isinstance(block, Text):
-                value = text_value(lines, block)
-                append_block(
-                    message.content,
-                    block_lines,
-                    TextBlock(value=value, quoted=block.quoted),
-                    _first(lines, block),
-                )
+                append_text(message, block_lines, lines, block)
                 continue
             self._fence_block(parsed, message, block_lines, block, line)
 
@@ -328,6 +322,15 @@ def _output_block(info: InfoString, code: str, file: str, line: int) -> OutputBl
     )
 
 
+def append_text(
+    message: Message, block_lines: list[int], lines: list[str], block: Text, shift: int = 0
+) -> None:
+    """Append a text block of ``lines`` to ``message``; ``shift`` moves its line number."""
+    value = text_value(lines, block)
+    text = TextBlock(value=value, quoted=block.quoted)
+    append_block(message.content, block_lines, text, _first(lines, block) + shift)
+
+
 def append_block(content: list[Any], lines: list[int], block: Any, line: int) -> None:
     """Append a content block; text that follows text of its kind joins it.
 
@@ -364,13 +367,7 @@ def parse_body(text: str, display: str, first_line: int = 1) -> list[tuple[Any, 
                 hint="included text goes inside a message; use `###` for its headings",
             )
         if isinstance(block, Text):
-            value = text_value(lines, block)
-            append_block(
-                message.content,
-                block_lines,
-                TextBlock(value=value, quoted=block.quoted),
-                _first(lines, block) + shift,
-            )
+            append_text(message, block_lines, lines, block, shift)
         else:
             parser._fence_block(holder, message, block_lines, block, line)
     if message.message_metadata is not None:
