@@ -282,3 +282,105 @@ def test_two_sessions_with_the_same_content_get_an_instance_each(tmp_path):
         assert data["status"] == "exited" and not data["sandbox"].get("alive")
     assert processes_running(nap, within=5) == []
     assert list((root / ".domarkx" / "owners").glob("*")) == []
+
+
+def build_in_process_of_its_own(
+    root: Path, args: list[str], env: dict[str, str]
+) -> tuple[int, int]:
+    """``doit ARGS`` as a fresh process: its exit status, and the most children it had at once."""
+    import subprocess
+    import sys
+
+    from test_pipeline import _env
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "doit", *args],
+        cwd=root,
+        env=_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    most = 0
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        most = max(most, len(children_of(process.pid)))
+        time.sleep(0.002)
+    return process.wait(timeout=10), most
+
+
+def store_tree(root: Path) -> dict[str, bytes]:
+    """What a build made: snapshots, tags, exports, the stages' caches, the instances' ids.
+
+    Left out: what differs from one run to the next anyway (timestamps, pids and
+    durations in the instances and in the execution cache's records).
+    """
+    store = root / ".domarkx"
+    tree = {
+        path.relative_to(store).as_posix(): path.read_bytes().replace(str(root).encode(), b"ROOT")
+        for sub in ("snapshots", "tags", "cache", "exports")
+        for path in sorted((store / sub).rglob("*"))
+        if path.is_file() and not path.relative_to(store).as_posix().startswith("cache/runs/")
+    }
+    instances = store / "instances"
+    tree["instances"] = " ".join(sorted(p.name for p in instances.iterdir())).encode()
+    return tree
+
+
+EDITED = {
+    "sessions/_common.md": "Common words.\n",
+    "sessions/plain.md": session("A plain question"),
+    "sessions/code.md": session("Print it", "print(6 * 7)"),
+    "sessions/includes.md": session("Q", extra="[@c](domarkx://include?path=_common.md)"),
+    "sessions/deep/other.md": session("Another question"),
+}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="worker processes need 2 cores")
+def test_an_edit_built_by_a_worker_is_the_build_without_workers(tmp_path):
+    # A fresh `doit` has none of the stages' modules loaded: a worker process
+    # imports them while doit loads its tasks, and builds the edited sessions.
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    trees, seen = {}, {}
+    for switch in ("1", "0"):
+        root = new_project(tmp_path / f"p{switch}", EDITED)
+        run_env = {**env, "DOMARKX_PREBUILD": switch}
+        assert build_in_process_of_its_own(root, [], run_env)[0] == 0
+        for name in ("plain", "code", "includes", "deep/other"):
+            with open(root / "sessions" / f"{name}.md", "a") as handle:
+                handle.write("\nOne more line.\n")
+        code, seen[switch] = build_in_process_of_its_own(root, [], run_env)
+        assert code == 0
+        trees[switch] = store_tree(root)
+        exports = root / ".domarkx" / "exports"
+        assert "One more line." in (exports / "deep" / "other.md").read_text()
+        assert "42" in (exports / "code.md").read_text()
+        again = doit(root, env=run_env)
+        assert again.code == 0 and again.executed == set(), again.out
+    assert seen["1"] >= 1
+    assert seen["0"] == 0
+    assert trees["1"] == trees["0"]
+
+
+def test_an_edit_built_to_snapshots_runs_nothing(tmp_path):
+    root = new_project(tmp_path / "p", EDITED)
+    assert build_in_process_of_its_own(root, [], {})[0] == 0
+    exports = store_tree(root)
+    for name in ("plain", "code"):
+        with open(root / "sessions" / f"{name}.md", "a") as handle:
+            handle.write("\nOne more line.\n")
+    assert build_in_process_of_its_own(root, ["snapshot"], {})[0] == 0
+    after = store_tree(root)
+    assert after["instances"] == exports["instances"]
+    assert {k: v for k, v in after.items() if k.startswith("exports/")} == {
+        k: v for k, v in exports.items() if k.startswith("exports/")
+    }
+    assert b"One more line." in after["cache/parse/plain.json"]
+
+
+def test_listing_the_tasks_of_a_project_never_built_writes_nothing(tmp_path):
+    # Workers may start while doit loads the tasks, but only a run lets them write.
+    root = new_project(tmp_path / "p", EDITED)
+    code, _ = build_in_process_of_its_own(root, ["list", "--all"], {})
+    assert code == 0
+    assert not (root / ".domarkx" / "cache" / "parse").exists()
+    assert not (root / ".domarkx" / "snapshots").exists()

@@ -1,41 +1,75 @@
-"""Cold builds: worker processes parse, expand and snapshot sessions ahead of doit's tasks.
+"""Worker processes build sessions ahead of doit's tasks: a cold build, an edit.
 
-A cold build (a new project, a cleared cache) parses and snapshots many
-sessions, one task after the other. When a run starts (``begin``, from the
-reporter, in the main thread before doit starts any task or thread) and the
-selection reaches at least ``MIN_SESSIONS`` ``parse`` tasks without a parse
-cache, worker processes take those sessions one by one: they parse them,
-write their parse caches and, when the selection goes that far, expand and
-make the snapshot of each one without a macro (its expansion is the parsed
-session itself), in the order doit runs the tasks.
+Two waits are worth taking off the build's one thread. A cold build (a new
+project, a cleared cache) parses and snapshots many sessions, one task after
+the other. An edit of one session in a fresh ``doit`` process first imports
+markdown-it, the pydantic models, the store and jinja2 (~250 ms) for ~30 ms
+of work, while doit checks the thousands of tasks that are up to date. So
+when doit loads the task list (``warm_up``) and it shows sessions whose
+parse cache is missing or older than the document, worker processes start
+at once: they import what the stages need, overlapping doit's loading and
+checking, and then wait. Nothing is written before the run starts
+(``begin``, from the reporter, once the build lock is held): only then do
+the workers learn which stages the selection reaches, and take those
+sessions one by one in doit's order. Each worker parses a session and
+writes its parse cache; for a session without a macro it writes the expand
+cache (its expansion is the parsed session itself), makes the snapshot,
+and, when the execution cache answers for it (nothing to run), stores the
+snapshot and the instance and renders the export.
 
-A ``parse`` task takes its session's result (``take_parse``), or does the
-work itself when no worker has started on it yet; ``expand`` keeps the cache
-a worker wrote when it is the same output; ``snapshot`` stores the snapshot a
-worker made when the expand cache is the one it was made from. Anything the
-workers did not do (a broken document, a session with macros, a source
-changed since) the task does itself, as usual: the result is the same as a
-build without workers, only sooner.
+Each task takes its session's result (``take_parse``, ``take_expand``,
+``take_snapshot``, ``take_run``, ``take_export``) when it was made from the
+input the task sees now, and writes what is left to write; anything the
+workers did not do (a broken document, a session with macros, code to
+run, a source changed since) the task does itself, as usual. The result is
+the same as a build without workers, only sooner. A ``parse`` task of a
+cold build does the work itself when no worker has started on its session
+yet (the build's own process is one more worker); in an edit it waits
+(letting the other tasks go on) rather than import everything itself.
 
-``DOMARKX_PREBUILD=0`` turns the workers off. Under ``doit -P process`` the
-tasks run in doit's own processes, which stop the workers at their first
-task and do the work themselves.
+Workers are not started when this process has imported the stages'
+modules already (``domarkx watch``, a second build in one process) unless
+the cold build is big enough for more cores to pay. ``DOMARKX_PREBUILD=0``
+turns the workers off. Under ``doit -P process`` the tasks run in doit's own
+processes, which stop the workers at their first task and do the work
+themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from domarkx.pipeline.layout import Layout
 
+# As many stale sessions as this make a cold build: one worker per core, and the
+# build's own process takes sessions no worker has started on yet.
 MIN_SESSIONS = 64
 OFF_SWITCH = "DOMARKX_PREBUILD"
-# A no-op build stats one parse cache in SAMPLE_EVERY before deciding that there
-# is nothing to prebuild (MIN_SESSIONS missing ones show in the sample).
-SAMPLE_EVERY = 16
+# Seconds an edit's task waits for a worker that has not started on its session
+# (still importing on a busy machine) before it does the work itself.
+PATIENCE = 5.0
+
+# The stages a worker may do for a session, as bits of its entry in ``Prebuild.wanted``.
+PARSE, EXPAND, SNAPSHOT, RUN, EXPORT = 1, 2, 4, 8, 16
+_STAGE_BITS = {"parse": PARSE, "expand": EXPAND, "snapshot": SNAPSHOT, "run": RUN, "export": EXPORT}
+
+# What the stages import: a worker imports it before it waits for the run to start.
+_STAGE_MODULES = (
+    "domarkx.session.snapshot",
+    "domarkx.session.instance",
+    "domarkx.session.export",
+    "domarkx.pipeline.run_cache",
+)
+
+# A worker's state (``Prebuild.state``): waiting for the run, working, told to go.
+_WAITING, _WORKING, _DISMISSED = 0, 1, 2
 
 _active: dict[str, Prebuild] = {}
 
@@ -45,9 +79,12 @@ def enabled() -> bool:
     return os.environ.get(OFF_SWITCH, "").strip().lower() not in ("0", "off", "no", "false")
 
 
-def begin(tasks: dict[str, Any], selected: list[str], layout: Layout | None = None) -> None:
-    """Start the workers for a run of ``tasks`` when it is a cold build of many sessions."""
-    end()
+def warm_up(layout: Layout, names: Iterable[str]) -> None:
+    """While doit loads the tasks: start workers when some sessions' parse caches are stale."""
+    home = layout.abs(layout.home)
+    previous = _active.pop(home, None)
+    if previous is not None:
+        previous.close()
     if not enabled() or (os.cpu_count() or 1) < 2:
         return
     import multiprocessing
@@ -56,26 +93,53 @@ def begin(tasks: dict[str, Any], selected: list[str], layout: Layout | None = No
         return
     if multiprocessing.parent_process() is not None:
         return  # inside a worker process of some other pool
+    import threading
+
+    if threading.active_count() > 1:
+        return  # a fork copies only this thread: a lock another one holds stays held
+    stale = stale_sessions(layout, names)
+    loaded = all(module in sys.modules for module in _STAGE_MODULES)
+    if not stale or (loaded and len(stale) < MIN_SESSIONS):
+        return  # nothing to do, or nothing a worker would do sooner than this process
+    workers = 1 if len(stale) < MIN_SESSIONS else min(os.cpu_count() or 1, 8)
+    _active[home] = Prebuild(layout, stale, workers)
+
+
+def stale_sessions(layout: Layout, names: Iterable[str]) -> list[str]:
+    """The sessions whose parse cache is missing or older than their document."""
+    stat = os.stat
+    stale = []
+    for name in names:
+        try:
+            changed = stat(layout.abs(layout.source(name))).st_mtime_ns
+        except OSError:
+            continue  # its task reports it
+        try:
+            if stat(layout.abs(layout.parse_out(name))).st_mtime_ns >= changed:
+                continue
+        except OSError:
+            pass
+        stale.append(name)
+    return stale
+
+
+def begin(tasks: dict[str, Any], selected: list[str], layout: Layout | None = None) -> None:
+    """The run starts (the build lock is held): tell the workers what the selection reaches."""
     layout = layout or Layout.at()
-    exists = os.path.exists
-    parse_tasks = [name for name in tasks if name.startswith("parse:")]
-    sample = parse_tasks[::SAMPLE_EVERY]
-    missing = sum(not exists(layout.abs(layout.parse_out(name[6:]))) for name in sample)
-    if missing * SAMPLE_EVERY < MIN_SESSIONS:
+    found = _active.get(layout.abs(layout.home))
+    if found is None or found.owner != os.getpid():
         return
     from domarkx.pipeline.stages import reached_tasks
 
     reached = reached_tasks(tasks, selected)
-    jobs = [
-        (
-            name,
-            "p" + "e" * (f"expand:{name}" in reached) + "s" * (f"snapshot:{name}" in reached),
-        )
-        for name in (task[len("parse:") :] for task in parse_tasks if task in reached)
-        if not exists(layout.abs(layout.parse_out(name)))
-    ]
-    if len(jobs) >= MIN_SESSIONS:
-        _active[layout.abs(layout.home)] = Prebuild(layout, jobs)
+    found.start(
+        [
+            sum(bit for stage, bit in _STAGE_BITS.items() if f"{stage}:{name}" in reached)
+            if f"parse:{name}" in reached
+            else 0
+            for name in found.names
+        ]
+    )
 
 
 def end() -> None:
@@ -99,12 +163,25 @@ def current(layout: Layout) -> Prebuild | None:
     return found
 
 
-def _one(layout: Layout, name: str, stages_wanted: str) -> tuple[str, Any, Any, Any]:
-    """In a worker: parse a session and, without a macro, expand it and make its snapshot.
+@dataclass(frozen=True)
+class Result:
+    """How far a worker took one session (None: a stage it left to the task)."""
 
-    ``stages_wanted`` says how far the run goes: ``"p"``, ``"pe"`` or ``"pes"``.
+    name: str
+    stamp: tuple[int, int] | None  # the document's mtime and size when it was read
+    expanded: bytes | None = None  # the expand cache it wrote
+    snapshot: tuple[str, str] | None = None  # the snapshot's id and file, stored
+    run: tuple[str, list[str]] | None = None  # the run cache file and its replay records
+    export: str | None = None  # the export's text
+
+
+def _one(layout: Layout, name: str, wanted: int) -> Result:
+    """In a worker: take one session as far as ``wanted`` and the caches allow.
+
     The parse and expand caches are written here, as their stages write them;
-    the snapshot goes back to the ``snapshot`` task, which stores it.
+    the snapshot and instance go into the store (content-addressed: the same
+    content is the same file). The run cache and the export are left to
+    their tasks, which check that they were made from their input.
     """
     from domarkx.data.atomic import write_if_changed
     from domarkx.pipeline import stages
@@ -112,65 +189,105 @@ def _one(layout: Layout, name: str, stages_wanted: str) -> tuple[str, Any, Any, 
     try:
         source = layout.abs(layout.source(name))
         before = os.stat(source)
-        parsed = stages._manager(layout).parse(Path(source))
+        manager = stages._manager(layout)
+        parsed = manager.parse(Path(source))
         data = parsed.model_dump_json().encode("utf-8")
         write_if_changed(layout.abs(layout.parse_out(name)), data)
         stamp = (before.st_mtime_ns, before.st_size)
-        if "e" not in stages_wanted or stages.MACRO_MARK in data:
-            return name, stamp, None, None
+        if not wanted & EXPAND or stages.MACRO_MARK in data:
+            return Result(name, stamp)
         if os.path.exists(layout.abs(layout.deps_file(name))):
-            return name, stamp, None, None  # its task drops the old includes from file_dep
+            return Result(name, stamp)  # its task drops the old includes from file_dep
         output = stages.expand_output(data)
         write_if_changed(layout.abs(layout.expand_out(name)), output)
-        if "s" not in stages_wanted:
-            return name, stamp, output, None
+        if not wanted & SNAPSHOT:
+            return Result(name, stamp, output)
         expanded = stages._expanded_model().model_validate_json(output)
-        built = stages._manager(layout).build(expanded.session)
-        return name, stamp, output, (built.snapshot_id, built.to_json())
+        built = manager.build(expanded.session)
+        snapshot = (built.snapshot_id, built.to_json())
+        if not wanted & RUN:
+            return Result(name, stamp, output, snapshot)
+        store = manager.store
+        if not os.path.exists(store.snapshot_path(built.snapshot_id)):
+            store.put_snapshot(built)
+        from domarkx.session.instance import InstanceManager
+
+        instance = InstanceManager(store).cached_for_build(built.snapshot_id, name)
+        if instance is None or instance.status == "failed":
+            return Result(name, stamp, output, snapshot)  # it runs: its task does that
+        run = stages.run_record(layout, built.snapshot_id, instance)
+        if not wanted & EXPORT:
+            return Result(name, stamp, output, snapshot, run)
+        return Result(name, stamp, output, snapshot, run, stages.instance_text(store, instance))
     except Exception:
-        return name, None, None, None  # the task itself does it again, and reports it
+        return Result(name, None)  # the task itself does it again, and reports it
 
 
-def _worker(prebuild: Prebuild, parent: int) -> None:
-    """A worker's loop: claim the next session nobody has claimed, until none is left."""
+def _worker(prebuild: Prebuild, slot: int, parent: int) -> None:
+    """A worker: import the stages, wait for the run, then claim sessions nobody claimed."""
+    import gc
+    import importlib
+
     from domarkx.cli.signals import in_worker
 
     in_worker(parent)  # never outlive a killed build (it would wait here forever)
-    jobs, claimed, lock, queue = prebuild.jobs, prebuild.claimed, prebuild.lock, prebuild.queue
+    for module in _STAGE_MODULES:
+        importlib.import_module(module)
+    gc.enable()  # off while doit loaded the tasks (see tasks.doit_config)
+    prebuild.go.wait()
+    jobs, claimed, lock, queue = prebuild.names, prebuild.claimed, prebuild.lock, prebuild.queue
+    with lock:
+        if prebuild.state[slot] == _DISMISSED:
+            return
+        prebuild.state[slot] = _WORKING
     index = 0
     while True:
         with lock:
-            while index < len(jobs) and claimed[index]:
+            while index < len(jobs) and (claimed[index] or not prebuild.wanted[index]):
                 index += 1
             if index == len(jobs):
                 break
             claimed[index] = 1
-        queue.put(_one(prebuild.layout, *jobs[index]))
+        queue.put(_one(prebuild.layout, jobs[index], prebuild.wanted[index]))
     queue.put(None)
 
 
 class Prebuild:
     """The workers of one project's run; its tasks take their results in doit's order."""
 
-    def __init__(self, layout: Layout, jobs: list[tuple[str, str]]) -> None:
+    def __init__(self, layout: Layout, names: list[str], workers: int) -> None:
         import multiprocessing
 
         self.layout = layout
-        self.jobs = jobs
+        self.names = names
         self.owner = os.getpid()
-        self.index = {name: i for i, (name, _) in enumerate(self.jobs)}
-        self.results: dict[str, tuple[Any, Any, Any]] = {}
-        self.expanded: dict[str, bytes] = {}
-        self.snapshots: dict[str, tuple[bytes, str, str]] = {}
+        # A cold build's own process works too; an edit waits for its worker.
+        self.steal = len(names) >= MIN_SESSIONS
+        self.index = {name: i for i, name in enumerate(names)}
+        self.results: dict[str, Result] = {}
+        self.taken: dict[str, Result] = {}
+        self.started = float("inf")  # when the run let the workers begin (``start``)
         context = multiprocessing.get_context("fork")
         self.lock = context.Lock()
-        self.claimed = context.RawArray("b", len(self.jobs))
+        self.go = context.Event()
+        self.claimed = context.RawArray("b", len(names))
+        self.wanted = context.RawArray("b", len(names))
+        self.state = context.RawArray("b", workers)
         self.queue = context.Queue()
         self.workers: list[Any] = []
-        for _ in range(min(os.cpu_count() or 1, 8)):
-            worker = context.Process(target=_worker, args=(self, os.getpid()), daemon=True)
+        for slot in range(workers):
+            worker = context.Process(target=_worker, args=(self, slot, os.getpid()), daemon=True)
             worker.start()
             self.workers.append(worker)
+
+    def start(self, wanted: list[int]) -> None:
+        """Let the workers begin, each session taken as far as ``wanted`` says."""
+        for index, bits in enumerate(wanted):
+            self.wanted[index] = bits
+            if not bits:
+                self.index.pop(self.names[index], None)
+        self.started = time.monotonic()
+        self.go.set()
 
     def take_parse(self, name: str) -> bool:
         """Whether a worker wrote ``name``'s parse cache from the source as it is now."""
@@ -179,49 +296,77 @@ class Prebuild:
             return False
         import queue
 
+        from domarkx import overlap
+
         while name not in self.results:
             with self.lock:
-                if not self.claimed[index]:
+                if not self.claimed[index] and (
+                    self.steal or time.monotonic() - self.started > PATIENCE
+                ):
                     self.claimed[index] = 1  # not started: the task does it
                     return False
             try:
-                item = self.queue.get(timeout=1)
+                with overlap.waiting():  # the other tasks go on meanwhile
+                    item = self.queue.get(timeout=1)
             except queue.Empty:
                 if not any(worker.is_alive() for worker in self.workers):
                     return False
                 continue
             if item is not None:
-                self.results[item[0]] = item[1:]
-        stamp, expanded, snapshot = self.results.pop(name)
-        if stamp is None:
+                self.results[item.name] = item
+        result = self.results.pop(name)
+        if result.stamp is None:
             return False
         try:
             now = os.stat(self.layout.abs(self.layout.source(name)))
         except OSError:
             return False
-        if (now.st_mtime_ns, now.st_size) != stamp:
+        if (now.st_mtime_ns, now.st_size) != result.stamp:
             return False
-        if expanded is not None:
-            self.expanded[name] = expanded
-            if snapshot is not None:
-                self.snapshots[name] = (expanded, *snapshot)
+        if result.expanded is not None:
+            self.taken[name] = result
         return True
 
     def take_expand(self, name: str, output: bytes) -> bool:
         """Whether a worker wrote this expand cache (and removed the deps file)."""
-        return self.expanded.pop(name, None) == output
+        result = self.taken.get(name)
+        if result is None or result.expanded != output:
+            self.taken.pop(name, None)
+            return False
+        return True
 
     def take_snapshot(self, name: str, expanded: bytes) -> tuple[str, str] | None:
         """The snapshot id and file a worker made from this expand cache, if it did."""
-        found = self.snapshots.pop(name, None)
-        if found is None or found[0] != expanded:
+        result = self.taken.get(name)
+        if result is None or result.expanded != expanded or result.snapshot is None:
+            self.taken.pop(name, None)
             return None
-        return found[1], found[2]
+        return result.snapshot
+
+    def take_run(self, name: str, snapshot_file: bytes) -> tuple[str, list[str]] | None:
+        """The run cache file a worker made for the snapshot this file names, if it did."""
+        result = self.taken.get(name)
+        if result is None or result.snapshot is None or result.run is None:
+            self.taken.pop(name, None)
+            return None
+        if snapshot_file.split(b"\n", 1)[0].decode() != result.snapshot[0]:
+            self.taken.pop(name, None)
+            return None
+        return result.run
+
+    def take_export(self, name: str, run_file: bytes) -> str | None:
+        """The export a worker rendered from this very run cache file, if it did."""
+        result = self.taken.pop(name, None)
+        if result is None or result.run is None or result.export is None:
+            return None
+        if run_file != result.run[0].encode():
+            return None
+        return result.export
 
     def abandon(self) -> None:
         """Leave every session not yet started to the tasks."""
         with self.lock:
-            for index in range(len(self.jobs)):
+            for index in range(len(self.names)):
                 self.claimed[index] = 1
 
     def close(self) -> None:
@@ -231,6 +376,17 @@ class Prebuild:
         if self.owner != os.getpid():
             return  # a copy in a process of `doit -P process`: the owner stops them
         self.abandon()
+        dismissed = []
+        with self.lock:
+            for slot in range(len(self.workers)):
+                if self.state[slot] == _WAITING:
+                    self.state[slot] = _DISMISSED
+                    dismissed.append(self.workers[slot])
+        for worker in dismissed:
+            # Still importing, or waiting for a run that never came (`doit list`):
+            # it has written nothing.
+            worker.kill()
+        self.go.set()
         for worker in self.workers:
             while worker.is_alive():
                 # A worker exits once what it put is read.
@@ -240,5 +396,4 @@ class Prebuild:
         self.workers = []
         self.index.clear()
         self.results.clear()
-        self.expanded.clear()
-        self.snapshots.clear()
+        self.taken.clear()

@@ -38,6 +38,7 @@ from domarkx.pipeline import prebuild
 from domarkx.pipeline.layout import Layout
 
 if TYPE_CHECKING:
+    from domarkx.data.models import SessionInstance
     from domarkx.data.store import Store
     from domarkx.session.snapshot import SnapshotManager
 
@@ -267,23 +268,40 @@ def run(layout: Layout, name: str, task: Any) -> None:
     and into the running task's ``file_dep`` (as ``expand`` does with
     includes), so a new recording of one of them runs the session again.
     """
+    snapshot_file = _read(layout, layout.snapshot_out(name))
+    found = prebuild.current(layout)
+    prebuilt = found.take_run(name, snapshot_file) if found is not None else None
+    if prebuilt is not None:
+        _write_run(layout, name, task, *prebuilt)
+        return
     from domarkx.session.instance import InstanceManager
 
-    snapshot_id = _read(layout, layout.snapshot_out(name)).decode().split("\n", 1)[0]
+    snapshot_id = snapshot_file.decode().split("\n", 1)[0]
     instance = InstanceManager(_store(layout)).run_for_build(snapshot_id, name)
     if instance.status == "failed":
         from pathlib import Path
 
         from domarkx.session.locate import block_line, failed_block
 
-        found = failed_block(instance.conversation)
-        line = block_line(Path(layout.abs(layout.source(name))), found[1]) if found else None
+        found_block = failed_block(instance.conversation)
+        line = (
+            block_line(Path(layout.abs(layout.source(name))), found_block[1])
+            if found_block
+            else None
+        )
         raise DomarkxError(
             f"the run failed: {instance.error}",
             file=layout.source(name),
             line=line,
             hint=f"`domarkx export {instance.instance_id[:12]}` shows every output",
         )
+    _write_run(layout, name, task, *run_record(layout, snapshot_id, instance))
+
+
+def run_record(
+    layout: Layout, snapshot_id: str, instance: SessionInstance
+) -> tuple[str, list[str]]:
+    """The run cache file of a finished instance, and the replay records its run used."""
     record = {
         "domarkx": BUILD_VERSION,
         "snapshot_id": snapshot_id,
@@ -298,9 +316,13 @@ def run(layout: Layout, name: str, task: Any) -> None:
             ]
         ),
     }
-    write_if_changed(layout.abs(layout.run_out(name)), json.dumps(record, indent=1) + "\n")
-    replay_deps = layout.abs(layout.replay_deps_file(name))
     records = sorted({layout.replay_record(key) for key in instance.llm_records})
+    return json.dumps(record, indent=1) + "\n", records
+
+
+def _write_run(layout: Layout, name: str, task: Any, record: str, records: list[str]) -> None:
+    write_if_changed(layout.abs(layout.run_out(name)), record)
+    replay_deps = layout.abs(layout.replay_deps_file(name))
     if task is not None:
         previous = set(layout.read_deps(name, layout.replay_deps_file(name)))
         task.file_dep = (set(task.file_dep) - previous) | set(records)
@@ -313,7 +335,6 @@ def run(layout: Layout, name: str, task: Any) -> None:
 def export_text(layout: Layout, name: str) -> str:
     """The Markdown the export stage writes for ``name`` (also what ``--check`` expects)."""
     from domarkx.errors import RefError
-    from domarkx.session.export import render
 
     record = json.loads(_read(layout, layout.run_out(name)))
     store = _store(layout)
@@ -324,6 +345,13 @@ def export_text(layout: Layout, name: str) -> str:
         from domarkx.session.instance import InstanceManager
 
         instance = InstanceManager(store).run_for_build(record["snapshot_id"], name)
+    return instance_text(store, instance)
+
+
+def instance_text(store: Store, instance: SessionInstance) -> str:
+    """An instance exported as Markdown, with its snapshot's preamble and template."""
+    from domarkx.session.export import render
+
     snapshot = store.get_snapshot(instance.snapshot_id)
     return render(snapshot, instance.conversation, instance=instance)
 
@@ -331,4 +359,7 @@ def export_text(layout: Layout, name: str) -> str:
 @_stage
 def export(layout: Layout, name: str) -> None:
     """``.domarkx/exports/<name>.md`` from the instance's conversation."""
-    write_if_changed(layout.abs(layout.export_out(name)), export_text(layout, name))
+    out = layout.abs(layout.export_out(name))
+    found = prebuild.current(layout)
+    prebuilt = found.take_export(name, _read(layout, layout.run_out(name))) if found else None
+    write_if_changed(out, prebuilt if prebuilt is not None else export_text(layout, name))

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from domarkx import overlap
-from domarkx.pipeline import stages
+from domarkx.pipeline import prebuild, stages
 from domarkx.pipeline.layout import STAGES, Layout
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
@@ -115,6 +115,9 @@ def session_tasks(
     version = layout.stamp("version", {"domarkx": stages.BUILD_VERSION})
     no_params = expand_stamp(layout, {})
     wanted = set(stages_wanted)
+    if names is None and "parse" in wanted:
+        # Workers start importing now, while doit loads the rest (see prebuild.py).
+        prebuild.warm_up(layout, [n for n in all_names if n not in odd])
     inputs = [layout.source(name) for name in all_names]
 
     args: tuple[Any, ...]

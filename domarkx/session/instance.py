@@ -43,6 +43,7 @@ from domarkx.session.approval import NOT_RUN, Approval, ApprovalRequired, CodeRe
 
 if TYPE_CHECKING:
     from domarkx.llm.endpoints import Access
+    from domarkx.pipeline.run_cache import RunCache
 
 
 def now() -> str:
@@ -579,17 +580,11 @@ class InstanceManager:
 
         ``session`` (the build's session name) makes the instance that session's own.
         """
-        from domarkx.pipeline.run_cache import RunCache, RunRecord, build_instance_id, run_key
+        from domarkx.pipeline.run_cache import RunRecord
 
-        snapshot = self.store.get_snapshot(snapshot_id)
-        key = run_key(snapshot)
-        instance_id = build_instance_id(snapshot_id, key, session)
-        cache = RunCache(self.store)
-        record = cache.lookup(key, snapshot)
-        if record is not None:
-            instance = record.instance(snapshot, instance_id, now())
-            self.store.put_instance(instance)
-            return instance
+        snapshot, key, instance_id, cache, found = self._build_lookup(snapshot_id, session)
+        if found is not None:
+            return found
         instance = self.create(snapshot, instance_id=instance_id)
         self.execute(instance, snapshot)
         if instance.status != "failed" and snapshot.snapshot_id not in self.refused:
@@ -597,6 +592,32 @@ class InstanceManager:
             # it; nor is one where the user refused code (a later grant runs it).
             cache.save(key, RunRecord.of(snapshot, instance, self.store))
         return instance
+
+    def cached_for_build(
+        self, snapshot_id: str, session: str | None = None
+    ) -> SessionInstance | None:
+        """The instance the execution cache gives for a snapshot, or None when it must run.
+
+        Nothing runs here: no sandbox, no model, no approval to ask for.
+        """
+        return self._build_lookup(snapshot_id, session)[-1]
+
+    def _build_lookup(
+        self, snapshot_id: str, session: str | None
+    ) -> tuple[SessionSnapshot, str, str, RunCache, SessionInstance | None]:
+        """A build's run of a snapshot: its cache key, instance id, and the cached instance."""
+        from domarkx.pipeline.run_cache import RunCache, build_instance_id, run_key
+
+        snapshot = self.store.get_snapshot(snapshot_id)
+        key = run_key(snapshot)
+        instance_id = build_instance_id(snapshot_id, key, session)
+        cache = RunCache(self.store)
+        record = cache.lookup(key, snapshot)
+        if record is None:
+            return snapshot, key, instance_id, cache, None
+        instance = record.instance(snapshot, instance_id, now())
+        self.store.put_instance(instance)
+        return snapshot, key, instance_id, cache, instance
 
     # Stopping, removing, pruning --------------------------------------------
     def stop(self, ref: str) -> SessionInstance:
