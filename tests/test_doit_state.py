@@ -83,9 +83,35 @@ def test_a_torn_journal_line_is_left_out(tmp_path):
     assert again.get("a", "x") == 1 and again.get("b", "x") == 2 and not again.in_("c")
     again.set("c", "deps:", ["h"])  # appends after the cut, not after the torn bytes
     again.dump()
+    lines = Path(path + ".journal").read_bytes().splitlines()
+    assert [json.loads(line)[1] for line in lines] == ["a", "a", "b", "b", "c"]
+    final = JournalDB(path, JSONCodec())
+    assert {task: final.in_(task) for task in "abc"} == {"a": True, "b": True, "c": True}
+
+
+def test_the_journal_is_folded_into_the_state_file_once_it_grows(tmp_path):
+    # An edit appends a few lines and leaves them (rewriting the whole state for
+    # them would cost more than the edit); past a tenth of the file, they are folded.
+    from doit.dependency import JSONCodec
+
+    from domarkx.pipeline.db import FOLD_MIN
+
+    path = str(tmp_path / "state.json")
+    journal = Path(path + ".journal")
+    sizes = []
+    for run in range(400):
+        db = JournalDB(path, JSONCodec())
+        db.set(f"task{run % 50}", "value", "x" * 400 + str(run))
+        db.set(f"task{run % 50}", "deps:", [])
+        db.dump()
+        sizes.append(journal.stat().st_size if journal.exists() else 0)
+    assert 0 < sizes[0] < FOLD_MIN  # the first runs leave their lines in the journal
+    assert 0 in sizes  # and one of them folded it
+    assert max(sizes) <= FOLD_MIN + 1000
     state = json.loads(Path(path).read_text())
-    assert set(state) == {"a", "b", "c"}
-    assert not Path(path + ".journal").exists()
+    final = JournalDB(path, JSONCodec())
+    assert final.get("task49", "value") == "x" * 400 + "399"
+    assert len(state) == 50
 
 
 def test_doit_while_watch_runs_keeps_doits_state(tmp_path):

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ _STAGE_MODULES = (
 
 # A worker's state (``Prebuild.state``): waiting for the run, working, told to go.
 _WAITING, _WORKING, _DISMISSED = 0, 1, 2
+
+# What ``close`` puts in the queue to end this process's reading of it.
+_STOP = "stop"
 
 _active: dict[str, Prebuild] = {}
 
@@ -128,6 +132,9 @@ def begin(tasks: dict[str, Any], selected: list[str], layout: Layout | None = No
     layout = layout or Layout.at()
     found = _active.get(layout.abs(layout.home))
     if found is None or found.owner != os.getpid():
+        return
+    if set(_STAGE_BITS) <= set(selected):  # a plain `doit`: every stage of every session
+        found.start([sum(_STAGE_BITS.values())] * len(found.names))
         return
     from domarkx.pipeline.stages import reached_tasks
 
@@ -234,7 +241,10 @@ def _worker(prebuild: Prebuild, slot: int, parent: int) -> None:
     for module in _STAGE_MODULES:
         importlib.import_module(module)
     gc.enable()  # off while doit loaded the tasks (see tasks.doit_config)
-    prebuild.go.wait()
+    # The run starts when the build's process closes its end of this pipe (an
+    # end of file wakes every worker; a killed one leaves nothing in a bad state).
+    os.close(prebuild.go_write)
+    os.read(prebuild.go_read, 1)
     jobs, claimed, lock, queue = prebuild.names, prebuild.claimed, prebuild.lock, prebuild.queue
     with lock:
         if prebuild.state[slot] == _DISMISSED:
@@ -267,9 +277,11 @@ class Prebuild:
         self.results: dict[str, Result] = {}
         self.taken: dict[str, Result] = {}
         self.started = float("inf")  # when the run let the workers begin (``start``)
+        self.arrived = threading.Condition()  # a result came in (see ``_read``)
+        self.reader: threading.Thread | None = None
         context = multiprocessing.get_context("fork")
         self.lock = context.Lock()
-        self.go = context.Event()
+        self.go_read, self.go_write = os.pipe()
         self.claimed = context.RawArray("b", len(names))
         self.wanted = context.RawArray("b", len(names))
         self.state = context.RawArray("b", workers)
@@ -287,33 +299,33 @@ class Prebuild:
             if not bits:
                 self.index.pop(self.names[index], None)
         self.started = time.monotonic()
-        self.go.set()
+        self._let_go()
 
     def take_parse(self, name: str) -> bool:
         """Whether a worker wrote ``name``'s parse cache from the source as it is now."""
         index = self.index.pop(name, None)
         if index is None:
             return False
-        import queue
-
         from domarkx import overlap
 
-        while name not in self.results:
-            with self.lock:
-                if not self.claimed[index] and (
-                    self.steal or time.monotonic() - self.started > PATIENCE
-                ):
-                    self.claimed[index] = 1  # not started: the task does it
-                    return False
-            try:
-                with overlap.waiting():  # the other tasks go on meanwhile
-                    item = self.queue.get(timeout=1)
-            except queue.Empty:
+        self._start_reader()
+        while True:
+            with self.arrived:
+                if name in self.results:
+                    break
+                with self.lock:
+                    if not self.claimed[index] and (
+                        self.steal
+                        or self.started == float("inf")
+                        or time.monotonic() - self.started > PATIENCE
+                    ):
+                        self.claimed[index] = 1  # not started: the task does it
+                        return False
                 if not any(worker.is_alive() for worker in self.workers):
-                    return False
-                continue
-            if item is not None:
-                self.results[item.name] = item
+                    return False  # every worker is gone (killed?): the task does it
+            with overlap.waiting(), self.arrived:  # the other tasks go on meanwhile
+                if name not in self.results:
+                    self.arrived.wait(timeout=0.5)
         result = self.results.pop(name)
         if result.stamp is None:
             return False
@@ -326,6 +338,37 @@ class Prebuild:
         if result.expanded is not None:
             self.taken[name] = result
         return True
+
+    def _let_go(self) -> None:
+        """Close this process's ends of the start pipe: the workers read its end."""
+        for fd in (self.go_write, self.go_read):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.go_write = self.go_read = -1
+
+    def _start_reader(self) -> None:
+        """One thread of this process moves the workers' results from the queue to ``results``.
+
+        Started by the first task that takes one (never in a process of ``doit
+        -P process``, which forks after the run began), so that each waiting
+        task wakes as soon as its own result is in.
+        """
+        if self.reader is not None:
+            return
+        import threading
+
+        self.reader = threading.Thread(target=self._read, name="prebuild-results", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item == _STOP:
+                return
+            if item is not None:
+                with self.arrived:
+                    self.results[item.name] = item
+                    self.arrived.notify_all()
 
     def take_expand(self, name: str, output: bytes) -> bool:
         """Whether a worker wrote this expand cache (and removed the deps file)."""
@@ -386,7 +429,10 @@ class Prebuild:
             # Still importing, or waiting for a run that never came (`doit list`):
             # it has written nothing.
             worker.kill()
-        self.go.set()
+        self._let_go()
+        if self.reader is not None:
+            self.queue.put(_STOP)
+            self.reader.join()
         for worker in self.workers:
             while worker.is_alive():
                 # A worker exits once what it put is read.

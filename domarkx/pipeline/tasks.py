@@ -29,7 +29,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from domarkx import overlap
@@ -87,7 +87,7 @@ def session_tasks(
     layout: Layout | None = None,
     params: Mapping[str, str] | None = None,
     names: Iterable[str] | None = None,
-    stages_wanted: Iterable[str] = STAGES,
+    stages_wanted: Collection[str] = STAGES,
 ) -> Iterator[dict[str, Any]]:
     """The task dicts of every session (or of ``names``), stage by stage.
 
@@ -101,6 +101,9 @@ def session_tasks(
     odd: set[str] = set()
     if names is None:
         all_names, odd = layout.session_entries()
+        if "parse" in stages_wanted:
+            # Workers start importing now, while doit loads the rest (see prebuild.py).
+            prebuild.warm_up(layout, [n for n in all_names if n not in odd])
         included = layout.included_files()
         replayed = layout.replayed_files()
         asked = layout.asked_params()
@@ -115,9 +118,6 @@ def session_tasks(
     version = layout.stamp("version", {"domarkx": stages.BUILD_VERSION})
     no_params = expand_stamp(layout, {})
     wanted = set(stages_wanted)
-    if names is None and "parse" in wanted:
-        # Workers start importing now, while doit loads the rest (see prebuild.py).
-        prebuild.warm_up(layout, [n for n in all_names if n not in odd])
     inputs = [layout.source(name) for name in all_names]
 
     args: tuple[Any, ...]
