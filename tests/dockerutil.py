@@ -103,7 +103,10 @@ def containers_labelled(label: str, value: str) -> list[str]:
 
 # Sleeps that only this test run starts, so that a /proc scan cannot mistake
 # another run's processes (another checkout's tests) for leftovers of this one.
-RUN_ID = f"{secrets.randbelow(10**6):06d}"
+# Its last digit is the parallel worker's number (pytest-xdist's gw0, gw1...):
+# workers of one run never share an id.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+RUN_ID = f"{secrets.randbelow(10**5):05d}{_WORKER % 10}"
 
 
 def secs(tag: str) -> str:

@@ -3,7 +3,8 @@
 The examples come from the npm package ``commonmark-spec`` 0.30.0 (the spec's
 own release of ``spec.txt``; no PyPI wheel ships them). The test fetches it
 once with ``npm pack`` into ``~/.cache/domarkx-tests`` (or reads the file
-``DOMARKX_COMMONMARK_SPEC`` names).
+``DOMARKX_COMMONMARK_SPEC`` names); of parallel test workers, one fetches and
+the others wait for its file.
 
 For every example: markdown-it-py, the one parser domarkx reads structure
 with (there is no separate fast path to compare), renders it as the spec says
@@ -15,9 +16,11 @@ a message, or whose HTML export changes, are listed with the reason.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -64,21 +67,33 @@ def _spec_text() -> str:
     spec = CACHE / "package" / "spec.txt"
     if not spec.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        try:
-            done = subprocess.run(
-                ["npm", "pack", f"commonmark-spec@{VERSION}", "--silent"],
-                cwd=CACHE,
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            _unavailable(f"the CommonMark spec examples need npm: {err}")
-        if done.returncode != 0:
-            _unavailable(f"npm pack commonmark-spec@{VERSION} failed: {done.stderr.strip()}")
-        with tarfile.open(CACHE / done.stdout.strip().splitlines()[-1]) as archive:
-            archive.extract("package/spec.txt", CACHE, filter="data")
+        # Parallel test workers: one fetches, the others wait for it and read its file.
+        with open(CACHE / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not spec.is_file():
+                _fetch(spec)
     return spec.read_text(encoding="utf-8")
+
+
+def _fetch(spec: Path) -> None:
+    """``npm pack`` the package and put its spec.txt at ``spec`` whole (renamed into place)."""
+    try:
+        done = subprocess.run(
+            ["npm", "pack", f"commonmark-spec@{VERSION}", "--silent"],
+            cwd=CACHE,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        _unavailable(f"the CommonMark spec examples need npm: {err}")
+    if done.returncode != 0:
+        _unavailable(f"npm pack commonmark-spec@{VERSION} failed: {done.stderr.strip()}")
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        with tarfile.open(CACHE / done.stdout.strip().splitlines()[-1]) as archive:
+            archive.extract("package/spec.txt", tmp, filter="data")
+        spec.parent.mkdir(exist_ok=True)
+        os.replace(Path(tmp) / "package" / "spec.txt", spec)
 
 
 def _examples(text: str) -> list[tuple[str, str]]:
