@@ -134,7 +134,15 @@ def test_doit_while_watch_runs_keeps_doits_state(tmp_path):
 
 @pytest.mark.parametrize("command", [["forget"], ["forget", "--all"], ["clean", "--forget"]])
 def test_forget_while_a_build_runs_is_refused_and_the_journal_stays(tmp_path, command):
-    root = new_project(tmp_path / "p", sessions(3, "import time\ntime.sleep(1.5)\nprint(1)"))
+    # The first session's block ends at once; the others wait until the test has
+    # tried to forget (a file appears), so the build is surely still running then.
+    gate = tmp_path / "forget-tried"
+    held = f"import pathlib, time\nfor _ in range(6000):\n    if pathlib.Path({str(gate)!r}).exists():\n        break\n    time.sleep(0.01)\n"
+    files = {
+        f"sessions/s{i:02d}.md": session(f"Q{i}", (held if i else "") + f"print({i})")
+        for i in range(3)
+    }
+    root = new_project(tmp_path / "p", files)
     proc = subprocess.Popen(
         [sys.executable, "-m", "doit"], cwd=root, env=_env(), stdout=subprocess.PIPE, text=True
     )
@@ -146,6 +154,7 @@ def test_forget_while_a_build_runs_is_refused_and_the_journal_stays(tmp_path, co
         before = saved_state(root)
         assert before and proc.poll() is None
         refused = doit(root, *command, process=True)
+        gate.touch()
         assert refused.code != 0
         lines = [line for line in refused.err.splitlines() if line.strip()]
         assert len(lines) == 1 and "another build is running in this project" in lines[0], lines
