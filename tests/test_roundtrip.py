@@ -181,10 +181,17 @@ words = st.one_of(
 )
 
 
+# Strategies are built once, here, not inside the composites below: a strategy
+# built in a draw is validated and analysed anew each time, which cost more than
+# running the test on the document it made. The documents are the same.
+more_words = st.lists(words, max_size=6)
+line_ends = st.sampled_from(["", "", "", "  ", "\t"])
+
+
 @st.composite
 def sentences(draw) -> str:
-    line = " ".join([draw(first_words), *draw(st.lists(words, max_size=6))])
-    return line + draw(st.sampled_from(["", "", "", "  ", "\t"]))
+    line = " ".join([draw(first_words), *draw(more_words)])
+    return line + draw(line_ends)
 
 
 @st.composite
@@ -212,8 +219,7 @@ def tables(draw) -> str:
     return "\n".join(lines)
 
 
-@st.composite
-def text_chunks(draw, quoted: bool) -> str:
+def _text_kinds(quoted: bool) -> list[st.SearchStrategy[str]]:
     kinds = [
         paragraphs(),
         lists(),
@@ -231,7 +237,17 @@ def text_chunks(draw, quoted: bool) -> str:
             sentences().map(lambda s: "## " + s),
             st.builds(lambda c: f"```bash\n{c}\n```", sentences()),
         ]
-    return "\n\n".join(draw(st.lists(st.one_of(kinds), min_size=1, max_size=3)))
+    return kinds
+
+
+chunk_lists = {
+    q: st.lists(st.one_of(_text_kinds(q)), min_size=1, max_size=3) for q in (False, True)
+}
+
+
+@st.composite
+def text_chunks(draw, quoted: bool) -> str:
+    return "\n\n".join(draw(chunk_lists[quoted]))
 
 
 @st.composite
@@ -248,15 +264,20 @@ info_values = st.one_of(
 )
 
 
+info_languages = st.sampled_from(["bash", "python", "sh", "text", "js", ""])
+info_keys = st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=5), max_size=2)
+info_flags = st.lists(st.sampled_from(["norun", "run", "hidden", "x-y"]), max_size=2)
+
+
 @st.composite
 def info_strings(draw) -> str:
-    language = draw(st.sampled_from(["bash", "python", "sh", "text", "js", ""]))
+    language = draw(info_languages)
     words: list[str] = []
     if draw(st.booleans()):
         words.append(_shell_word("name=" + draw(info_values)))
-    keys = draw(st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=5), max_size=2))
+    keys = draw(info_keys)
     words += [_shell_word(f"{key}={draw(info_values)}") for key in keys if key != "name"]
-    words += draw(st.lists(st.sampled_from(["norun", "run", "hidden", "x-y"]), max_size=2))
+    words += draw(info_flags)
     if not language and words:
         language = "text"
     return " ".join([language, *words]).strip()
@@ -307,17 +328,23 @@ class Piece(NamedTuple):
     outputs: int = 0
 
 
+code_bodies = st.lists(code_lines, max_size=5)
+output_bodies = st.lists(code_lines, max_size=3)
+output_attrs = st.sampled_from(
+    ["exit_code=0", "exit_code=1", "stream=stderr", "exit_code=137 timed_out", ""]
+)
+infos = info_strings()
+fence_extras = st.integers(0, 3)
+output_counts = st.integers(0, 2)
+
+
 @st.composite
 def code_blocks(draw) -> Piece:
-    code = "\n".join(draw(st.lists(code_lines, max_size=5)))
-    parts = [fenced(draw(info_strings()), code, draw(st.integers(0, 3)))]
-    for _ in range(draw(st.integers(0, 2))):
-        attrs = draw(
-            st.sampled_from(
-                ["exit_code=0", "exit_code=1", "stream=stderr", "exit_code=137 timed_out", ""]
-            )
-        )
-        out = "\n".join(draw(st.lists(code_lines, max_size=3)))
+    code = "\n".join(draw(code_bodies))
+    parts = [fenced(draw(infos), code, draw(fence_extras))]
+    for _ in range(draw(output_counts)):
+        attrs = draw(output_attrs)
+        out = "\n".join(draw(output_bodies))
         parts.append(fenced(f"text output {attrs}".strip(), out, 0))
     return Piece("\n\n".join(parts), code=1, outputs=len(parts) - 1)
 
@@ -333,25 +360,30 @@ json_values = st.recursive(
 mappings = st.dictionaries(st.text(PLAIN + "_", min_size=1, max_size=8), json_values, max_size=4)
 
 
+json_indents = st.sampled_from([None, 2])
+
+
 @st.composite
 def data_blocks(draw, flag: str, data: dict) -> str:
     if draw(st.booleans()):
-        return fenced(f"json {flag}", json.dumps(data, indent=draw(st.sampled_from([None, 2]))), 0)
+        return fenced(f"json {flag}", json.dumps(data, indent=draw(json_indents)), 0)
     body = yaml.safe_dump(data, allow_unicode=True, sort_keys=False).rstrip("\n") if data else ""
     return fenced(f"yaml {flag}", body, 0)
 
 
+roles = st.sampled_from(["system", "system_message", "user", "assistant", "tool"]).flatmap(
+    lambda r: st.sampled_from([r, r.upper(), r.capitalize()])
+)
+message_blocks = st.lists(st.one_of(text_blocks().map(Piece), code_blocks()), max_size=4)
+
+
 @st.composite
 def messages(draw) -> Piece:
-    role = draw(
-        st.sampled_from(["system", "system_message", "user", "assistant", "tool"]).flatmap(
-            lambda r: st.sampled_from([r, r.upper(), r.capitalize()])
-        )
-    )
+    role = draw(roles)
     parts = [f"## {role}"]
     if draw(st.booleans()):
         parts.append(draw(data_blocks("msg-metadata", draw(mappings))))
-    blocks = draw(st.lists(st.one_of(text_blocks().map(Piece), code_blocks()), max_size=4))
+    blocks = draw(message_blocks)
     parts += [block.text for block in blocks]
     return Piece(
         "\n\n".join(parts),
@@ -382,6 +414,14 @@ def session_configs(draw) -> dict:
     return config
 
 
+setup_languages = st.sampled_from(["python", "bash"])
+setup_bodies = st.lists(code_lines, max_size=4)
+message_lists = st.lists(messages(), max_size=5)
+configs = session_configs()
+separators = st.sampled_from(["\n\n", "\n\n\n", "\n"])
+document_ends = st.sampled_from(["\n", "", "\n\n"])
+
+
 @st.composite
 def documents(draw) -> Piece:
     parts: list[str] = []
@@ -391,16 +431,16 @@ def documents(draw) -> Piece:
     if draw(st.booleans()):
         parts.append("# " + draw(sentences()) + "\n\n" + draw(paragraphs()))
     if draw(st.booleans()):
-        parts.append(draw(data_blocks("session-config", draw(session_configs()))))
+        parts.append(draw(data_blocks("session-config", draw(configs))))
     if draw(st.booleans()):
-        language = draw(st.sampled_from(["python", "bash"]))
-        code = "\n".join(draw(st.lists(code_lines, max_size=4)))
+        language = draw(setup_languages)
+        code = "\n".join(draw(setup_bodies))
         parts.append(fenced(f"{language} setup-script", code, 0))
-    found = draw(st.lists(messages(), max_size=5))
+    found = draw(message_lists)
     parts += [message.text for message in found]
-    separator = draw(st.sampled_from(["\n\n", "\n\n\n", "\n"]))
+    separator = draw(separators)
     return Piece(
-        separator.join(parts) + draw(st.sampled_from(["\n", "", "\n\n"])),
+        separator.join(parts) + draw(document_ends),
         messages=len(found),
         code=sum(m.code for m in found),
         outputs=sum(m.outputs for m in found),
