@@ -10,9 +10,11 @@ and skipped elsewhere with the command that builds it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -71,9 +73,13 @@ def _have_image(image: str) -> bool:
 
 @cache
 def _build(*args: str) -> str | None:
-    proc = subprocess.run(
-        ["bash", str(IMAGE_SCRIPT), *args], capture_output=True, text=True, timeout=600
-    )
+    # Parallel test workers take turns: the first starts Docker or builds the image,
+    # the next finds it there (the script skips images that exist).
+    with open(Path(tempfile.gettempdir()) / "domarkx-test-images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(
+            ["bash", str(IMAGE_SCRIPT), *args], capture_output=True, text=True, timeout=600
+        )
     return None if proc.returncode == 0 else (proc.stderr.strip() or f"exit {proc.returncode}")
 
 
