@@ -450,6 +450,9 @@ def test_ctrl_c_drops_a_message_and_ctrl_d_ends_the_chat_writing_nothing(project
         term.send("never mind")
         term.expect("never mind")
         term.send("\x03")  # Ctrl-C drops what was typed and asks again
+        # The dropped line is drawn once more (greyed) before the new prompt: wait
+        # for that one, or Ctrl-D may reach the terminal before the new prompt reads it.
+        term.expect("you> never mind")
         term.expect("you>")
         term.send("\x04")
         assert term.wait() == 0
