@@ -163,6 +163,44 @@ def test_ctrl_c_of_doit_says_interrupted_without_a_traceback(tmp_path):
     assert processes_running(marker, within=5) == []
 
 
+# Where a Ctrl-C pressed right after Enter lands: while the command's modules load,
+# and while its arguments are read. A trace function sends a real SIGINT when the
+# interpreter enters that code, then steps aside.
+STARTING = """
+import os, runpy, signal, sys
+
+def trace(frame, event, arg):
+    if event == "call" and (frame.f_globals.get("__name__"), frame.f_code.co_name) == WHERE:
+        sys.settrace(None)
+        os.kill(os.getpid(), signal.SIGINT)
+
+WHERE = tuple(sys.argv[1:3])
+sys.argv = ["domarkx", "snapshots"]
+sys.settrace(trace)
+runpy.run_module("domarkx", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "where",
+    [("domarkx.cli.main", "<module>"), ("domarkx.cli.main", "build_parser")],
+    ids=["loading", "parsing"],
+)
+def test_ctrl_c_while_the_command_starts_says_interrupted_without_a_traceback(tmp_path, where):
+    root = make_project(tmp_path / "p", {})
+    done = subprocess.run(
+        [sys.executable, "-c", STARTING, *where],
+        cwd=root,
+        env=env_for(root),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "domarkx: interrupted\n"
+
+
 def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
     """The cold build's workers die with it, and never hold the build lock."""
     body = "## user\n\n" + "Some prose to parse. " * 200 + "\n"

@@ -53,10 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from domarkx.cli import signals
+    try:
+        from domarkx.cli import signals
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command starts: nothing ran yet
+        print("domarkx: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
