@@ -134,10 +134,15 @@ def test_doit_while_watch_runs_keeps_doits_state(tmp_path):
 
 @pytest.mark.parametrize("command", [["forget"], ["forget", "--all"], ["clean", "--forget"]])
 def test_forget_while_a_build_runs_is_refused_and_the_journal_stays(tmp_path, command):
-    # The first session's block ends at once; the others wait until the test has
-    # tried to forget (a file appears), so the build is surely still running then.
-    gate = tmp_path / "forget-tried"
-    held = f"import pathlib, time\nfor _ in range(6000):\n    if pathlib.Path({str(gate)!r}).exists():\n        break\n    time.sleep(0.01)\n"
+    # The first session's block ends at once; the others say they started, then wait
+    # until the test has tried to forget (a file appears): the build is surely still
+    # running then, and ends at once after.
+    running, gate = tmp_path / "held-block-started", tmp_path / "forget-tried"
+    held = (
+        f"import pathlib, time\npathlib.Path({str(running)!r}).touch()\n"
+        f"for _ in range(6000):\n    if pathlib.Path({str(gate)!r}).exists():\n"
+        "        break\n    time.sleep(0.01)\n"
+    )
     files = {
         f"sessions/s{i:02d}.md": session(f"Q{i}", (held if i else "") + f"print({i})")
         for i in range(3)
@@ -147,10 +152,9 @@ def test_forget_while_a_build_runs_is_refused_and_the_journal_stays(tmp_path, co
         [sys.executable, "-m", "doit"], cwd=root, env=_env(), stdout=subprocess.PIPE, text=True
     )
     try:
-        journal = root / ".domarkx" / "doit.json.journal"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and b'"run:' not in _read(journal):
-            time.sleep(0.02)  # a build under way: some snapshots done, runs going on
+        while time.monotonic() < deadline and not running.exists():
+            time.sleep(0.02)  # a build under way: snapshots done, a run going on
         before = saved_state(root)
         assert before and proc.poll() is None
         refused = doit(root, *command, process=True)
@@ -169,10 +173,3 @@ def test_forget_while_a_build_runs_is_refused_and_the_journal_stays(tmp_path, co
     assert doit(root).executed == set()  # the build's state is whole
     assert doit(root, *command, process=True).code == 0  # once it is over, it forgets
     assert doit(root).executed  # and the next build runs again
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
