@@ -51,6 +51,21 @@ def make_files(files: Files, base: Path) -> None:
             path.write_text(textwrap.dedent(content), encoding="utf-8")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow(seconds)`` first, longest first; the others in their order.
+
+    Parallel workers take the first ones one each, then the next when they are
+    free (``--dist loadgroup``), so the long tests start at once, side by side,
+    and the short ones fill in around them.
+    """
+
+    def key(item: pytest.Item) -> tuple[int, float]:
+        slow = item.get_closest_marker("slow")
+        return (0, -float(slow.args[0])) if slow else (1, 0.0)
+
+    items.sort(key=key)
+
+
 @pytest.fixture(autouse=True)
 def domarkx_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private store for every test (the ``llm`` test-suite habit)."""

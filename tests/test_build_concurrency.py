@@ -58,6 +58,7 @@ def model_project(root: Path, base_url: str) -> Path:
     return new_project(root, files)
 
 
+@pytest.mark.slow(3)
 @pytest.mark.parametrize("command", ["doit", "domarkx build"])
 def test_sessions_asking_a_model_wait_for_it_together(tmp_path, command):
     with RecordingServer() as server:
@@ -73,6 +74,7 @@ def test_sessions_asking_a_model_wait_for_it_together(tmp_path, command):
         assert "An answer." in export
 
 
+@pytest.mark.slow(3)
 def test_the_concurrency_knob_limits_requests_in_flight(tmp_path):
     with RecordingServer() as server:
         server.default = Response(text="An answer.", delay=DELAY)
@@ -128,6 +130,7 @@ def most_children_during(root: Path, args: list[str], env: dict[str, str]) -> in
     return most
 
 
+@pytest.mark.slow(3)
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="worker processes need 2 cores")
 def test_cold_build_workers_start_unless_switched_off_and_none_outlive_the_build(tmp_path):
     files = {f"sessions/s{n:03}.md": session(f"Question {n}") for n in range(150)}
@@ -258,6 +261,7 @@ And now?
 """
 
 
+@pytest.mark.slow(3)
 def test_two_sessions_with_the_same_content_get_an_instance_each(tmp_path):
     """Twins share a snapshot and a run key, yet each session's run has its own instance."""
     from dockerutil import RUN_ID, processes_running

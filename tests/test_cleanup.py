@@ -98,6 +98,7 @@ def instance_states(root: Path) -> list[str]:
     return states
 
 
+@pytest.mark.slow(4)
 @pytest.mark.docker
 def test_prune_never_touches_another_projects_running_sandbox(tmp_path):
     require_image(BUSYBOX_IMAGE)

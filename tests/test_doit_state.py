@@ -35,6 +35,7 @@ def test_the_backend_is_doits_plugin_not_a_patch():
     assert not getattr(dependency.JsonDB.dump, "domarkx", False)
 
 
+@pytest.mark.slow(4)
 @pytest.mark.parametrize(
     "runner",
     [pytest.param({}, id="threads"), pytest.param({"DOMARKX_LLM_CONCURRENCY": "1"}, id="serial")],

@@ -177,6 +177,7 @@ RUNNERS = [
 ]
 
 
+@pytest.mark.slow(20)
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_local_builds_killed_at_random_points(tmp_path, runner):
     count = 200 * min(SOAK, 4)
@@ -186,6 +187,7 @@ def test_local_builds_killed_at_random_points(tmp_path, runner):
     run_cycles(root, count, kills=3 * SOAK, docker=False, rng=rng, env=runner)
 
 
+@pytest.mark.slow(10)
 @pytest.mark.docker
 def test_docker_builds_killed_at_random_points(tmp_path):
     require_image(BUSYBOX_IMAGE)
@@ -196,6 +198,7 @@ def test_docker_builds_killed_at_random_points(tmp_path):
     run_cycles(root, count, kills=3 * SOAK, docker=True, rng=rng)
 
 
+@pytest.mark.slow(4)
 @pytest.mark.parametrize("docker", [False, pytest.param(True, marks=pytest.mark.docker)])
 def test_runs_killed_at_random_points_are_cleaned_by_prune(tmp_path, docker):
     if docker:

@@ -186,6 +186,7 @@ def test_a_missing_docker_image_leaves_no_instance_created(tmp_path):
     assert states == ["failed"]
 
 
+@pytest.mark.slow(3)
 def test_a_model_server_that_is_down_says_it_retries(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

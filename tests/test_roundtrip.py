@@ -451,6 +451,7 @@ def documents(draw) -> Piece:
     )
 
 
+@pytest.mark.slow(4)
 @settings(
     max_examples=150,
     deadline=None,

@@ -201,6 +201,7 @@ def test_ctrl_c_while_the_command_starts_says_interrupted_without_a_traceback(tm
     assert done.stderr == "domarkx: interrupted\n"
 
 
+@pytest.mark.slow(5)
 def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
     """The cold build's workers die with it, and never hold the build lock."""
     body = "## user\n\n" + "Some prose to parse. " * 200 + "\n"
@@ -233,6 +234,7 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
             cache.unlink()  # the next trial is a cold build again
 
 
+@pytest.mark.slow(2)
 @pytest.mark.parametrize("docker", [False, pytest.param(True, marks=pytest.mark.docker)])
 def test_after_sigkill_of_a_build_the_next_build_ends_what_it_left(tmp_path, docker):
     marker = secs("4")
