@@ -339,6 +339,7 @@ EDITED = {
 }
 
 
+@pytest.mark.slow(4)
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="worker processes need 2 cores")
 def test_an_edit_built_by_a_worker_is_the_build_without_workers(tmp_path):
     # A fresh `doit` has none of the stages' modules loaded: a worker process
