@@ -61,6 +61,7 @@ def environment() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DOMARKX_HOME", None)
     env.pop("DOMARKX_LLM", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # modules load from bytecode, as for a user
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH.parent), env.get("PYTHONPATH", "")])
     return env
 
