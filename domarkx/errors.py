@@ -74,7 +74,23 @@ class StoreError(DomarkxError):
 
 
 class EngineError(DomarkxError):
-    """A sandbox could not be created or used (no Docker, missing image, bad language)."""
+    """A sandbox could not be created or used (no Docker, missing image, bad language).
+
+    ``key`` names the session-config key whose value caused it (``image``),
+    so that whoever knows the session's document can point at that line.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, file=file, line=line, hint=hint)
+        self.key = key
 
 
 class LLMError(DomarkxError):

@@ -177,13 +177,26 @@ def test_a_missing_docker_image_leaves_no_instance_created(tmp_path):
     assert domarkx(root, "import", "sessions/a.md").returncode == 0
     ran = domarkx(root, "run", "a")
     assert ran.returncode == 1
-    assert "image domarkx-test:no-such-image not found" in ran.stderr
+    line = text.splitlines().index("image: domarkx-test:no-such-image") + 1
+    assert f"sessions/a.md:{line}: image domarkx-test:no-such-image not found" in ran.stderr
     assert "bench/docker-image.sh" not in ran.stderr  # a user's project has no bench/
     states = [
         json.loads(p.read_text())["status"]
         for p in (root / ".domarkx" / "instances").glob("*/instance.json")
     ]
     assert states == ["failed"]
+
+
+def test_a_build_names_the_line_of_an_unknown_engine(tmp_path):
+    text = "---\ntitle: t\n---\n\n```yaml session-config\nengine: dokker\n```\n\n" + local_session(
+        "echo hi"
+    )
+    root = new_project(tmp_path / "p", {"sessions/e.md": text, "sessions/ok.md": session("Q")})
+    built = doit(root, "--continue")
+    assert built.code != 0
+    assert "FAILED run:e: sessions/e.md:6: unknown engine 'dokker'; known: docker" in built.out
+    assert "Traceback" not in built.out + built.err
+    assert (root / ".domarkx" / "exports" / "ok.md").exists()
 
 
 @pytest.mark.slow(3)

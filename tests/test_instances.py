@@ -304,9 +304,13 @@ def test_interactive_run_is_driven_from_stdin(project, cli):
         (
             {"sessions/e.md": "```yaml session-config\nengine: nope\n```\n\n## user\n\nhi\n"},
             ["run", "e"],
-            "unknown engine 'nope'",
+            "error: sessions/e.md:2: unknown engine 'nope'",  # the line of `engine:`
         ),
-        ({"sessions/e.md": "## user\n\nhi\n"}, ["run", "e", "--engine", "warp"], "unknown engine"),
+        (
+            {"sessions/e.md": "## user\n\nhi\n"},
+            ["run", "e", "--engine", "warp"],
+            "error: unknown engine 'warp'",  # the command line's, not the document's
+        ),
         (
             {"sessions/e.md": "## user\n\n```ruby run\nputs 1\n```\n"},
             ["run", "e"],

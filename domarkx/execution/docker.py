@@ -272,6 +272,7 @@ class DockerEngine(Engine):
                     f"image {image} not found",
                     hint="build it (docker build), fetch it (docker pull) or name another "
                     "one in session-config; domarkx never pulls images",
+                    key="image",
                 ) from exc
             except docker.errors.APIError as exc:
                 self._remove_quietly()

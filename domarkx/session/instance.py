@@ -171,7 +171,12 @@ class InstanceManager:
         _refuse_when_exiting()
         config = snapshot.config()
         engine_name = engine or config.engine
-        cls = engine_class(engine_name)
+        try:
+            cls = engine_class(engine_name)
+        except EngineError as err:  # unknown (a plugin that is broken is not the document's)
+            if engine is None:  # the document's `engine:`, not --engine
+                self._point_at_config(err, snapshot, "engine")
+            raise
         self._check_languages(snapshot, cls)
         self._check_model_source(snapshot)
         self._check_grants(snapshot, cls)
@@ -262,6 +267,8 @@ class InstanceManager:
         try:
             handle = engine.start()
         except BaseException as err:
+            if isinstance(err, EngineError) and err.key is not None:
+                self._point_at_config(err, snapshot, err.key)
             # Nothing ran: the instance did not get as far as a sandbox.
             instance.status = "failed"
             instance.error = str(err) if isinstance(err, DomarkxError) else type(err).__name__
@@ -517,6 +524,12 @@ class InstanceManager:
             locate=lambda key: self._config_line(source, key),
         )
 
+    def _point_at_config(self, err: DomarkxError, snapshot: SessionSnapshot, key: str) -> None:
+        """An error caused by a session-config value: name its line in the document."""
+        if err.file is None:
+            err.file = snapshot.metadata.source_file
+            err.line = self._config_line(err.file, key)
+
     def _config_line(self, source_file: str, key: str) -> int | None:
         """The line of ``key`` in the session's session-config, read again from its source."""
         from domarkx.session.legacy import config_key_line, read_source
@@ -609,7 +622,11 @@ class InstanceManager:
         from domarkx.pipeline.run_cache import RunCache, build_instance_id, run_key
 
         snapshot = self.store.get_snapshot(snapshot_id)
-        key = run_key(snapshot)
+        try:
+            key = run_key(snapshot)  # which blocks run depends on the engine
+        except EngineError as err:
+            self._point_at_config(err, snapshot, "engine")
+            raise
         instance_id = build_instance_id(snapshot_id, key, session)
         cache = RunCache(self.store)
         record = cache.lookup(key, snapshot)

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock
-
-_FENCE_CHARS = ("```", "~~~")
+from domarkx.parsing.fences import code_text, fence_end, open_fence, parse_info
 
 
 def block_line(source: Path, block: CodeBlock) -> int | None:
@@ -22,15 +21,19 @@ def block_line(source: Path, block: CodeBlock) -> int | None:
         lines = source.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    body = block.code.splitlines()
-    for number, line in enumerate(lines):
-        stripped = line.lstrip(" ")
-        if not stripped.startswith(_FENCE_CHARS):
+    number = 0
+    while number < len(lines):
+        fence = open_fence(lines[number])
+        if fence is None:
+            number += 1
             continue
-        if block.language and block.language not in stripped:
-            continue
-        if lines[number + 1 : number + 1 + len(body)] == body:
+        end = fence_end(lines, number)
+        closed = end - 1 > number and fence.closed_by(lines[end - 1])
+        inner = lines[number + 1 : end - 1 if closed else end]
+        same_language = not block.language or parse_info(fence.info).language == block.language
+        if same_language and code_text([fence.content(line) for line in inner]) == block.code:
             return number + 1
+        number = end
     return None
 
 
