@@ -22,12 +22,16 @@ class DomarkxError(Exception):
         file: str | Path | None = None,
         line: int | None = None,
         hint: str | None = None,
+        key: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.file = str(file) if file is not None else None
         self.line = line
         self.hint = hint
+        # The session-config key whose value caused it (``image``), when the code that
+        # raises it cannot see the document: whoever can points at that key's line.
+        self.key = key
 
     def __str__(self) -> str:
         where = ""
@@ -74,23 +78,7 @@ class StoreError(DomarkxError):
 
 
 class EngineError(DomarkxError):
-    """A sandbox could not be created or used (no Docker, missing image, bad language).
-
-    ``key`` names the session-config key whose value caused it (``image``),
-    so that whoever knows the session's document can point at that line.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | Path | None = None,
-        line: int | None = None,
-        hint: str | None = None,
-        key: str | None = None,
-    ) -> None:
-        super().__init__(message, file=file, line=line, hint=hint)
-        self.key = key
+    """A sandbox could not be created or used (no Docker, missing image, bad language)."""
 
 
 class LLMError(DomarkxError):

@@ -109,24 +109,8 @@ def children_of(pid: int) -> set[int]:
 
 def most_children_during(root: Path, args: list[str], env: dict[str, str]) -> int:
     """Run doit in the background; the most child processes it had at one time."""
-    import subprocess
-    import sys
-
-    from test_pipeline import _env
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "doit", *args],
-        cwd=root,
-        env=_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    most = 0
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        most = max(most, len(children_of(process.pid)))
-        time.sleep(0.005)
-    assert process.wait(timeout=10) == 0
+    code, most = build_in_process_of_its_own(root, args, env)
+    assert code == 0
     return most
 
 
