@@ -54,6 +54,13 @@ DEFAULT_CONCURRENCY = 16
 CONCURRENCY_ENV = "DOMARKX_LLM_CONCURRENCY"
 
 
+def chosen() -> bool:
+    """Whether the user set ``DOMARKX_LLM_CONCURRENCY`` (then it is used as it is)."""
+    import os
+
+    return bool(os.environ.get(CONCURRENCY_ENV, "").strip())
+
+
 def concurrency() -> int:
     """``DOMARKX_LLM_CONCURRENCY`` (default 16): model requests a build has in flight at most.
 

@@ -106,6 +106,17 @@ class Layout:
         """Replay records the session's last run used (absent: none), see ``tasks``."""
         return f"{self.home}/cache/replay-deps/{name}.json"
 
+    def model_marker(self, name: str) -> str:
+        """An empty file for each session whose session-config names a model."""
+        return f"{self.home}/cache/model/{name}.asks"
+
+    def marked_model_sessions(self) -> list[str] | None:
+        """The sessions marked as naming a model, or None when nothing was ever marked."""
+        base = self.abs(f"{self.home}/cache/model")
+        if not os.path.isdir(base):
+            return None
+        return _walk(base, ".asks")
+
     def params_file(self, name: str) -> str:
         """Parameter names the session's last expand looked up (absent: none), see ``tasks``."""
         return f"{self.home}/cache/params/{name}.json"

@@ -80,7 +80,7 @@ class SessionsLoader(NamespaceTaskLoader):  # type: ignore[misc]
         def task_sessions() -> Iterator[dict[str, Any]]:
             return graph.session_tasks(layout, params, names, stages)
 
-        config = graph.doit_config(layout)
+        config = graph.doit_config(layout, names)
         if self.reporter is not None:
             config["reporter"] = self.reporter
         self.namespace = {"DOIT_CONFIG": config, "task_sessions": task_sessions}

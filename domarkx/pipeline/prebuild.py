@@ -83,8 +83,35 @@ def enabled() -> bool:
     return os.environ.get(OFF_SWITCH, "").strip().lower() not in ("0", "off", "no", "false")
 
 
-def warm_up(layout: Layout, names: Iterable[str]) -> None:
-    """While doit loads the tasks: start workers when some sessions' parse caches are stale."""
+@dataclass(frozen=True)
+class Scan:
+    """The sessions of a project as a build starts: every name, the odd ones, the stale ones."""
+
+    names: list[str]
+    odd: set[str]
+    stale: list[str]
+
+
+# What ``scan`` found, for the task list of the same load (``take_scan``).
+_scans: dict[str, Scan] = {}
+
+
+def scan(layout: Layout) -> Scan:
+    """Walk the sessions once as doit reads its settings; start workers if some are stale."""
+    names, odd = layout.session_entries()
+    found = Scan(names, odd, stale_sessions(layout, [n for n in names if n not in odd]))
+    _scans[layout.abs(layout.home)] = found
+    warm_up(layout, found.stale)
+    return found
+
+
+def take_scan(layout: Layout) -> Scan | None:
+    """What ``scan`` found for this project in this load, if it ran (once)."""
+    return _scans.pop(layout.abs(layout.home), None)
+
+
+def warm_up(layout: Layout, stale: list[str]) -> None:
+    """While doit loads the tasks: start workers for the sessions whose parse caches are stale."""
     home = layout.abs(layout.home)
     previous = _active.pop(home, None)
     if previous is not None:
@@ -101,7 +128,6 @@ def warm_up(layout: Layout, names: Iterable[str]) -> None:
 
     if threading.active_count() > 1:
         return  # a fork copies only this thread: a lock another one holds stays held
-    stale = stale_sessions(layout, names)
     loaded = all(module in sys.modules for module in _STAGE_MODULES)
     if not stale or (loaded and len(stale) < MIN_SESSIONS):
         return  # nothing to do, or nothing a worker would do sooner than this process
@@ -110,16 +136,22 @@ def warm_up(layout: Layout, names: Iterable[str]) -> None:
 
 
 def stale_sessions(layout: Layout, names: Iterable[str]) -> list[str]:
-    """The sessions whose parse cache is missing or older than their document."""
+    """The sessions whose parse cache is missing or older than their document.
+
+    Every build pays this (two ``stat`` per session), so paths are put
+    together by hand rather than through ``Layout``'s methods.
+    """
+    source_head, source_tail = layout.abs(layout.source("\0")).split("\0")
+    cache_head, cache_tail = layout.abs(layout.parse_out("\0")).split("\0")
     stat = os.stat
     stale = []
     for name in names:
         try:
-            changed = stat(layout.abs(layout.source(name))).st_mtime_ns
+            changed = stat(source_head + name + source_tail).st_mtime_ns
         except OSError:
             continue  # its task reports it
         try:
-            if stat(layout.abs(layout.parse_out(name))).st_mtime_ns >= changed:
+            if stat(cache_head + name + cache_tail).st_mtime_ns >= changed:
                 continue
         except OSError:
             pass
@@ -191,7 +223,7 @@ def _one(layout: Layout, name: str, wanted: int) -> Result:
     their tasks, which check that they were made from their input.
     """
     from domarkx.data.atomic import write_if_changed
-    from domarkx.pipeline import stages
+    from domarkx.pipeline import model_sessions, stages
 
     try:
         source = layout.abs(layout.source(name))
@@ -200,6 +232,7 @@ def _one(layout: Layout, name: str, wanted: int) -> Result:
         parsed = manager.parse(Path(source))
         data = parsed.model_dump_json().encode("utf-8")
         write_if_changed(layout.abs(layout.parse_out(name)), data)
+        model_sessions.note(layout, name, parsed.execution_config)
         stamp = (before.st_mtime_ns, before.st_size)
         if not wanted & EXPAND or stages.MACRO_MARK in data:
             return Result(name, stamp)

@@ -34,7 +34,7 @@ from domarkx import __version__, overlap
 from domarkx.data.atomic import write_atomic, write_if_changed
 from domarkx.data.digest import digest
 from domarkx.errors import DomarkxError
-from domarkx.pipeline import prebuild
+from domarkx.pipeline import model_sessions, prebuild
 from domarkx.pipeline.layout import Layout
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ def parse(layout: Layout, name: str) -> None:
         return  # a worker of this cold build wrote it (see prebuild.py)
     parsed = _manager(layout).parse(Path(layout.abs(layout.source(name))))
     write_if_changed(layout.abs(layout.parse_out(name)), parsed.model_dump_json())
+    model_sessions.note(layout, name, parsed.execution_config)
 
 
 def expand_output(parsed: bytes) -> bytes:

@@ -33,7 +33,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from domarkx import overlap
-from domarkx.pipeline import prebuild, stages
+from domarkx.pipeline import model_sessions, prebuild, stages
 from domarkx.pipeline.layout import STAGES, Layout
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
@@ -48,8 +48,11 @@ STAGE_DOCS = {
 }
 
 
-def doit_config(layout: Layout | None = None) -> dict[str, Any]:
-    """doit settings: the dependency database in ``.domarkx/``, the progress reporter."""
+def doit_config(layout: Layout | None = None, names: list[str] | None = None) -> dict[str, Any]:
+    """doit settings: the dependency database in ``.domarkx/``, the progress reporter.
+
+    ``names``: the sessions of this build, when not the whole project.
+    """
     from domarkx.pipeline.progress import ProgressReporter
 
     layout = layout or Layout.at()
@@ -59,9 +62,18 @@ def doit_config(layout: Layout | None = None) -> dict[str, Any]:
     gc.disable()
     os.makedirs(layout.abs(layout.home), exist_ok=True)
     threads = overlap.concurrency()
+    if names is None:
+        # The walk of the sessions, shared with the task list; it may start workers.
+        found = prebuild.scan(layout)
+        names, stale = found.names, found.stale
+    else:
+        stale = prebuild.stale_sessions(layout, names)
+    if threads > 1 and not overlap.chosen() and not model_sessions.may_ask(layout, names, stale):
+        threads = 1  # no session may ask a model: no model wait to overlap
     return {
-        # doit's thread runner, so that model calls overlap (see domarkx/overlap.py);
-        # `doit -n N` / `-P process` on the command line still choose.
+        # doit's thread runner, so that model calls overlap (see domarkx/overlap.py),
+        # when a session may ask a model (see model_sessions.py); `doit -n N` /
+        # `-P process` on the command line still choose.
         "num_process": threads if threads > 1 else 0,
         "par_type": "thread",
         # doit's JSON state plus a journal of finished tasks (``db.JournalDB``, a
@@ -100,10 +112,9 @@ def session_tasks(
     lookup = CommandLineParams(params)
     odd: set[str] = set()
     if names is None:
-        all_names, odd = layout.session_entries()
-        if "parse" in stages_wanted:
-            # Workers start importing now, while doit loads the rest (see prebuild.py).
-            prebuild.warm_up(layout, [n for n in all_names if n not in odd])
+        # Walked as doit read its settings (``doit_config``), or now.
+        found = prebuild.take_scan(layout)
+        all_names, odd = (found.names, found.odd) if found else layout.session_entries()
         included = layout.included_files()
         replayed = layout.replayed_files()
         asked = layout.asked_params()
