@@ -102,21 +102,40 @@ ASKS = (
 )
 
 
-def test_the_thread_runner_only_when_a_session_may_ask_a_model(tmp_path, monkeypatch):
+def touch_all(root, pattern: str = "*.md") -> None:
+    """Edit the sessions ``pattern`` matches (a new line at the end): they are parsed again."""
+    for path in (root / "sessions").glob(pattern):
+        with open(path, "a") as handle:
+            handle.write("\nOne more line.\n")
+
+
+@pytest.mark.slow(3)
+def test_a_big_build_uses_threads_only_when_a_session_may_ask_a_model(tmp_path, monkeypatch):
     monkeypatch.delenv("DOMARKX_LLM_CONCURRENCY", raising=False)
-    root = new_project(
-        tmp_path / "p", {"sessions/a.md": session("A"), "sessions/b.md": session("B")}
-    )
-    assert runner_threads(root) == 0  # new, and no model named
+    many = prebuild.MIN_SESSIONS + 2
+    files = {f"sessions/s{n:03}.md": session(f"Q{n}") for n in range(many)}
+    root = new_project(tmp_path / "p", files)
+    assert runner_threads(root) == 0  # all new, none names a model
     (root / "sessions" / "m.md").write_text(ASKS)
-    assert runner_threads(root) == 16  # new, and it names one
+    assert runner_threads(root) == 16  # one of them names one
     built = doit(root)
     assert built.code == 0, built.out + built.err
     assert "An answer." in (root / ".domarkx" / "exports" / "m.md").read_text()
-    assert runner_threads(root) == 16  # built: its mark says so
+    assert runner_threads(root) == 16  # built (no-op): threads, as for any small build
+    touch_all(root, "s*.md")
+    assert runner_threads(root) == 16  # m.md, not edited, is marked as asking
     (root / "sessions" / "m.md").write_text(session("No model any more"))
-    assert runner_threads(root) == 0  # edited: read again
+    assert runner_threads(root) == 0  # read again: it asks no more
     assert doit(root).code == 0
-    assert runner_threads(root) == 0  # built again: no mark left
+    touch_all(root)
+    assert runner_threads(root) == 0  # no mark left
+    (root / "sessions" / "m.md").write_text(ASKS)
     monkeypatch.setenv("DOMARKX_LLM_CONCURRENCY", "4")
     assert runner_threads(root) == 4  # the user's choice stands
+
+
+def test_an_edit_keeps_the_thread_runner(tmp_path, monkeypatch):
+    # Its tasks wait for the worker that builds it while doit checks the others.
+    monkeypatch.delenv("DOMARKX_LLM_CONCURRENCY", raising=False)
+    root = new_project(tmp_path / "p", {"sessions/a.md": session("A")})
+    assert runner_threads(root) == 16

@@ -3,9 +3,9 @@
 doit's thread runner lets the sessions that wait for a model wait together
 (``overlap.py``), but every task it runs crosses between threads: a cold
 build of 1,000 sessions that asks no model takes ~35% longer with it than
-with doit's serial runner. So ``tasks.doit_config`` picks the thread runner
-only when a session may ask a model, which is known without reading a
-session in a build that is up to date:
+with doit's serial runner. So when a build has many sessions to parse
+(``prebuild.MIN_SESSIONS``), ``tasks.doit_config`` keeps the thread runner
+only if a session may ask a model, which is known without parsing:
 
 - the ``parse`` stage leaves an empty file ``cache/model/<name>`` for each
   session whose ``session-config`` names a model (``note``);

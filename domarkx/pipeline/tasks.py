@@ -68,8 +68,17 @@ def doit_config(layout: Layout | None = None, names: list[str] | None = None) ->
         names, stale = found.names, found.stale
     else:
         stale = prebuild.stale_sessions(layout, names)
-    if threads > 1 and not overlap.chosen() and not model_sessions.may_ask(layout, names, stale):
-        threads = 1  # no session may ask a model: no model wait to overlap
+    if (
+        threads > 1
+        and not overlap.chosen()
+        and len(stale) >= prebuild.MIN_SESSIONS
+        and not model_sessions.may_ask(layout, names, stale)
+    ):
+        # Many sessions to parse and none may ask a model: no wait to overlap, and
+        # handing thousands of tasks to threads costs more than it gives. (An
+        # edit keeps the threads: its tasks wait for the worker while doit goes
+        # on checking the others, see prebuild.py.)
+        threads = 1
     return {
         # doit's thread runner, so that model calls overlap (see domarkx/overlap.py),
         # when a session may ask a model (see model_sessions.py); `doit -n N` /
