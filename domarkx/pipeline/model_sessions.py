@@ -7,7 +7,7 @@ with doit's serial runner. So when a build has many sessions to parse
 (``prebuild.MIN_SESSIONS``), ``tasks.doit_config`` keeps the thread runner
 only if a session may ask a model, which is known without parsing:
 
-- the ``parse`` stage leaves an empty file ``cache/model/<name>`` for each
+- the ``parse`` stage leaves an empty file ``cache/model/<name>.asks`` for each
   session whose ``session-config`` names a model (``note``);
 - a session whose parse cache is missing or older than its document (a new
   project, an edit) is read: its ``session-config`` block is looked at
@@ -31,6 +31,9 @@ from domarkx.pipeline.layout import Layout
 # ``model:`` (YAML) or ``"model":`` (JSON) as a key of the session-config block.
 _MODEL_KEY = re.compile(r"""(^|[\s{,])["']?model["']?\s*:""")
 
+# The marks' folders this process made (one ``mkdir`` per build, not per session).
+_made: set[str] = set()
+
 
 def note(layout: Layout, name: str, config: dict[str, Any] | None) -> None:
     """After parsing ``name``: mark it when its session-config names a model."""
@@ -43,7 +46,10 @@ def note(layout: Layout, name: str, config: dict[str, Any] | None) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        os.makedirs(layout.abs(f"{layout.home}/cache/model"), exist_ok=True)
+        folder = layout.abs(f"{layout.home}/cache/model")
+        if folder not in _made:  # its being there says the marks are kept (``may_ask``)
+            os.makedirs(folder, exist_ok=True)
+            _made.add(folder)
 
 
 def may_ask(layout: Layout, names: Iterable[str], stale: Iterable[str]) -> bool:

@@ -223,16 +223,13 @@ def _one(layout: Layout, name: str, wanted: int) -> Result:
     their tasks, which check that they were made from their input.
     """
     from domarkx.data.atomic import write_if_changed
-    from domarkx.pipeline import model_sessions, stages
+    from domarkx.pipeline import stages
 
     try:
         source = layout.abs(layout.source(name))
         before = os.stat(source)
         manager = stages._manager(layout)
-        parsed = manager.parse(Path(source))
-        data = parsed.model_dump_json().encode("utf-8")
-        write_if_changed(layout.abs(layout.parse_out(name)), data)
-        model_sessions.note(layout, name, parsed.execution_config)
+        data = stages.write_parsed(layout, name, manager.parse(Path(source)))
         stamp = (before.st_mtime_ns, before.st_size)
         if not wanted & EXPAND or stages.MACRO_MARK in data:
             return Result(name, stamp)
@@ -388,8 +385,6 @@ class Prebuild:
         """
         if self.reader is not None:
             return
-        import threading
-
         self.reader = threading.Thread(target=self._read, name="prebuild-results", daemon=True)
         self.reader.start()
 

@@ -40,6 +40,7 @@ from domarkx.pipeline.layout import Layout
 if TYPE_CHECKING:
     from domarkx.data.models import SessionInstance
     from domarkx.data.store import Store
+    from domarkx.parsing.markdown import ParsedSession
     from domarkx.session.snapshot import SnapshotManager
 
 P = ParamSpec("P")
@@ -125,7 +126,8 @@ def _expanded_model() -> Any:  # a pydantic model class built on first use
     if _Expanded is None:
         from pydantic import BaseModel
 
-        from domarkx.parsing.markdown import ParsedSession
+        # Imported here, not only for type checking: pydantic resolves the annotation.
+        from domarkx.parsing.markdown import ParsedSession  # noqa: F401
 
         class Expanded(BaseModel):
             domarkx: str
@@ -145,9 +147,15 @@ def parse(layout: Layout, name: str) -> None:
     found = prebuild.current(layout)
     if found is not None and found.take_parse(name):
         return  # a worker of this cold build wrote it (see prebuild.py)
-    parsed = _manager(layout).parse(Path(layout.abs(layout.source(name))))
-    write_if_changed(layout.abs(layout.parse_out(name)), parsed.model_dump_json())
+    write_parsed(layout, name, _manager(layout).parse(Path(layout.abs(layout.source(name)))))
+
+
+def write_parsed(layout: Layout, name: str, parsed: ParsedSession) -> bytes:
+    """Write a session's parse cache (and its model mark); its bytes, for the next stage."""
+    data = parsed.model_dump_json().encode("utf-8")
+    write_if_changed(layout.abs(layout.parse_out(name)), data)
     model_sessions.note(layout, name, parsed.execution_config)
+    return data
 
 
 def expand_output(parsed: bytes) -> bytes:

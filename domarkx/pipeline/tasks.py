@@ -29,7 +29,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from domarkx import overlap
@@ -81,8 +81,8 @@ def doit_config(layout: Layout | None = None, names: list[str] | None = None) ->
         threads = 1
     return {
         # doit's thread runner, so that model calls overlap (see domarkx/overlap.py),
-        # when a session may ask a model (see model_sessions.py); `doit -n N` /
-        # `-P process` on the command line still choose.
+        # but for a big build that asks no model (above); `doit -n N` / `-P process`
+        # on the command line still choose.
         "num_process": threads if threads > 1 else 0,
         "par_type": "thread",
         # doit's JSON state plus a journal of finished tasks (``db.JournalDB``, a
@@ -108,7 +108,7 @@ def session_tasks(
     layout: Layout | None = None,
     params: Mapping[str, str] | None = None,
     names: Iterable[str] | None = None,
-    stages_wanted: Collection[str] = STAGES,
+    stages_wanted: Iterable[str] = STAGES,
 ) -> Iterator[dict[str, Any]]:
     """The task dicts of every session (or of ``names``), stage by stage.
 

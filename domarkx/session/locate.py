@@ -12,28 +12,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock
-from domarkx.parsing.fences import code_text, fence_end, open_fence, parse_info
+from domarkx.parsing.fences import parse_info
 
 
 def block_line(source: Path, block: CodeBlock) -> int | None:
     """The line (1-based) of ``block``'s opening fence in ``source``, if it is there."""
+    from domarkx.errors import DomarkxError
+    from domarkx.parsing.blocks import FencedCode, blocks
+    from domarkx.parsing.source import split_front_matter
+
     try:
-        lines = source.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+        text = source.read_text(encoding="utf-8", errors="replace")
+        _, lines, _ = split_front_matter(text, str(source))
+    except (OSError, DomarkxError):
         return None
-    number = 0
-    while number < len(lines):
-        fence = open_fence(lines[number])
-        if fence is None:
-            number += 1
-            continue
-        end = fence_end(lines, number)
-        closed = end - 1 > number and fence.closed_by(lines[end - 1])
-        inner = lines[number + 1 : end - 1 if closed else end]
-        same_language = not block.language or parse_info(fence.info).language == block.language
-        if same_language and code_text([fence.content(line) for line in inner]) == block.code:
-            return number + 1
-        number = end
+    for found in blocks(lines):
+        if (
+            isinstance(found, FencedCode)
+            and found.code == block.code
+            and (not block.language or parse_info(found.info).language == block.language)
+        ):
+            return found.start + 1
     return None
 
 
