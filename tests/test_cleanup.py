@@ -19,9 +19,9 @@ import pytest
 from conftest import REPO_ROOT
 from dockerutil import BUSYBOX_IMAGE, containers_labelled, require_image
 
+from domarkx.data import lock
+from domarkx.data.layout import project_id
 from domarkx.execution.engine import PROJECT_LABEL
-from domarkx.pipeline import lock
-from domarkx.pipeline.layout import project_id
 
 
 def docker_session(code: str) -> str:

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from test_documents_fuzz import FRONT, LINES
 from test_pipeline import doit, new_project, session
 
+from domarkx.data.layout import Layout
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.pipeline import prebuild
-from domarkx.pipeline.layout import Layout
 from domarkx.pipeline.model_sessions import text_may_ask
 from domarkx.pipeline.tasks import doit_config
 from domarkx.session.snapshot import SnapshotManager

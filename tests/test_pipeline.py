@@ -22,7 +22,7 @@ from typing import NamedTuple
 import pytest
 from conftest import REPO_ROOT, doit_main, domarkx_main, make_files, run_in_process
 
-from domarkx.pipeline import lock
+from domarkx.data import lock
 
 DODO = "from domarkx.pipeline.tasks import *  # noqa: F403\n"
 

@@ -19,8 +19,8 @@ import pytest
 from conftest import doit_main, run_in_process
 
 from domarkx import registry
+from domarkx.data.layout import STAGES
 from domarkx.errors import PluginError
-from domarkx.pipeline.layout import STAGES
 
 PLUGIN = '''\
 """A third-party plugin package: domarkx-shout."""

@@ -19,6 +19,7 @@ from domarkx.pipeline.run_cache import (
     RunCache,
     RunRecord,
     build_instance_id,
+    run_for_build,
     run_key,
 )
 from domarkx.session.instance import InstanceManager
@@ -123,10 +124,10 @@ def test_a_record_gives_back_the_instance_the_run_made(store):
 
 def test_a_build_runs_once_and_a_prose_edit_is_a_hit(store):
     manager = InstanceManager(store)
-    first = manager.run_for_build(snapshot_of(store).snapshot_id)
+    first = run_for_build(manager, snapshot_of(store).snapshot_id)
     assert ran(store) == ["one", "two", "three"]
     edited = snapshot_of(store, prose="Reworded, same code.")
-    second = manager.run_for_build(edited.snapshot_id)
+    second = run_for_build(manager, edited.snapshot_id)
     assert ran(store) == ["one", "two", "three"]  # nothing ran again
     assert second.sandbox["cached"] is True
     assert second.instance_id == build_instance_id(edited.snapshot_id, run_key(edited))
@@ -137,9 +138,9 @@ def test_a_build_runs_once_and_a_prose_edit_is_a_hit(store):
 def test_a_failed_run_is_not_recorded(store):
     snapshot = snapshot_of(store, status=4)
     manager = InstanceManager(store)
-    assert manager.run_for_build(snapshot.snapshot_id).status == "failed"
+    assert run_for_build(manager, snapshot.snapshot_id).status == "failed"
     assert not RunCache(store).path(run_key(snapshot)).exists()
-    manager.run_for_build(snapshot.snapshot_id)
+    run_for_build(manager, snapshot.snapshot_id)
     assert ran(store) == ["one", "two", "three"] * 2  # the next build tries again
 
 
@@ -155,11 +156,11 @@ def test_a_failed_run_is_not_recorded(store):
 def test_a_record_that_cannot_answer_is_a_miss(store, damage):
     snapshot = snapshot_of(store)
     manager = InstanceManager(store)
-    manager.run_for_build(snapshot.snapshot_id)
+    run_for_build(manager, snapshot.snapshot_id)
     path = RunCache(store).path(run_key(snapshot))
     path.write_text(json.dumps(damage(json.loads(path.read_text()))), encoding="utf-8")
     assert RunCache(store).lookup(run_key(snapshot), snapshot) is None
-    manager.run_for_build(snapshot.snapshot_id)
+    run_for_build(manager, snapshot.snapshot_id)
     assert ran(store) == ["one", "two", "three"] * 2
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_pipeline import _env, new_project, output_of, session
 
-from domarkx.pipeline.layout import Layout
+from domarkx.data.layout import Layout
 from domarkx.pipeline.watch import Watcher
 
 SAVE_SEEN_WITHIN = 2.0  # seconds from a save to its snapshot written

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from domarkx.cli.options import Args, Subparsers, add_command, parse_params
 
 if TYPE_CHECKING:
-    from domarkx.pipeline.layout import Layout
+    from domarkx.data.layout import Layout
 
 # doit's exit status for a bad command line or dodo.py (no such task, ...).
 DOIT_USAGE_ERROR = 3
@@ -93,9 +93,9 @@ def doit_argv(args: Args, tasks: list[str]) -> list[str]:
 
 def run(args: Args) -> int:
     from domarkx import overlap
+    from domarkx.data import lock
+    from domarkx.data.layout import Layout, find_root
     from domarkx.errors import DomarkxError
-    from domarkx.pipeline import lock
-    from domarkx.pipeline.layout import Layout, find_root
     from domarkx.pipeline.loader import BuildLoader, run_doit
 
     overlap.concurrency()  # a bad DOMARKX_LLM_CONCURRENCY is reported before anything runs

@@ -26,7 +26,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from domarkx.pipeline.layout import Layout, find_root
+    from domarkx.data.layout import Layout, find_root
     from domarkx.pipeline.watch import Watcher
 
     watcher = Watcher(Layout.at(find_root()), args.until, params=parse_params(args.param))

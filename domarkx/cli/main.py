@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        from domarkx.cli import signals
+        from domarkx import signals
 
         parser = build_parser()
         args = parser.parse_args(argv)

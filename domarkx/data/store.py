@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from domarkx.data.atomic import append_line, write_atomic
+from domarkx.data.layout import STORE_DIR, find_root
 from domarkx.errors import RefError, StoreError
-from domarkx.pipeline.layout import STORE_DIR, find_root
 
 if TYPE_CHECKING:
     from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSnapshot
@@ -98,7 +98,7 @@ class Store:
     @property
     def project_id(self) -> str:
         """The label value that marks this project's sandboxes (``layout.project_id``)."""
-        from domarkx.pipeline.layout import project_id
+        from domarkx.data.layout import project_id
 
         return project_id(str(self.home))
 

@@ -13,7 +13,7 @@ import difflib
 import os
 from dataclasses import dataclass
 
-from domarkx.pipeline.layout import Layout
+from domarkx.data.layout import Layout
 
 
 @dataclass

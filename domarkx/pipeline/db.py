@@ -186,7 +186,7 @@ class JournalDB:
             self._dump()
         finally:
             if self._locked is not None:
-                from domarkx.pipeline import lock
+                from domarkx.data import lock
 
                 lock.release(self._locked)
                 self._locked = None
@@ -204,9 +204,9 @@ class JournalDB:
             return
         from doit.exceptions import InvalidCommand
 
+        from domarkx.data import lock
+        from domarkx.data.layout import Layout
         from domarkx.errors import DomarkxError
-        from domarkx.pipeline import lock
-        from domarkx.pipeline.layout import Layout
 
         path = Layout.at().lock_file
         if lock.is_held(path):

@@ -31,8 +31,8 @@ from typing import Any
 from doit.cmd_base import NamespaceTaskLoader
 from doit.doit_cmd import DoitMain
 
+from domarkx.data.layout import STAGES, Layout
 from domarkx.pipeline import tasks as graph
-from domarkx.pipeline.layout import STAGES, Layout
 
 
 class BuildLoader(NamespaceTaskLoader):  # type: ignore[misc]  # doit has no types

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from domarkx.pipeline.layout import Layout
+from domarkx.data.layout import Layout
 
 # ``model:`` (YAML) or ``"model":`` (JSON) as a key of the session-config block.
 _MODEL_KEY = re.compile(r"""(^|[\s{,])["']?model["']?\s*:""")

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domarkx.pipeline.layout import Layout
+from domarkx.data.layout import Layout
 
 # As many stale sessions as this make a cold build: one worker per core, and the
 # build's own process takes sessions no worker has started on yet.
@@ -247,9 +247,10 @@ def _one(layout: Layout, name: str, wanted: int) -> Result:
         store = manager.store
         if not os.path.exists(store.snapshot_path(built.snapshot_id)):
             store.put_snapshot(built)
+        from domarkx.pipeline.run_cache import cached_for_build
         from domarkx.session.instance import InstanceManager
 
-        instance = InstanceManager(store).cached_for_build(built.snapshot_id, name)
+        instance = cached_for_build(InstanceManager(store), built.snapshot_id, name)
         if instance is None or instance.status == "failed":
             return Result(name, stamp, output, snapshot)  # it runs: its task does that
         run = stages.run_record(layout, built.snapshot_id, instance)
@@ -265,7 +266,7 @@ def _worker(prebuild: Prebuild, slot: int, parent: int) -> None:
     import gc
     import importlib
 
-    from domarkx.cli.signals import in_worker
+    from domarkx.signals import in_worker
 
     in_worker(parent)  # never outlive a killed build (it would wait here forever)
     for module in _STAGE_MODULES:

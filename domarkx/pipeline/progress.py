@@ -22,9 +22,10 @@ from typing import Any
 from doit.exceptions import InvalidTask, UnmetDependency
 from doit.reporter import ConsoleReporter
 
+from domarkx.data import lock
+from domarkx.data.layout import Layout
 from domarkx.errors import DomarkxError
-from domarkx.pipeline import lock, prebuild, stages
-from domarkx.pipeline.layout import Layout
+from domarkx.pipeline import prebuild, stages
 
 REFRESH = 0.1  # seconds between repaints of the status line
 
@@ -90,7 +91,7 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
 
     # The lock ---------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
-        from domarkx.cli import signals
+        from domarkx import signals
 
         signals.install()  # a bare `doit` too: SIGTERM and SIGHUP clean up as Ctrl-C does
         path = Layout.at().lock_file
@@ -170,7 +171,7 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
         ``finally``; raising ``SystemExit`` here replaces the interrupt, which
         would otherwise end ``doit`` with a traceback after this summary.
         """
-        from domarkx.cli import signals
+        from domarkx import signals
 
         why = f" by {interrupt}" if isinstance(interrupt, signals.Terminated) else ""
         done = len(self.executed) - len(self.failed)

@@ -28,8 +28,9 @@ from domarkx.data.models import (
     SessionSnapshot,
 )
 from domarkx.data.store import Store
+from domarkx.errors import EngineError
 from domarkx.execution.engine import canonical_language, engine_class
-from domarkx.session.instance import attach_outputs, runnable_blocks
+from domarkx.session.instance import InstanceManager, attach_outputs, now, runnable_blocks
 
 # The version of the record layout; 1 had outputs misplaced when a message held
 # several runnable blocks. A record of another format is a miss.
@@ -192,3 +193,53 @@ class RunCache:
 
     def save(self, key: str, record: RunRecord) -> None:
         write_atomic(self.path(key), record.model_dump_json(indent=1) + "\n")
+
+
+def run_for_build(
+    manager: InstanceManager, snapshot_id: str, session: str | None = None
+) -> SessionInstance:
+    """The finished instance of a snapshot, re-running only on an execution-cache miss.
+
+    ``session`` (the build's session name) makes the instance that session's own.
+    """
+    snapshot, key, instance_id, cache, found = _lookup(manager, snapshot_id, session)
+    if found is not None:
+        return found
+    instance = manager.create(snapshot, instance_id=instance_id)
+    manager.execute(instance, snapshot)
+    if instance.status != "failed" and snapshot.snapshot_id not in manager.refused:
+        # A failed run is not cached: like a failed make target, the next build retries
+        # it; nor is one where the user refused code (a later grant runs it).
+        cache.save(key, RunRecord.of(snapshot, instance, manager.store))
+    return instance
+
+
+def cached_for_build(
+    manager: InstanceManager, snapshot_id: str, session: str | None = None
+) -> SessionInstance | None:
+    """The instance the execution cache gives for a snapshot, or None when it must run.
+
+    Nothing runs here: no sandbox, no model, no approval to ask for.
+    """
+    return _lookup(manager, snapshot_id, session)[-1]
+
+
+def _lookup(
+    manager: InstanceManager, snapshot_id: str, session: str | None
+) -> tuple[SessionSnapshot, str, str, RunCache, SessionInstance | None]:
+    """A build's run of a snapshot: its cache key, instance id, and the cached instance."""
+    store = manager.store
+    snapshot = store.get_snapshot(snapshot_id)
+    try:
+        key = run_key(snapshot)  # which blocks run depends on the engine
+    except EngineError as err:
+        manager.point_at_config(err, snapshot, "engine")
+        raise
+    instance_id = build_instance_id(snapshot_id, key, session)
+    cache = RunCache(store)
+    record = cache.lookup(key, snapshot)
+    if record is None:
+        return snapshot, key, instance_id, cache, None
+    instance = record.instance(snapshot, instance_id, now())
+    store.put_instance(instance)
+    return snapshot, key, instance_id, cache, instance

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 from domarkx import __version__, overlap
 from domarkx.data.atomic import write_atomic, write_if_changed
 from domarkx.data.digest import digest
+from domarkx.data.layout import Layout
 from domarkx.errors import DomarkxError
 from domarkx.pipeline import model_sessions, prebuild
-from domarkx.pipeline.layout import Layout
 
 if TYPE_CHECKING:
     from domarkx.data.models import SessionInstance
@@ -98,7 +98,7 @@ def _tie_to_parent() -> None:
 
     parent = multiprocessing.parent_process()
     if parent is not None and parent.pid:
-        from domarkx.cli.signals import die_with_parent
+        from domarkx.signals import die_with_parent
 
         die_with_parent(parent.pid)
 
@@ -283,10 +283,11 @@ def run(layout: Layout, name: str, task: Any) -> None:
     if prebuilt is not None:
         _write_run(layout, name, task, *prebuilt)
         return
+    from domarkx.pipeline.run_cache import run_for_build
     from domarkx.session.instance import InstanceManager
 
     snapshot_id = snapshot_file.decode().split("\n", 1)[0]
-    instance = InstanceManager(_store(layout)).run_for_build(snapshot_id, name)
+    instance = run_for_build(InstanceManager(_store(layout)), snapshot_id, name)
     if instance.status == "failed":
         from pathlib import Path
 
@@ -351,9 +352,10 @@ def export_text(layout: Layout, name: str) -> str:
         instance = store.get_instance(record["instance_id"])
     except RefError:
         # Pruned since the run: the execution cache brings it back without running.
+        from domarkx.pipeline.run_cache import run_for_build
         from domarkx.session.instance import InstanceManager
 
-        instance = InstanceManager(store).run_for_build(record["snapshot_id"], name)
+        instance = run_for_build(InstanceManager(store), record["snapshot_id"], name)
     return instance_text(store, instance)
 
 

@@ -33,8 +33,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from domarkx import overlap
+from domarkx.data.layout import STAGES, Layout
 from domarkx.pipeline import model_sessions, prebuild, stages
-from domarkx.pipeline.layout import STAGES, Layout
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
 __all__ = ["DOIT_CONFIG", "task_sessions"]  # noqa: F822

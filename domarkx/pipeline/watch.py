@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domarkx.pipeline.layout import SESSIONS_DIR, STAGES, Layout
+from domarkx.data.layout import SESSIONS_DIR, STAGES, Layout
 from domarkx.pipeline.progress import BuildReporter
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from domarkx.data.layout import PROJECT_MARKERS, find_root
 from domarkx.errors import DocumentError
-from domarkx.pipeline.layout import PROJECT_MARKERS, find_root
 
 
 def is_project(folder: str | os.PathLike[str]) -> bool:

@@ -43,7 +43,6 @@ from domarkx.session.approval import NOT_RUN, Approval, ApprovalRequired, CodeRe
 
 if TYPE_CHECKING:
     from domarkx.llm.endpoints import Access
-    from domarkx.pipeline.run_cache import RunCache
 
 
 def now() -> str:
@@ -175,7 +174,7 @@ class InstanceManager:
             cls = engine_class(engine_name)
         except EngineError as err:  # unknown (a plugin that is broken is not the document's)
             if engine is None:  # the document's `engine:`, not --engine
-                self._point_at_config(err, snapshot, "engine")
+                self.point_at_config(err, snapshot, "engine")
             raise
         self._check_languages(snapshot, cls)
         self._check_model_source(snapshot)
@@ -268,7 +267,7 @@ class InstanceManager:
             handle = engine.start()
         except BaseException as err:
             if isinstance(err, EngineError) and err.key is not None:
-                self._point_at_config(err, snapshot, err.key)
+                self.point_at_config(err, snapshot, err.key)
             # Nothing ran: the instance did not get as far as a sandbox.
             instance.status = "failed"
             instance.error = str(err) if isinstance(err, DomarkxError) else type(err).__name__
@@ -524,7 +523,7 @@ class InstanceManager:
             locate=lambda key: self._config_line(source, key),
         )
 
-    def _point_at_config(self, err: DomarkxError, snapshot: SessionSnapshot, key: str) -> None:
+    def point_at_config(self, err: DomarkxError, snapshot: SessionSnapshot, key: str) -> None:
         """An error caused by a session-config value: name its line in the document."""
         if err.file is None:
             err.file = snapshot.metadata.source_file
@@ -586,55 +585,6 @@ class InstanceManager:
     def _echo(self, line: str) -> None:
         if self.echo is not None:
             self.echo(line)
-
-    # The build's execution cache (see domarkx.pipeline.run_cache) -----------
-    def run_for_build(self, snapshot_id: str, session: str | None = None) -> SessionInstance:
-        """The finished instance of a snapshot, re-running only on an execution-cache miss.
-
-        ``session`` (the build's session name) makes the instance that session's own.
-        """
-        from domarkx.pipeline.run_cache import RunRecord
-
-        snapshot, key, instance_id, cache, found = self._build_lookup(snapshot_id, session)
-        if found is not None:
-            return found
-        instance = self.create(snapshot, instance_id=instance_id)
-        self.execute(instance, snapshot)
-        if instance.status != "failed" and snapshot.snapshot_id not in self.refused:
-            # A failed run is not cached: like a failed make target, the next build retries
-            # it; nor is one where the user refused code (a later grant runs it).
-            cache.save(key, RunRecord.of(snapshot, instance, self.store))
-        return instance
-
-    def cached_for_build(
-        self, snapshot_id: str, session: str | None = None
-    ) -> SessionInstance | None:
-        """The instance the execution cache gives for a snapshot, or None when it must run.
-
-        Nothing runs here: no sandbox, no model, no approval to ask for.
-        """
-        return self._build_lookup(snapshot_id, session)[-1]
-
-    def _build_lookup(
-        self, snapshot_id: str, session: str | None
-    ) -> tuple[SessionSnapshot, str, str, RunCache, SessionInstance | None]:
-        """A build's run of a snapshot: its cache key, instance id, and the cached instance."""
-        from domarkx.pipeline.run_cache import RunCache, build_instance_id, run_key
-
-        snapshot = self.store.get_snapshot(snapshot_id)
-        try:
-            key = run_key(snapshot)  # which blocks run depends on the engine
-        except EngineError as err:
-            self._point_at_config(err, snapshot, "engine")
-            raise
-        instance_id = build_instance_id(snapshot_id, key, session)
-        cache = RunCache(self.store)
-        record = cache.lookup(key, snapshot)
-        if record is None:
-            return snapshot, key, instance_id, cache, None
-        instance = record.instance(snapshot, instance_id, now())
-        self.store.put_instance(instance)
-        return snapshot, key, instance_id, cache, instance
 
     # Stopping, removing, pruning --------------------------------------------
     def stop(self, ref: str) -> SessionInstance:
@@ -741,7 +691,7 @@ class InstanceManager:
         Holds the build lock meanwhile: a build in progress uses snapshots that
         nothing refers to yet, and its sandboxes.
         """
-        from domarkx.pipeline import lock
+        from domarkx.data import lock
 
         with lock.BuildLock(str(self.store.lock_file), doing="prune"):
             return self._prune()

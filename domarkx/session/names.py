@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from domarkx.pipeline.layout import SESSIONS_DIR, Layout
+from domarkx.data.layout import SESSIONS_DIR, Layout
 
 
 def session_name(path: Path, root: Path) -> str:

@@ -2,7 +2,7 @@
 
 A process that creates an instance leaves a file named by its pid, and
 removes it when it exits normally (Ctrl-C, SIGTERM and SIGHUP included: see
-``domarkx.cli.signals``). A file whose process is gone is what a SIGKILL
+``domarkx.signals``). A file whose process is gone is what a SIGKILL
 leaves: the next build or ``prune`` sees it with one ``listdir`` and cleans
 up (``InstanceManager.reap``) without reading every instance on every build.
 """
