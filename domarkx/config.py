@@ -93,6 +93,18 @@ class DockerSettings(BaseModel):
         default_factory=list,
         description="Capabilities given back after all are dropped (e.g. `CHOWN`).",
     )
+    host: str | None = Field(
+        default=None,
+        description="The Docker engine to run sandboxes on (`ssh://user@host`, `tcp://host:2376`, "
+        "`unix:///path`); default: DOCKER_HOST, else the current Docker context.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ssh://", "tcp://", "unix://", "npipe://")):
+            raise ValueError("must start with ssh://, tcp://, unix:// or npipe://")
+        return value
 
     @field_validator("cap_add")
     @classmethod
@@ -110,6 +122,52 @@ class DockerSettings(BaseModel):
         return value.strip().lower()
 
 
+class CacheSettings(BaseModel):
+    """A cache shared between machines (``[cache]``): see docs/scale.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(
+        default=None, description="`s3://bucket/prefix` or `file:///absolute/path`."
+    )
+    endpoint: str | None = Field(
+        default=None, description="An S3-compatible server's URL (MinIO, R2, Ceph, a test server)."
+    )
+    region: str | None = Field(
+        default=None, description="The bucket's region (default: AWS_REGION)."
+    )
+    write: bool = Field(
+        default=False,
+        description="Upload what this machine builds (DOMARKX_CACHE_WRITE=1 does too): "
+        "only for trusted machines.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value.startswith("s3://"):
+            bucket = value[5:].split("/", 1)[0]
+            if not bucket or "@" in bucket or ":" in bucket:
+                raise ValueError(
+                    "must be s3://bucket/prefix (credentials go in AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, never in the file)"
+                )
+        elif not value.startswith("file:///"):
+            raise ValueError("must start with s3:// or file:/// (an absolute path)")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.startswith(("http://", "https://")):
+                raise ValueError("must start with http:// or https://")
+            if "@" in value.split("/", 3)[2]:
+                raise ValueError("must not hold credentials (use AWS_ACCESS_KEY_ID ...)")
+        return value
+
+
 class ProjectConfig(BaseModel):
     """``domarkx.toml`` (or ``[tool.domarkx]``): the user's grants for this project."""
 
@@ -123,6 +181,7 @@ class ProjectConfig(BaseModel):
         default_factory=dict, description="Model servers, by name, and the key each may get."
     )
     docker: DockerSettings = Field(default_factory=DockerSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     # Where the settings were read (None: no configuration, the defaults).
     _source: Path | None = PrivateAttr(default=None)
