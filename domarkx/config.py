@@ -168,6 +168,23 @@ class CacheSettings(BaseModel):
         return value
 
 
+class ChecksSettings(BaseModel):
+    """How ``judge`` checks grade (``[checks]``): see docs/checks.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    judge_endpoint: str | None = Field(
+        default=None, description="The endpoint (`[endpoints.NAME]`) a judge check uses by default."
+    )
+    judge_model: str | None = Field(
+        default=None, description="The model name a judge check asks by default."
+    )
+    judge_prompt: str | None = Field(
+        default=None,
+        description="The judge's system prompt, in place of domarkx's; it must ask for a JSON "
+        'object {"pass": true|false, "reason": "..."}.',
+    )
+
+
 class ProjectConfig(BaseModel):
     """``domarkx.toml`` (or ``[tool.domarkx]``): the user's grants for this project."""
 
@@ -182,6 +199,7 @@ class ProjectConfig(BaseModel):
     )
     docker: DockerSettings = Field(default_factory=DockerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    checks: ChecksSettings = Field(default_factory=ChecksSettings)
 
     # Where the settings were read (None: no configuration, the defaults).
     _source: Path | None = PrivateAttr(default=None)

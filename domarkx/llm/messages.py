@@ -48,6 +48,8 @@ from domarkx.parsing.macros import escape_macros
 
 OUTPUT_HEADER = "Output of the code block"
 TOOL_HEADER = "Tool result:"
+# The flag of a user message's ```yaml expect``` block (domarkx.checks): never sent.
+EXPECT_FLAG = "expect"
 
 
 # --- conversation -> chat messages -------------------------------------------------
@@ -87,7 +89,8 @@ def render_blocks(blocks: list[Any]) -> str:
             parts.append(render_outputs(group))
             continue
         if isinstance(block, CodeBlock):
-            parts.append(render_code(block))
+            if EXPECT_FLAG not in block.flags:  # checks on the reply are not for the model
+                parts.append(render_code(block))
         elif isinstance(block, TextBlock) and block.value.strip():
             parts.append(block.value.strip("\n"))
         i += 1

@@ -14,6 +14,7 @@ text alone) are still read.
 - ``auto`` (default): replay a recorded reply; call the model and record on a miss.
 - ``replay``: never call; a miss is an error naming the session and message (CI).
 - ``record``: always call, and overwrite the record.
+- ``live``: always call, and keep no record (``domarkx test --live``).
 
 Offline providers (``Provider.offline``, such as ``scripted``) bypass the cache:
 they are deterministic already.
@@ -31,7 +32,7 @@ from domarkx.llm.provider import Provider, Stream
 from domarkx.llm.reply import Reply, as_reply
 
 ENV = "DOMARKX_LLM"
-MODES = ("auto", "replay", "record")
+MODES = ("auto", "replay", "record", "live")
 RECORD_FORMAT = 2
 
 
@@ -76,8 +77,11 @@ def request_key(request: dict[str, Any]) -> str:
 class ReplayCache:
     """A folder of recorded model calls, one JSON file per request key."""
 
-    def __init__(self, folder: Path, mode: str | None = None) -> None:
+    def __init__(self, folder: Path, mode: str | None = None, sample: int = 0) -> None:
         self.folder = Path(folder)
+        # The same question asked again (a check's ``samples``): sample N > 0 is part of
+        # the key, so each sample has its own record; sample 0 keeps the plain key.
+        self.sample = sample
         if mode is not None and mode not in MODES:
             raise LLMError(f"{mode!r} is not a replay mode", hint=f"use one of: {', '.join(MODES)}")
         self.mode = mode if mode is not None else mode_from_env()
@@ -143,8 +147,10 @@ class ReplayCache:
         if provider.offline:
             return as_reply(provider.complete(messages, stream, tools)), None
         request = canonical_request(provider, messages, tools)
+        if self.sample:
+            request["sample"] = self.sample
         key = request_key(request)
-        if self.mode != "record":
+        if self.mode not in ("record", "live"):
             reply = self.lookup(key)
             if reply is not None:
                 if stream is not None and reply.text:
@@ -160,5 +166,7 @@ class ReplayCache:
         if provider.refusal is not None:
             raise provider.refusal  # nothing is sent that the user did not grant
         fresh = as_reply(provider.complete(messages, stream, tools))
+        if self.mode == "live":
+            return fresh, None  # asked again, nothing kept
         self.store(key, request, fresh)
         return fresh, key
