@@ -18,6 +18,7 @@ from domarkx.cli.options import Args, Subparsers, add_command, parse_params
 
 if TYPE_CHECKING:
     from domarkx.data.layout import Layout
+    from domarkx.pipeline.shard import Shard
 
 # doit's exit status for a bad command line or dodo.py (no such task, ...).
 DOIT_USAGE_ERROR = 3
@@ -70,6 +71,19 @@ def register(subparsers: Subparsers) -> None:
         "--param", action="append", metavar="K=V", help="value of a parameter macro (repeatable)"
     )
     parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="build only shard I of N (every session falls in exactly one), or `auto`: "
+        "from the CI's parallel-job variables (docs/scale.md)",
+    )
+    parser.add_argument(
+        "--shard-count",
+        type=int,
+        metavar="N",
+        help="the number of shards for --shard auto when the CI gives only an index "
+        "(Kubernetes' JOB_COMPLETION_INDEX)",
+    )
+    parser.add_argument(
         "-y",
         "--yes",
         action="store_true",
@@ -106,7 +120,8 @@ def run(args: Args) -> int:
             raise DomarkxError("--check builds every session; give no TASK with it")
         tasks = ["run"]  # the stage up to instances; exports are compared, not written
         args.keep_going = True  # report every session that fails, not just the first
-    with lock.BuildLock(layout.lock_file), _granted(args.yes):
+    chosen = _shard(args)
+    with lock.BuildLock(layout.lock_file), _granted(args.yes), _sharded(chosen):
         try:
             status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
         except SystemExit as ended:  # the reporter's end of an interrupted or failed build
@@ -116,8 +131,38 @@ def run(args: Args) -> int:
         if status != 0:
             return 1
         if args.check:
-            return _check(layout)
+            return _check(layout, chosen)
     return 0
+
+
+def _shard(args: Args) -> Shard | None:
+    """The shard ``--shard`` names (None: every session); a bad one is an error (exit 1) now."""
+    from domarkx.pipeline import shard
+
+    if args.shard is None:
+        if args.shard_count is not None:
+            raise shard.ShardError("--shard-count goes with --shard auto")
+        return None
+    return shard.parse(args.shard, args.shard_count)
+
+
+@contextlib.contextmanager
+def _sharded(chosen: Shard | None) -> Iterator[None]:
+    """The shard for the build's task list (``DOMARKX_SHARD``), in this process and its own."""
+    from domarkx.pipeline.shard import ENV
+
+    if chosen is None:
+        yield
+        return
+    before = os.environ.get(ENV)
+    os.environ[ENV] = str(chosen)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 @contextlib.contextmanager
@@ -139,12 +184,15 @@ def _granted(yes: bool) -> Iterator[None]:
             os.environ[YES_ENV] = before
 
 
-def _check(layout: Layout) -> int:
+def _check(layout: Layout, chosen: Shard | None = None) -> int:
     from domarkx.pipeline.check import check_exports
 
-    mismatches = check_exports(layout)
+    names = layout.session_names()
+    if chosen is not None:
+        names = chosen.select(names)
+    mismatches = check_exports(layout, names)
     if not mismatches:
-        count = len(layout.session_names())
+        count = len(names)
         print(
             f"domarkx: every export matches the build ({count} session{'' if count == 1 else 's'})"
         )

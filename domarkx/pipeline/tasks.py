@@ -34,7 +34,7 @@ from typing import Any
 
 from domarkx import overlap
 from domarkx.data.layout import STAGES, Layout
-from domarkx.pipeline import model_sessions, prebuild, stages
+from domarkx.pipeline import model_sessions, prebuild, shard, stages
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
 __all__ = ["DOIT_CONFIG", "task_sessions"]  # noqa: F822
@@ -124,6 +124,7 @@ def session_tasks(
         # Walked as doit read its settings (``doit_config``), or now.
         found = prebuild.take_scan(layout)
         all_names, odd = (found.names, found.odd) if found else layout.session_entries()
+        all_names = shard.select(all_names)  # `--shard I/N`: this shard's sessions only
         included = layout.included_files()
         replayed = layout.replayed_files()
         asked = layout.asked_params()
