@@ -31,7 +31,7 @@ from domarkx.data.models import ExecutionConfig
 from domarkx.execution.engine import Engine, engine_class
 from domarkx.llm.reply import ToolCall
 from domarkx.llm.tools import ToolBox
-from domarkx.session.instance import outputs_of
+from domarkx.session.blocks import outputs_of
 
 SETUP = '''
 def add(a: int, b: int = 0) -> int:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from domarkx.cli.main import main
+from domarkx.data.models import NOT_RUN
 from domarkx.data.store import Store
-from domarkx.session.approval import NOT_RUN
 
 SESSION = """\
 ---

@@ -20,8 +20,8 @@ import pytest
 from chat_server import ChatServer, Response
 
 from domarkx.cli.main import main
+from domarkx.data.models import NOT_RUN
 from domarkx.data.store import Store
-from domarkx.session.approval import NOT_RUN
 from domarkx.session.snapshot import SnapshotManager
 
 KEY = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_RETRIES": "0"}

@@ -13,10 +13,11 @@ import pytest
 
 from domarkx.data.models import CodeBlock, Message, ModelSettings, OutputBlock, TextBlock
 from domarkx.errors import LLMError
-from domarkx.llm.loop import llm_turns, wants_reply
+from domarkx.llm.loop import llm_turns
 from domarkx.llm.messages import parse_reply, render_code, to_chat_messages
 from domarkx.llm.provider import provider_for
 from domarkx.llm.replay import ReplayCache, canonical_request, request_key
+from domarkx.llm.reply import wants_reply
 
 try:
     from tests.chat_server import ChatServer, Response

@@ -15,9 +15,10 @@ from chat_server import ChatServer, Response
 from dockerutil import PYTHON_IMAGE, require_image
 
 from domarkx.cli.main import main
+from domarkx.data.models import NOT_RUN
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
-from domarkx.session.approval import NOT_RUN, Approval, ApprovalRequired
+from domarkx.session.approval import Approval, ApprovalRequired
 from domarkx.session.instance import InstanceManager
 
 SETUP = '''
@@ -569,7 +570,7 @@ def test_the_scripted_provider_calls_tools_offline(project):
 
 def test_pending_calls_in_every_form_and_a_trailing_result_asks_the_model():
     from domarkx.data.models import Message, TextBlock
-    from domarkx.llm.loop import needs_model, pending_calls
+    from domarkx.llm.reply import needs_model, pending_calls
 
     user = Message(role="user", content=[TextBlock(value="hi")])
     flat = {"tool_calls": [{"id": "a", "name": "f", "arguments": "{}"}, {"id": "b", "name": "g"}]}

@@ -14,7 +14,8 @@ from typing import TextIO
 from domarkx.data.models import CodeBlock, Message, OutputBlock, SessionInstance, TextBlock
 from domarkx.data.store import Store
 from domarkx.session.approval import Approval
-from domarkx.session.instance import BlockRef, InstanceManager, describe_block, runnable_blocks
+from domarkx.session.blocks import BlockRef, describe_block, runnable_blocks
+from domarkx.session.instance import InstanceManager
 
 HELP = "(n)ext  (a)ll  (s)tate  (u)ser TEXT  (q)uit"
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import to_json
+
+from domarkx.data.digest import digest
 
 SNAPSHOT_VERSION = "1.0"
 ROLES = ("system", "user", "assistant", "tool")
@@ -45,6 +47,11 @@ class CodeBlock(BaseModel):
     )
 
 
+# The output of a code block the user refused to run: what the export shows, and
+# what the model is told. Read back from a document, it gives ``refused`` back.
+NOT_RUN = "not run: the user did not approve running this code"
+
+
 class OutputBlock(BaseModel):
     """What a code block printed on one stream; follows the code block it belongs to."""
 
@@ -59,6 +66,18 @@ class OutputBlock(BaseModel):
         default=None, description="Seconds the block ran; kept in instances, not exported."
     )
     attrs: dict[str, str] = Field(default_factory=dict)
+    refused: bool = Field(
+        default=False,
+        exclude=True,
+        description="The block did not run: the user refused it (the text says NOT_RUN). "
+        "Not written: reading the text back gives it.",
+    )
+
+    @model_validator(mode="after")
+    def _refused_from_text(self) -> OutputBlock:
+        if not self.refused and self.exit_code is None and self.text == NOT_RUN:
+            self.refused = self.stream == "stdout"
+        return self
 
 
 ContentBlock = Annotated[TextBlock | CodeBlock | OutputBlock, Field(discriminator="type")]
@@ -194,8 +213,6 @@ class SessionSnapshot(BaseModel):
         return data
 
     def compute_id(self) -> str:
-        from domarkx.data.digest import digest
-
         return digest(self.content_dict())
 
     def with_id(self) -> SessionSnapshot:

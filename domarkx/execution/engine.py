@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from domarkx import registry
-from domarkx.data.models import ExecutionConfig
+from domarkx.data.models import NOT_RUN, ExecutionConfig
 
 if TYPE_CHECKING:
     from domarkx.config import ProjectConfig
@@ -67,10 +67,17 @@ class BlockResult:
     exit_code: int | None
     duration: float
     timed_out: bool = False
+    # The block did not run because the user refused it (``not_run``); nothing was started.
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.refused
+
+    @classmethod
+    def not_run(cls) -> BlockResult:
+        """The result of a block the user refused: no exit status, its text says why."""
+        return cls(stdout=NOT_RUN, stderr="", exit_code=None, duration=0.0, refused=True)
 
 
 class Engine(abc.ABC):

@@ -19,14 +19,17 @@ from domarkx.errors import DomarkxError, LLMError
 from domarkx.llm.messages import parse_reply, to_chat_messages
 from domarkx.llm.provider import Provider, Stream, provider_for
 from domarkx.llm.replay import ReplayCache
-from domarkx.llm.reply import Reply, ToolCall, answered_ids, calls_in
+from domarkx.llm.reply import Reply, ToolCall, pending_calls, wants_reply
 
 Execute = Callable[[CodeBlock], list[OutputBlock] | None]
 
 
 class ToolResultLike(Protocol):
-    text: str
-    is_error: bool
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def is_error(self) -> bool: ...
 
 
 class Tools(Protocol):
@@ -39,34 +42,6 @@ class Tools(Protocol):
     def call(self, call: ToolCall, where: str) -> ToolResultLike:
         """Run one call; failures are results (``is_error``), never exceptions."""
         ...
-
-
-def wants_reply(conversation: list[Message]) -> bool:
-    """Whether the conversation waits for the model: it ends with ``user`` or a ``tool`` result."""
-    return bool(conversation) and conversation[-1].role in ("user", "tool")
-
-
-def pending_calls(conversation: list[Message]) -> tuple[int, list[ToolCall]]:
-    """The last assistant message's calls that no ``tool`` message after it answers.
-
-    Returns the message's index and the calls, in order; ``(-1, [])`` when nothing
-    waits (a message other than ``tool`` after it means the calls were left behind).
-    """
-    for index in range(len(conversation) - 1, -1, -1):
-        message = conversation[index]
-        if message.role == "tool":
-            continue
-        if message.role != "assistant":
-            return -1, []
-        answered = {i for m in conversation[index + 1 :] for i in answered_ids(m.message_metadata)}
-        calls = [c for c in calls_in(message.message_metadata) if c.id not in answered]
-        return (index, calls) if calls else (-1, [])
-    return -1, []
-
-
-def needs_model(conversation: list[Message]) -> bool:
-    """Whether a run would ask the model (or run calls it left): a reply is wanted."""
-    return wants_reply(conversation) or bool(pending_calls(conversation)[1])
 
 
 def llm_turns(

@@ -2,13 +2,17 @@
 
 A provider returns a ``Reply``; the replay cache stores it (``to_record``) and
 gives it back (``from_record``) unchanged, so a replayed run writes the same
-``msg-metadata`` as the recorded one.
+``msg-metadata`` as the recorded one. Whether a conversation waits for the
+model (``needs_model``) is read from the same records.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+
+from domarkx.data.models import Message
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,6 @@ def parse_call(item: Any) -> ToolCall:
 
     Arguments that are not a string (a hand-written object) are kept as their JSON text.
     """
-    import json
-
     if not isinstance(item, dict):
         raise ValueError(f"a tool call must be an object, not {type(item).__name__}")
     function = item.get("function")
@@ -136,3 +138,31 @@ def answered_ids(metadata: dict[str, Any] | None) -> list[str]:
     if isinstance(items, list):
         return [str(i["call_id"]) for i in items if isinstance(i, dict) and i.get("call_id")]
     return []
+
+
+def wants_reply(conversation: list[Message]) -> bool:
+    """Whether the conversation waits for the model: it ends with ``user`` or a ``tool`` result."""
+    return bool(conversation) and conversation[-1].role in ("user", "tool")
+
+
+def pending_calls(conversation: list[Message]) -> tuple[int, list[ToolCall]]:
+    """The last assistant message's calls that no ``tool`` message after it answers.
+
+    Returns the message's index and the calls, in order; ``(-1, [])`` when nothing
+    waits (a message other than ``tool`` after it means the calls were left behind).
+    """
+    for index in range(len(conversation) - 1, -1, -1):
+        message = conversation[index]
+        if message.role == "tool":
+            continue
+        if message.role != "assistant":
+            return -1, []
+        answered = {i for m in conversation[index + 1 :] for i in answered_ids(m.message_metadata)}
+        calls = [c for c in calls_in(message.message_metadata) if c.id not in answered]
+        return (index, calls) if calls else (-1, [])
+    return -1, []
+
+
+def needs_model(conversation: list[Message]) -> bool:
+    """Whether a run would ask the model (or run calls it left): a reply is wanted."""
+    return wants_reply(conversation) or bool(pending_calls(conversation)[1])

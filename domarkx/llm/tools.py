@@ -18,13 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domarkx.data.models import OutputBlock
+from domarkx.data.models import NOT_RUN, OutputBlock
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import BlockResult
 from domarkx.llm import sandbox_tools
 from domarkx.llm.messages import render_outputs
 from domarkx.llm.reply import ToolCall
-from domarkx.session.approval import NOT_RUN
 
 BUILTINS: dict[str, dict[str, Any]] = {
     name: {
@@ -46,7 +45,7 @@ BUILTINS: dict[str, dict[str, Any]] = {
 }
 
 # Runs model-written code (language, code, where) and returns its output blocks;
-# the caller decides on approval (a refusal is an output saying so, with no exit code).
+# the caller decides on approval (a refusal is an output with ``refused`` set).
 RunCode = Callable[[str, str, str], list[OutputBlock]]
 # Runs one block in the sandbox's Python and returns what it did.
 RunPython = Callable[[str], BlockResult]
@@ -153,7 +152,7 @@ class ToolBox:
     def _run_builtin(self, language: str, code: str, where: str) -> ToolResult:
         assert self.run_code is not None
         outputs = self.run_code(language, code, where)
-        if any(o.text == NOT_RUN and o.exit_code is None for o in outputs):
+        if any(o.refused for o in outputs):
             return ToolResult(NOT_RUN, True)  # the user said no
         failed = any(o.timed_out or o.exit_code not in (0, None) for o in outputs)
         return ToolResult(render_outputs(outputs), failed)

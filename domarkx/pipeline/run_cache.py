@@ -30,7 +30,8 @@ from domarkx.data.models import (
 from domarkx.data.store import Store
 from domarkx.errors import EngineError
 from domarkx.execution.engine import canonical_language, engine_class
-from domarkx.session.instance import InstanceManager, attach_outputs, now, runnable_blocks
+from domarkx.session.blocks import attach_outputs, now, runnable_blocks
+from domarkx.session.instance import InstanceManager
 
 # The version of the record layout; 1 had outputs misplaced when a message held
 # several runnable blocks. A record of another format is a miss.

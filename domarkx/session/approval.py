@@ -32,10 +32,6 @@ MODES: tuple[Mode, ...] = ("ask", "auto", "never")
 # What a terminal prompt answers: run this one, refuse this one, run this and every next one.
 Answer = Literal["yes", "no", "always"]
 
-# The result a refused call records, so that the model and the reader both see it.
-NOT_RUN = "not run: the user did not approve running this code"
-
-
 class ApprovalRequired(DomarkxError):
     """Model-written code needs the user's approval and there is no terminal to ask."""
 
@@ -60,7 +56,7 @@ class Approval:
     _always: bool = field(default=False, repr=False)
 
     def decide(self, request: CodeRequest, *, isolated: bool) -> bool:
-        """True: run it. False: the user said no (record ``NOT_RUN``). Raises when none can ask."""
+        """True: run it. False: the user said no (``BlockResult.not_run``). Raises when none can ask."""
         if isolated or self.mode == "auto" or self._always:
             return True
         if self.mode == "never":

@@ -26,7 +26,11 @@ from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSn
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import Engine
-from domarkx.parsing.markdown import decode_document, read_document
+from domarkx.llm.messages import parse_reply
+from domarkx.llm.replay import ENV, mode_from_env
+from domarkx.llm.reply import needs_model
+from domarkx.parsing.blocks import is_open_at_end
+from domarkx.parsing.markdown import decode_document, read_document, split_front_matter
 from domarkx.session.approval import Approval, ApprovalRequired
 from domarkx.session.export import render_messages
 from domarkx.session.files import check_document
@@ -50,8 +54,6 @@ def user_message(text: str) -> Message:
     Text becomes a blockquote (a ``## heading`` in it stays part of the message)
     and fenced code becomes code blocks.
     """
-    from domarkx.llm.messages import parse_reply
-
     return Message(role="user", content=list(parse_reply(text)))
 
 
@@ -114,8 +116,6 @@ class ChatSession:
         self.data = read_document(self.path, self.display)
         base = self.data
         if self.regenerate:
-            from domarkx.llm.replay import ENV, mode_from_env
-
             if mode_from_env() == "replay":
                 raise ChatError(
                     f"--regenerate asks the model again, and {ENV}=replay forbids calling it",
@@ -145,9 +145,6 @@ class ChatSession:
 
     def _check_open_end(self, data: bytes) -> None:
         """An error, before the model is asked, when appended text would join the last block."""
-        from domarkx.parsing.blocks import is_open_at_end
-        from domarkx.parsing.markdown import split_front_matter
-
         _, lines, _ = split_front_matter(decode_document(data, self.display), self.display)
         if is_open_at_end("\n".join(lines)):
             raise ChatError(
@@ -160,8 +157,6 @@ class ChatSession:
     @property
     def pending(self) -> bool:
         """Whether the document (with ``-m``'s question) ends with a message to answer."""
-        from domarkx.llm.loop import needs_model
-
         assert self.snapshot is not None
         return needs_model(self.snapshot.conversation)
 

@@ -1,4 +1,4 @@
-"""Where a code block sits in its source document: ``file:line`` for error messages.
+"""Where in the source: the ``file:line`` of a code block or a session-config key.
 
 Snapshots do not keep line numbers (they would change a snapshot's id on
 every edit above a block), so the line is found when an error needs it:
@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock
+from domarkx.errors import DomarkxError
+from domarkx.parsing.blocks import FencedCode, blocks
 from domarkx.parsing.fences import parse_info
+from domarkx.parsing.source import split_front_matter
+from domarkx.session.legacy import config_key_line, read_source
 
 
 def block_line(source: Path, block: CodeBlock) -> int | None:
     """The line (1-based) of ``block``'s opening fence in ``source``, if it is there."""
-    from domarkx.errors import DomarkxError
-    from domarkx.parsing.blocks import FencedCode, blocks
-    from domarkx.parsing.source import split_front_matter
-
     try:
         text = source.read_text(encoding="utf-8", errors="replace")
         _, lines, _ = split_front_matter(text, str(source))
@@ -34,6 +34,15 @@ def block_line(source: Path, block: CodeBlock) -> int | None:
         ):
             return found.start + 1
     return None
+
+
+def config_line(root: str | Path, source_file: str, key: str) -> int | None:
+    """The line of ``key`` in the session-config of ``source_file``, read again from disk.
+
+    None when the document cannot be read; the block's own line when the key is not in it.
+    """
+    text = read_source(Path(root), source_file)
+    return config_key_line(text, key) if text is not None else None
 
 
 def failed_block(conversation: list[Message]) -> tuple[int, CodeBlock, OutputBlock] | None:
