@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "tests"))
+sys.path.insert(0, str(BENCH.parent))  # the package tests, for its chat-completions server
 
-from chat_server import ChatServer, Response  # noqa: E402
+from tests.chat_server import ChatServer, Response  # noqa: E402
 
 SESSION = """\
 ```yaml session-config

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.layout import project_id
+from domarkx.execution.engine import PROJECT_LABEL
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SCRIPT = ROOT / "bench" / "docker-image.sh"
 BUSYBOX_IMAGE = "domarkx-test:busybox"
@@ -97,6 +100,19 @@ def require_image(image: str) -> str:
     if problem or not _have_image(image):
         _unavailable(f"could not build {image} with bench/docker-image.sh: {problem}")
     return image
+
+
+def docker_session(code: str) -> str:
+    """A session whose one ``sh`` block runs in the busybox test image."""
+    return (
+        f"```yaml session-config\nengine: docker\nimage: {BUSYBOX_IMAGE}\ntimeout: 60\n```\n\n"
+        f"## assistant\n\n```sh\n{code}\n```\n"
+    )
+
+
+def project_containers(root: Path) -> list[str]:
+    """Ids of every container of the project ``root`` (its store ``root/.domarkx``)."""
+    return containers_labelled(PROJECT_LABEL, project_id(str(root / ".domarkx")))
 
 
 def containers_labelled(label: str, value: str) -> list[str]:

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # run as a script: the package tests is beside it
 
-from chat_server import ChatServer, Response  # noqa: E402
+from tests.chat_server import ChatServer, Response  # noqa: E402
 
 PORT = 8765
 

@@ -24,7 +24,7 @@ import pytest
 CORPUS = Path(__file__).with_name("bad_inputs")
 DOCUMENTS = sorted(p.name for p in CORPUS.glob("*.md"))
 
-SECONDS = 10.0  # wall time a case may take
+SECONDS = 10.0  # a case still running after three times this has hung (CPU_SECONDS bounds work)
 MEMORY = 1 << 30  # address space a case may add to what it starts with
 CPU_SECONDS = 10
 FILE_SIZE = 16 << 20  # no file written may grow past this
@@ -107,7 +107,7 @@ def import_bounded(root: Path, target: str) -> tuple[int, str, float]:
 
 
 def check(root: Path, target: str, needs_line: bool = True) -> str:
-    code, err, seconds = import_bounded(root, target)
+    code, err, _ = import_bounded(root, target)
     assert "Traceback" not in err, err
     assert code == 1, (code, err)
     lines = err.splitlines()
@@ -115,7 +115,6 @@ def check(root: Path, target: str, needs_line: bool = True) -> str:
     where = r"sessions/[^:]+:\d+: " if needs_line else r"sessions/[^:]+(:\d+)?: "
     assert re.match(r"domarkx: error: " + where, lines[0]), lines[0]
     assert all(line.startswith("  hint: ") for line in lines[1:]), err  # one message
-    assert seconds < SECONDS, f"{seconds:.1f} s"
     store = root / ".domarkx"
     written = [p for p in store.rglob("*") if p.is_file()] if store.exists() else []
     assert written == [], f"written to the store: {written}"

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from chat_server import ChatServer, Response
-from test_pipeline import doit, domarkx, new_project, session
+
+from tests.chat_server import ChatServer, Response
+from tests.support import OWN_STORE, doit, domarkx, new_project, session, spawn
 
 SESSIONS = 4
 DELAY = 1.5  # seconds the server takes per answer
@@ -178,9 +179,6 @@ def test_an_interrupted_build_ends_its_runs_as_a_serial_build_would(tmp_path):
     # still has its sandbox destroyed and its instance marked failed.
     import signal
     import subprocess
-    import sys
-
-    from test_pipeline import _env
 
     from domarkx.data.store import Store
 
@@ -193,12 +191,8 @@ def test_an_interrupted_build_ends_its_runs_as_a_serial_build_would(tmp_path):
             "sessions/b.md": session("B", "print('b')"),
         },
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "doit"],
-        cwd=root,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = spawn(
+        root, "doit", env=OWN_STORE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 60
     while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
@@ -248,7 +242,7 @@ And now?
 @pytest.mark.slow(3)
 def test_two_sessions_with_the_same_content_get_an_instance_each(tmp_path):
     """Twins share a snapshot and a run key, yet each session's run has its own instance."""
-    from dockerutil import RUN_ID, processes_running
+    from tests.dockerutil import RUN_ID, processes_running
 
     nap = f"31.{RUN_ID}"
     with RecordingServer() as server:
@@ -277,14 +271,12 @@ def build_in_process_of_its_own(
 ) -> tuple[int, int]:
     """``doit ARGS`` as a fresh process: its exit status, and the most children it had at once."""
     import subprocess
-    import sys
 
-    from test_pipeline import _env
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "doit", *args],
-        cwd=root,
-        env=_env(env),
+    process = spawn(
+        root,
+        "doit",
+        *args,
+        env={**OWN_STORE, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from chat_server import ChatServer, Response
 
 from domarkx.cli.main import main
 from domarkx.data.models import NOT_RUN
 from domarkx.data.store import Store
 from domarkx.session.snapshot import SnapshotManager
+from tests.chat_server import ChatServer, Response
 
 KEY = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_RETRIES": "0"}
 
@@ -373,7 +373,7 @@ echo set-up >> {marker}
 def terminal_env() -> dict[str, str]:
     import os
 
-    from conftest import REPO_ROOT
+    from tests.support import REPO_ROOT
 
     env = dict(os.environ)
     env.update(KEY)
@@ -388,7 +388,7 @@ def terminal_env() -> dict[str, str]:
 def test_an_interactive_chat_keeps_one_sandbox_and_appends_each_turn(project):
     import sys
 
-    from pseudo_terminal import PseudoTerminal
+    from tests.pseudo_terminal import PseudoTerminal
 
     with ChatServer() as server:
         root = project()
@@ -414,7 +414,10 @@ def test_an_interactive_chat_keeps_one_sandbox_and_appends_each_turn(project):
             term.send("Now print x + 1.\r")
             term.expect("It is 42.")
             term.expect("you>")
-            term.send("\r")  # an empty message ends the chat
+            term.send("\r")  # a stray Enter sends nothing and ends nothing
+            term.expect("nothing sent; Ctrl-D ends the chat")
+            term.expect("you>")
+            term.send("\x04")  # Ctrl-D ends it
             assert term.wait() == 0
             shown = term.seen
 
@@ -438,7 +441,7 @@ def test_an_interactive_chat_keeps_one_sandbox_and_appends_each_turn(project):
 def test_ctrl_c_drops_a_message_and_ctrl_d_ends_the_chat_writing_nothing(project):
     import sys
 
-    from pseudo_terminal import PseudoTerminal
+    from tests.pseudo_terminal import PseudoTerminal
 
     root = project()
     talk = TALK.format(base_url="http://127.0.0.1:9/v1", marker=root / "setup-ran.txt")
@@ -461,7 +464,7 @@ def test_ctrl_c_drops_a_message_and_ctrl_d_ends_the_chat_writing_nothing(project
 
 def test_doit_after_a_chat_builds_the_new_state_offline(project, env, capsys):
     """The appended turn's code runs in the build; nothing asks the model again."""
-    from test_pipeline import DODO, doit
+    from tests.support import DODO, doit
 
     with ChatServer() as server:
         root = project()
@@ -483,8 +486,7 @@ def test_doit_after_a_chat_builds_the_new_state_offline(project, env, capsys):
 
 def test_the_readme_chat_tour_runs_in_a_project_made_by_init(tmp_path, monkeypatch, capsys):
     """README's "Chat in the document" transcript, command by command, as printed there."""
-    from conftest import REPO_ROOT
-    from test_pipeline import doit
+    from tests.support import REPO_ROOT, doit
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     tour = readme.split("## Chat in the document\n", 1)[1].split("\n````console\n", 1)[1]
@@ -561,7 +563,7 @@ def test_a_failing_document_block_stops_before_the_model(project, env, capsys):
 @pytest.mark.docker
 def test_in_docker_the_models_code_runs_without_asking(project, env, capsys):
     """The Docker engine isolates model-written code: no --yes, no terminal, no question."""
-    from dockerutil import BUSYBOX_IMAGE, require_image
+    from tests.dockerutil import BUSYBOX_IMAGE, require_image
 
     image = require_image(BUSYBOX_IMAGE)
     with ChatServer() as server:
@@ -577,7 +579,7 @@ def test_in_docker_the_models_code_runs_without_asking(project, env, capsys):
 def test_a_no_on_the_terminal_is_written_as_the_result_and_the_model_is_told(project):
     import sys
 
-    from pseudo_terminal import PseudoTerminal
+    from tests.pseudo_terminal import PseudoTerminal
 
     with ChatServer() as server:
         root = project()
@@ -604,7 +606,7 @@ def test_a_no_on_the_terminal_is_written_as_the_result_and_the_model_is_told(pro
 def test_an_edit_between_two_turns_ends_the_chat_before_the_model_is_asked(project):
     import sys
 
-    from pseudo_terminal import PseudoTerminal
+    from tests.pseudo_terminal import PseudoTerminal
 
     with ChatServer() as server:
         root = project()
@@ -697,10 +699,9 @@ def test_a_linked_document_is_written_through_its_link_and_one_outside_is_refuse
 
 def test_export_and_chat_write_messages_with_one_writer(tmp_path):
     """Every example's export ends with exactly what chat would append for its messages."""
-    from conftest import REPO_ROOT
-
     from domarkx.session.export import render, render_messages
     from domarkx.session.names import session_files
+    from tests.support import REPO_ROOT
 
     manager = SnapshotManager(Store(tmp_path / "store", REPO_ROOT))
     checked = 0

@@ -8,85 +8,14 @@ found and removed by the next `prune` or build.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
-from dockerutil import BUSYBOX_IMAGE, containers_labelled, require_image
 
 from domarkx.data import lock
-from domarkx.data.layout import project_id
-from domarkx.execution.engine import PROJECT_LABEL
-
-
-def docker_session(code: str) -> str:
-    return (
-        f"```yaml session-config\nengine: docker\nimage: {BUSYBOX_IMAGE}\ntimeout: 60\n```\n\n"
-        f"## assistant\n\n```sh\n{code}\n```\n"
-    )
-
-
-def local_session(code: str) -> str:
-    return f"## assistant\n\n```sh\n{code}\n```\n"
-
-
-def make_project(base: Path, files: dict[str, str]) -> Path:
-    (base / "sessions").mkdir(parents=True)
-    for name, text in files.items():
-        path = base / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return base
-
-
-def env_for(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["DOMARKX_HOME"] = str(root / ".domarkx")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(REPO_ROOT)]
-    )
-    return env
-
-
-def domarkx(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "domarkx", *args],
-        cwd=root,
-        env=env_for(root),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def spawn(root: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "domarkx", *args],
-        cwd=root,
-        env=env_for(root),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def project_containers(root: Path) -> list[str]:
-    return containers_labelled(PROJECT_LABEL, project_id(str(root / ".domarkx")))
-
-
-def wait_for(predicate, within: float = 30.0) -> bool:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+from tests.dockerutil import BUSYBOX_IMAGE, docker_session, project_containers, require_image
+from tests.support import OWN_STORE, domarkx, local_session, new_project, spawn, wait_for
 
 
 def instance_states(root: Path) -> list[str]:
@@ -102,20 +31,20 @@ def instance_states(root: Path) -> list[str]:
 @pytest.mark.docker
 def test_prune_never_touches_another_projects_running_sandbox(tmp_path):
     require_image(BUSYBOX_IMAGE)
-    a = make_project(tmp_path / "a", {"sessions/s.md": docker_session("sleep 45")})
-    b = make_project(tmp_path / "b", {"sessions/s.md": docker_session("sleep 45")})
+    a = new_project(tmp_path / "a", {"sessions/s.md": docker_session("sleep 45")}, dodo=False)
+    b = new_project(tmp_path / "b", {"sessions/s.md": docker_session("sleep 45")}, dodo=False)
     for root in (a, b):
-        assert domarkx(root, "import", "sessions/s.md").returncode == 0
-    running_b = spawn(b, "run", "s")
-    killed_a = spawn(a, "run", "s")
+        assert domarkx(root, "import", "sessions/s.md", process=True).code == 0
+    running_b = spawn(b, "domarkx", "run", "s", env=OWN_STORE)
+    killed_a = spawn(a, "domarkx", "run", "s", env=OWN_STORE)
     try:
         assert wait_for(lambda: project_containers(b) and project_containers(a)), "no sandbox"
         # A run of project A dies without cleaning up: its sandbox is A's leftover.
         killed_a.send_signal(signal.SIGKILL)
         killed_a.wait(10)
         b_containers = project_containers(b)
-        done = domarkx(a, "prune")
-        assert done.returncode == 0, done.stderr
+        done = domarkx(a, "prune", process=True)
+        assert done.code == 0, done.err
         assert project_containers(a) == []  # A's leftover is gone
         assert project_containers(b) == b_containers  # B's running sandbox is untouched
         assert running_b.poll() is None
@@ -126,7 +55,7 @@ def test_prune_never_touches_another_projects_running_sandbox(tmp_path):
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
         for root in (a, b):
-            domarkx(root, "prune")
+            domarkx(root, "prune", process=True)
     assert project_containers(b) == []
 
 
@@ -174,12 +103,12 @@ def test_a_dot_tag_is_one_clear_error(project, cli, tag):
 
 
 def test_after_sigkill_the_next_prune_ends_a_local_runs_processes(project, cli):
-    from dockerutil import processes_running, secs
+    from tests.dockerutil import processes_running, secs
 
     marker = secs("1")
     root = project({"sessions/a.md": local_session(f"sleep {marker}")})
     assert cli("import", "sessions/a.md").code == 0
-    proc = spawn(root, "run", "a")
+    proc = spawn(root, "domarkx", "run", "a", env=OWN_STORE)
     try:
         assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
         proc.send_signal(signal.SIGKILL)

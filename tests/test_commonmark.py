@@ -13,7 +13,7 @@ from domarkx.data.models import CodeBlock, TextBlock
 from domarkx.errors import DocumentError, DomarkxError
 from domarkx.parsing.markdown import MarkdownParser, ParsedSession
 from domarkx.session.export import render
-from tests.test_roundtrip import assert_round_trip, import_text, manager  # noqa: F401
+from tests.support import assert_round_trip, import_text
 
 
 def parse(text: str) -> ParsedSession:
@@ -57,7 +57,7 @@ def test_an_escaped_role_heading_is_unknown():
         parse("## us\\er\n")
 
 
-def test_escaped_links_and_images_are_not_macros(manager):  # noqa: F811
+def test_escaped_links_and_images_are_not_macros(manager):
     text = "## user\n\n\\[@a](domarkx://date) ![@b](domarkx://date) \\\\[@c](domarkx://nope)\n"
     with pytest.raises(DomarkxError, match="unknown macro 'nope'"):
         import_text(manager, text)
@@ -67,20 +67,20 @@ def test_escaped_links_and_images_are_not_macros(manager):  # noqa: F811
 
 
 @pytest.mark.parametrize("underline", ["===", "--", "  ="])
-def test_a_lazy_quote_line_that_would_underline_survives_export(manager, underline):  # noqa: F811
+def test_a_lazy_quote_line_that_would_underline_survives_export(manager, underline):
     snapshot = import_text(manager, f"## user\n\n> foo\nbar\n{underline}\n")
     exported = assert_round_trip(manager, snapshot)
     assert f"> foo\nbar\n{underline}\n" in exported
 
 
-def test_ordinary_lazy_lines_stay_in_the_quote(manager):  # noqa: F811
+def test_ordinary_lazy_lines_stay_in_the_quote(manager):
     snapshot = import_text(manager, "## user\n\n> foo\nbar\n")
     assert snapshot.conversation[0].content == [TextBlock(value="foo\nbar", quoted=True)]
     assert "> foo\n> bar\n" in assert_round_trip(manager, snapshot)
 
 
 @pytest.mark.parametrize("blank_lines", [0, 1, 2])
-def test_a_fence_of_blank_lines_keeps_them(manager, blank_lines):  # noqa: F811
+def test_a_fence_of_blank_lines_keeps_them(manager, blank_lines):
     fence = "```\n" + "\n" * blank_lines + "```"
     snapshot = import_text(manager, f"## user\n\n{fence}\n")
     [block] = snapshot.conversation[0].content
@@ -91,28 +91,28 @@ def test_a_fence_of_blank_lines_keeps_them(manager, blank_lines):  # noqa: F811
 # Round trips that used to give another snapshot --------------------------------------
 
 
-def test_msg_metadata_between_two_paragraphs(manager):  # noqa: F811
+def test_msg_metadata_between_two_paragraphs(manager):
     text = '## assistant\n\nfirst\n\n```json msg-metadata\n{"a": 1}\n```\n\nsecond\n'
     snapshot = import_text(manager, text)
     assert snapshot.conversation[0].content == [TextBlock(value="first\n\nsecond")]
     assert_round_trip(manager, snapshot)
 
 
-def test_a_macro_formed_by_two_results_stays_literal(manager):  # noqa: F811
+def test_a_macro_formed_by_two_results_stays_literal(manager):
     text = '---\nparams:\n  open: "[@y"\n---\n\n## user\n\n[@o](domarkx://open)](domarkx://date)\n'
     snapshot = import_text(manager, text)
     assert snapshot.conversation[0].content == [TextBlock(value="\\[@y](domarkx://date)")]
     assert_round_trip(manager, snapshot)
 
 
-def test_an_expansion_ending_in_a_quote_followed_by_a_quote(manager):  # noqa: F811
+def test_an_expansion_ending_in_a_quote_followed_by_a_quote(manager):
     text = '---\nparams:\n  q: "> a"\n---\n\n## user\n\n[@q](domarkx://q)\n\n> b\n'
     snapshot = import_text(manager, text)
     assert snapshot.conversation[0].content == [TextBlock(value="a\n\nb", quoted=True)]
     assert_round_trip(manager, snapshot)
 
 
-def test_a_preamble_ending_in_an_unclosed_fence(manager):  # noqa: F811
+def test_a_preamble_ending_in_an_unclosed_fence(manager):
     text = "```yaml session-config\ntimeout: 5\n```\n\nIntro.\n\n```text\nnever closed\n"
     snapshot = import_text(manager, text)
     assert snapshot.preamble == "Intro.\n\n```text\nnever closed"
@@ -120,14 +120,14 @@ def test_a_preamble_ending_in_an_unclosed_fence(manager):  # noqa: F811
     assert exported.index("session-config") < exported.index("Intro.")
 
 
-def test_a_preamble_macro_expanding_to_nothing(manager):  # noqa: F811
+def test_a_preamble_macro_expanding_to_nothing(manager):
     text = '---\nparams:\n  e: ""\n---\n\n[@e](domarkx://e)\n\n## user\n\nhi\n'
     snapshot = import_text(manager, text)
     assert snapshot.preamble is None
     assert_round_trip(manager, snapshot)
 
 
-def test_a_document_starting_with_a_blank_line_then_a_rule(manager):  # noqa: F811
+def test_a_document_starting_with_a_blank_line_then_a_rule(manager):
     snapshot = import_text(manager, "\n---\n\n## user\n\nhi\n")
     assert snapshot.preamble == "---"
     assert render(snapshot).startswith("\n---\n")

@@ -8,14 +8,6 @@ other than ``none`` unless the project's configuration lists it.
 from __future__ import annotations
 
 import pytest
-from dockerutil import (
-    BUSYBOX_IMAGE,
-    PYTHON_IMAGE,
-    TEST_LABEL,
-    containers_labelled,
-    require_image,
-    unique_test_label,
-)
 
 from domarkx.cli.main import main
 from domarkx.config import ProjectConfig
@@ -23,6 +15,14 @@ from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
 from domarkx.execution.docker import DockerEngine
 from domarkx.execution.engine import INSTANCE_LABEL
+from tests.dockerutil import (
+    BUSYBOX_IMAGE,
+    PYTHON_IMAGE,
+    TEST_LABEL,
+    containers_labelled,
+    require_image,
+    unique_test_label,
+)
 
 pytestmark = pytest.mark.docker
 

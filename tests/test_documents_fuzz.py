@@ -11,7 +11,6 @@ exports again to the same bytes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,35 +22,7 @@ from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.session.export import render
 from domarkx.session.snapshot import SnapshotManager
-
-LINES = st.sampled_from(
-    [
-        *["", "", "", " ", "\t", "para text", "Para two", "  indented 2", "    indented 4"],
-        *["## user", "## assistant", "##  tool  ##", "## &#117;ser", "### three", "#", "# one"],
-        *["user", "---", "***", "===", "- - -", "  ---", "___", "--", "  ="],
-        *["```", "```bash", "````", "~~~", "~~~ info `x`", "   ```sh", "    ```", "``` a ``` b"],
-        *["```text output", "```json msg-metadata", "{}", "```yaml session-config", "x: 1"],
-        *["```'' setup-script", "```python name='a b.py' run", "```sh 'odd'=v 'a=b'"],
-        *["> quote", ">", "> > nested", ">no space", "   > q", "> ```", "> - item", ">\tq"],
-        *["- item", "* item", "+ item", "1. one", "1) one", "2. two", "-", "  - nested"],
-        *["   continued", "      deep", "  ```", "  code in item"],
-        *["| a | b |", "|---|---|", "<div>", "</div>", "<!-- c -->", "<!--", "-->", "<pre>"],
-        *["[a]: https://x", "[x] not a definition", "\\## escaped", "a\\", "text `code`"],
-        *["[@p](domarkx://p)", "\\[@p](domarkx://p)", "![@p](domarkx://p)", "[@o](domarkx://o)"],
-        *["](domarkx://p)", "[@d](domarkx://date)", "`[@p](domarkx://p)`", "[@"],
-        *["form\x0cfeed", "a\u2028b", "caf\u00e9", "tab\tinside"],
-    ]
-)
-FRONT = st.sampled_from(
-    [
-        "",
-        '---\nparams:\n  p: "value"\n  o: "[@y"\n---\n',
-        '---\nparams:\n  p: "> quoted"\n  o: ""\n---\n',
-        '---\nparams:\n  p: "```sh\\nls"\n  o: "x"\n---\n',
-        "\n---\n",
-        "---\ntitle: t\n---\n\n",
-    ]
-)
+from tests.support import FRONT, LINES
 
 
 @st.composite
@@ -91,25 +62,3 @@ def test_a_document_fails_clearly_or_round_trips(manager, text):
     again = _import(manager, exported, "exported")
     assert again.snapshot_id == snapshot.snapshot_id, exported
     assert render(again) == exported
-
-
-def test_import_time_grows_linearly_with_size(manager):
-    """Ten times the text takes about ten times as long, not a hundred."""
-    unit = "\n".join(
-        [
-            *["## user", "", "para text", "", "- item", "  - nested", "", "> quote", ""],
-            *["```bash", "echo hi", "```", "", "<div>", "</div>", "", "[@p](domarkx://p) `c`", ""],
-        ]
-    )
-    front = '---\nparams:\n  p: "value"\n---\n\n'
-
-    def timed(copies: int) -> float:
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            _import(manager, front + unit * copies, "big")
-            best = min(best, time.perf_counter() - started)
-        return best
-
-    small, large = timed(20), timed(200)
-    assert large < 25 * small, (small, large)

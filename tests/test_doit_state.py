@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_fault_injection import saved_state
-from test_pipeline import _env, doit, new_project, session
-from test_watch import WatchProcess, save
 
 from domarkx.pipeline.db import JournalDB
+from tests.support import (
+    OWN_STORE,
+    WatchProcess,
+    doit,
+    new_project,
+    save,
+    saved_state,
+    session,
+    spawn,
+)
 
 STAGES = ("parse", "expand", "snapshot", "run", "export")
 
@@ -43,13 +48,7 @@ def test_the_backend_is_doits_plugin_not_a_patch():
 def test_after_sigkill_the_next_build_redoes_only_unfinished_tasks(tmp_path, runner):
     count = 12
     root = new_project(tmp_path / "p", sessions(count, "import time\ntime.sleep(0.2)\nprint(1)"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "doit"],
-        cwd=root,
-        env=_env(runner),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(root, "doit", env={**OWN_STORE, **runner}, stderr=None)
     runs = root / ".domarkx" / "cache" / "run"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(runs.glob("*.json"))) < count // 2:
@@ -149,9 +148,7 @@ def test_forget_while_a_build_runs_is_refused_and_the_journal_stays(tmp_path, co
         for i in range(3)
     }
     root = new_project(tmp_path / "p", files)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "doit"], cwd=root, env=_env(), stdout=subprocess.PIPE, text=True
-    )
+    proc = spawn(root, "doit", env=OWN_STORE, stderr=None)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not running.exists():

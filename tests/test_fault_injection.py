@@ -26,13 +26,19 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from dockerutil import BUSYBOX_IMAGE, RUN_ID, processes_running, require_image
-from test_cleanup import domarkx, env_for, make_project, project_containers, spawn, wait_for
+
+from tests.dockerutil import (
+    BUSYBOX_IMAGE,
+    RUN_ID,
+    processes_running,
+    project_containers,
+    require_image,
+)
+from tests.support import OWN_STORE, domarkx, new_project, saved_state, spawn, wait_for
 
 SOAK = max(1, int(os.environ.get("DOMARKX_SOAK", "1") or 1))
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
@@ -41,8 +47,6 @@ NAP = f"0.02{RUN_ID}"
 
 pytestmark = pytest.mark.faults
 
-# Figures for the closing note, printed at the end of the module (pytest -s).
-FIGURES: dict[str, float] = {"kills": 0, "rebuilds": 0}
 # The last kill (signal, pid of the build), for the failure messages.
 LAST_KILL: dict[str, object] = {}
 
@@ -58,29 +62,19 @@ def session(i: int, version: int, docker: bool = False) -> str:
 
 def build(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
     """A whole build; the tasks it ran (a set: in threads, the lines come in any order)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "domarkx", "build", *args],
-        cwd=root,
-        env=env_for(root) | {"PYTHONUNBUFFERED": "1"} | (env or {}),
-        capture_output=True,
-        text=True,
+    done = domarkx(
+        root,
+        "build",
+        *args,
+        env={"PYTHONUNBUFFERED": "1", **(env or {})},
+        process=True,
         timeout=600,
-        check=False,
     )
-    return done.returncode, set(_started(done.stdout)), done.stdout + done.stderr
+    return done.code, set(_started(done.out)), done.out + done.err
 
 
 def _started(out: str) -> list[str]:
     return [line[3:] for line in out.splitlines() if line.startswith(".  ")]
-
-
-def saved_state(root: Path) -> dict[str, dict[str, object]]:
-    """doit's state as the next build reads it: the file and the journal of finished tasks."""
-    from doit.dependency import JSONCodec
-
-    from domarkx.pipeline.db import JournalDB
-
-    return JournalDB(str(root / ".domarkx" / "doit.json"), JSONCodec()).tasks()
 
 
 def kill_a_build(
@@ -93,13 +87,12 @@ def kill_a_build(
     prints a task when it hands it to a thread, several before the first ends.
     """
     before = saved_state(root)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "domarkx", "build"],
-        cwd=root,
-        env=env_for(root) | {"PYTHONUNBUFFERED": "1"} | (env or {}),
-        stdout=subprocess.PIPE,
+    proc = spawn(
+        root,
+        "domarkx",
+        "build",
+        env={**OWN_STORE, "PYTHONUNBUFFERED": "1", **(env or {})},
         stderr=subprocess.STDOUT,
-        text=True,
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -152,7 +145,6 @@ def run_cycles(
         signum = SIGNALS[cycle % len(SIGNALS)]
         after = rng.randint(1, max(2, total_tasks // 2))
         finished = kill_a_build(root, signum, after, env)
-        FIGURES["kills"] += 1
         code, redone, out = build(root, env=env)
         assert code == 0, out[-3000:]
         assert not (redone & finished), sorted(redone & finished)[:10]
@@ -162,7 +154,6 @@ def run_cycles(
             assert project_containers(root) == []
         code, again, out = build(root, env=env)
         assert code == 0 and again == set(), out[-2000:]
-        FIGURES["rebuilds"] += 1
         # New work for the next kill: edit some sessions (a code change re-runs them).
         edited = rng.sample(range(count), k=max(2, count // 5))
         for i in edited:
@@ -183,7 +174,7 @@ def test_local_builds_killed_at_random_points(tmp_path, runner):
     count = 200 * min(SOAK, 4)
     rng = random.Random(int(RUN_ID) + len(runner))
     files = {f"sessions/s{i:03d}.md": session(i, 0) for i in range(count)}
-    root = make_project(tmp_path / "p", files)
+    root = new_project(tmp_path / "p", files, dodo=False)
     run_cycles(root, count, kills=3 * SOAK, docker=False, rng=rng, env=runner)
 
 
@@ -194,7 +185,7 @@ def test_docker_builds_killed_at_random_points(tmp_path):
     count = 12 * SOAK
     rng = random.Random(int(RUN_ID) + 1)
     files = {f"sessions/s{i:03d}.md": session(i, 0, docker=True) for i in range(count)}
-    root = make_project(tmp_path / "p", files)
+    root = new_project(tmp_path / "p", files, dodo=False)
     run_cycles(root, count, kills=3 * SOAK, docker=True, rng=rng)
 
 
@@ -206,24 +197,18 @@ def test_runs_killed_at_random_points_are_cleaned_by_prune(tmp_path, docker):
     rng = random.Random(int(RUN_ID) + 2)
     marker = f"3{RUN_ID}"
     text = session(0, 0, docker).replace(f"sleep {NAP}", f"sleep {marker}")
-    root = make_project(tmp_path / "p", {"sessions/a.md": text})
-    assert domarkx(root, "import", "sessions/a.md").returncode == 0
+    root = new_project(tmp_path / "p", {"sessions/a.md": text}, dodo=False)
+    assert domarkx(root, "import", "sessions/a.md", process=True).code == 0
     for n in range(3 * SOAK):
         signum = SIGNALS[n % len(SIGNALS)]
-        proc = spawn(root, "run", "a")
+        proc = spawn(root, "domarkx", "run", "a", env=OWN_STORE)
         time.sleep(rng.uniform(0.0, 1.5))  # before, during or after the sandbox starts
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         assert "Traceback" not in err, err
-        FIGURES["kills"] += 1
-        done = domarkx(root, "prune")
-        assert done.returncode == 0, done.stderr
+        done = domarkx(root, "prune", process=True)
+        assert done.code == 0, done.err
         assert processes_running(marker, within=5) == []
         if docker:
             assert wait_for(lambda: project_containers(root) == [], within=5)
         assert not list((root / ".domarkx" / "instances").glob("*/instance.json"))
-
-
-def test_zz_figures():
-    """Print what the suite did (visible with -s)."""
-    print(f"\nfault injection: {FIGURES['kills']:.0f} kills survived", file=sys.stderr)

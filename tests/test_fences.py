@@ -17,7 +17,7 @@ from domarkx.parsing.fences import (
 )
 from domarkx.parsing.markdown import MarkdownParser, parse_body
 from domarkx.session.export import render
-from tests.test_roundtrip import import_text, manager  # noqa: F401  (a fixture)
+from tests.support import import_text
 
 # Text of one line: anything but the line ends the parser reads ("\n"; "\r" becomes "\n").
 WORD = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)))
@@ -118,7 +118,7 @@ def test_code_shown_to_the_model_reads_back_as_the_same_block(text, language):
 
 
 @pytest.mark.parametrize("flag", ["output", "msg-metadata", "session-config", "setup-script"])
-def test_a_reply_quoting_a_domarkx_block_exports_to_the_same_conversation(manager, flag):  # noqa: F811
+def test_a_reply_quoting_a_domarkx_block_exports_to_the_same_conversation(manager, flag):
     reply = (
         "Here is what it printed:\n\n"
         f"```text {flag}\nhello\n```\n\n"
@@ -152,7 +152,7 @@ REPLY_LINES = st.sampled_from(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(reply=st.lists(REPLY_LINES, max_size=16).map("\n".join))
-def test_any_reply_exports_to_the_same_conversation(manager, reply):  # noqa: F811
+def test_any_reply_exports_to_the_same_conversation(manager, reply):
     snapshot = import_text(manager, "## user\n\nGo.\n")
     conversation = [*snapshot.conversation, Message(role="assistant", content=parse_reply(reply))]
     exported = render(snapshot, conversation)
@@ -169,7 +169,7 @@ def test_an_output_block_keeps_a_name_attribute_among_its_attributes():
     assert isinstance(output, OutputBlock) and output.attrs == {"name": "n"}
 
 
-def test_a_setup_script_without_a_language_keeps_its_place(manager):  # noqa: F811
+def test_a_setup_script_without_a_language_keeps_its_place(manager):
     snapshot = import_text(manager, "```'' setup-script\ntrue\n```\n\n## user\n\nhi\n")
     assert snapshot.setup_script is not None and snapshot.setup_script.language == ""
     exported = render(snapshot)

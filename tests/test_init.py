@@ -6,7 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from test_pipeline import doit, domarkx, output_of
+
+from tests.support import REPO_ROOT, doit, domarkx, output_of
 
 
 def test_init_makes_a_project_that_doit_builds(tmp_path):
@@ -62,8 +63,6 @@ def test_the_gitignore_keeps_exports_and_ignores_caches(tmp_path):
 
 def readme_tour() -> list[tuple[str, list[str]]]:
     """The README tour's commands, each with the lines it shows (``$ cmd`` lines)."""
-    from conftest import REPO_ROOT
-
     text = (REPO_ROOT / "README.md").read_text()
     block = text.split("## A tour", 1)[1].split("````console\n", 1)[1].split("\n````", 1)[0]
     steps: list[tuple[str, list[str]]] = []

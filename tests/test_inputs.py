@@ -15,15 +15,22 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cleanup import docker_session, domarkx, env_for, local_session, make_project
-from test_pipeline import doit, new_project, session
-from test_watch import WatchProcess, save
 
-DODO = "from domarkx.pipeline.tasks import *  # noqa: F403\n"
+from tests.dockerutil import docker_session
+from tests.support import (
+    WatchProcess,
+    doit,
+    domarkx,
+    local_session,
+    new_project,
+    process_env,
+    save,
+    session,
+)
 
 
 def odd_project(root: Path) -> Path:
-    make_project(root, {"dodo.py": DODO, "sessions/a.md": local_session("echo a")})
+    new_project(root, {"sessions/a.md": local_session("echo a")})
     os.mkfifo(root / "sessions" / "pipe.md")
     os.symlink("loop.md", root / "sessions" / "loop.md")
     os.symlink("..", root / "sessions" / "up")  # a folder loop
@@ -32,10 +39,10 @@ def odd_project(root: Path) -> Path:
 
 def test_a_named_pipe_session_is_an_error_not_a_hang(tmp_path):
     root = odd_project(tmp_path / "p")
-    done = domarkx(root, "import", "sessions/pipe.md", timeout=20)
-    assert done.returncode == 1
-    assert done.stderr.startswith("domarkx: error: sessions/pipe.md: ")
-    assert "named pipe" in done.stderr and "Traceback" not in done.stderr
+    done = domarkx(root, "import", "sessions/pipe.md", timeout=20, process=True)
+    assert done.code == 1
+    assert done.err.startswith("domarkx: error: sessions/pipe.md: ")
+    assert "named pipe" in done.err and "Traceback" not in done.err
     assert not (root / ".domarkx" / "snapshots").exists()
 
 
@@ -54,18 +61,19 @@ def test_doit_reports_pipes_and_symlink_loops_and_builds_the_rest(tmp_path):
 def test_doit_continue_and_build_c_exit_alike(tmp_path):
     root = odd_project(tmp_path / "p")
     assert doit(root, "--continue", timeout=60).code == 1
-    assert domarkx(root, "build", "-c", timeout=60).returncode == 1
+    assert domarkx(root, "build", "-c", timeout=60, process=True).code == 1
 
 
 def test_a_named_pipe_include_is_an_error_not_a_hang(tmp_path):
-    root = make_project(
+    root = new_project(
         tmp_path / "p",
         {"sessions/a.md": "## user\n\n[@x](domarkx://include?path=_part.md)\n"},
+        dodo=False,
     )
     os.mkfifo(root / "sessions" / "_part.md")
-    done = domarkx(root, "import", "sessions/a.md", timeout=20)
-    assert done.returncode == 1
-    assert "sessions/a.md:3:" in done.stderr and "named pipe" in done.stderr
+    done = domarkx(root, "import", "sessions/a.md", timeout=20, process=True)
+    assert done.code == 1
+    assert "sessions/a.md:3:" in done.err and "named pipe" in done.err
 
 
 def test_watch_reports_a_symlink_loop_and_goes_on(tmp_path):
@@ -114,7 +122,7 @@ def can_mount() -> bool:
 
 
 def test_a_read_only_store_is_one_clear_error(tmp_path):
-    root = make_project(tmp_path / "p", {"sessions/a.md": local_session("echo a")})
+    root = new_project(tmp_path / "p", {"sessions/a.md": local_session("echo a")}, dodo=False)
     store = root / ".domarkx"
     store.mkdir()
     if os.geteuid() == 0:
@@ -124,11 +132,11 @@ def test_a_read_only_store_is_one_clear_error(tmp_path):
         store.chmod(0o555)
     try:
         for args in (["import", "sessions/a.md"], ["build"]):
-            done = domarkx(root, *args)
-            assert done.returncode == 1, (args, done.stdout, done.stderr)
-            assert "Traceback" not in done.stdout + done.stderr
-            assert "Read-only file system" in done.stderr + done.stdout or (
-                "Permission denied" in done.stderr + done.stdout
+            done = domarkx(root, *args, process=True)
+            assert done.code == 1, (args, done.out, done.err)
+            assert "Traceback" not in done.out + done.err
+            assert "Read-only file system" in done.err + done.out or (
+                "Permission denied" in done.err + done.out
             )
     finally:
         if os.geteuid() == 0:
@@ -142,7 +150,7 @@ def test_doit_into_a_closed_pipe_has_no_traceback(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "doit", "snapshot"],
         cwd=root,
-        env=env_for(root) | {"DOMARKX_HOME": str(root / ".domarkx")},
+        env=process_env({"DOMARKX_HOME": str(root / ".domarkx")}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -157,29 +165,29 @@ def test_doit_into_a_closed_pipe_has_no_traceback(tmp_path):
 
 def test_a_failed_block_is_named_by_file_and_line(tmp_path):
     text = "## user\n\nhi\n\n## assistant\n\nok\n\n```sh\necho one\n```\n\n```sh\nexit 3\n```\n"
-    root = make_project(tmp_path / "p", {"sessions/a.md": text})
-    built = domarkx(root, "build")
-    assert built.returncode == 1
-    assert "FAILED run:a: sessions/a.md:13: the run failed" in built.stdout
-    assert domarkx(root, "import", "sessions/a.md").returncode == 0
-    ran = domarkx(root, "run", "--strict", "a")
-    assert ran.returncode == 1
-    assert "domarkx: error: sessions/a.md:13: " in ran.stderr
+    root = new_project(tmp_path / "p", {"sessions/a.md": text}, dodo=False)
+    built = domarkx(root, "build", process=True)
+    assert built.code == 1
+    assert "FAILED run:a: sessions/a.md:13: the run failed" in built.out
+    assert domarkx(root, "import", "sessions/a.md", process=True).code == 0
+    ran = domarkx(root, "run", "--strict", "a", process=True)
+    assert ran.code == 1
+    assert "domarkx: error: sessions/a.md:13: " in ran.err
 
 
 @pytest.mark.docker
 def test_a_missing_docker_image_leaves_no_instance_created(tmp_path):
-    from dockerutil import require_docker
+    from tests.dockerutil import require_docker
 
     require_docker()
     text = docker_session("echo hi").replace("domarkx-test:busybox", "domarkx-test:no-such-image")
-    root = make_project(tmp_path / "p", {"sessions/a.md": text})
-    assert domarkx(root, "import", "sessions/a.md").returncode == 0
-    ran = domarkx(root, "run", "a")
-    assert ran.returncode == 1
+    root = new_project(tmp_path / "p", {"sessions/a.md": text}, dodo=False)
+    assert domarkx(root, "import", "sessions/a.md", process=True).code == 0
+    ran = domarkx(root, "run", "a", process=True)
+    assert ran.code == 1
     line = text.splitlines().index("image: domarkx-test:no-such-image") + 1
-    assert f"sessions/a.md:{line}: image domarkx-test:no-such-image not found" in ran.stderr
-    assert "bench/docker-image.sh" not in ran.stderr  # a user's project has no bench/
+    assert f"sessions/a.md:{line}: image domarkx-test:no-such-image not found" in ran.err
+    assert "bench/docker-image.sh" not in ran.err  # a user's project has no bench/
     states = [
         json.loads(p.read_text())["status"]
         for p in (root / ".domarkx" / "instances").glob("*/instance.json")
@@ -213,29 +221,16 @@ def test_a_model_server_that_is_down_says_it_retries(tmp_path):
         f'[endpoints.local]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
         'api_key_env = "DOMARKX_TEST_KEY"\n'
     )
-    root = make_project(tmp_path / "p", {"sessions/a.md": text, "domarkx.toml": grant})
-    assert domarkx(root, "import", "sessions/a.md").returncode == 0
-    env = env_for(root) | {
-        "DOMARKX_TEST_KEY": "sk-test",
-        "DOMARKX_LLM_RETRIES": "2",
-    }
-    started = time.monotonic()
-    ran = subprocess.run(
-        [sys.executable, "-m", "domarkx", "run", "a"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    took = time.monotonic() - started
+    root = new_project(tmp_path / "p", {"sessions/a.md": text, "domarkx.toml": grant}, dodo=False)
+    assert domarkx(root, "import", "sessions/a.md", process=True).code == 0
+    env = {"DOMARKX_TEST_KEY": "sk-test", "DOMARKX_LLM_RETRIES": "2"}
+    ran = domarkx(root, "run", "a", env=env, process=True, timeout=60)
     where = f"http://127.0.0.1:{port}/v1"
     # The client's backoff: 0.5 s then 1 s (less up to 25 % jitter), then one error.
     assert f"the model server at {where}: cannot connect (ConnectError); retrying in 0." in (
-        ran.stderr
-    ), ran.stderr
-    assert "(try 2 of 3)" in ran.stderr and "(try 3 of 3)" in ran.stderr
-    assert ran.stderr.count(f"cannot reach the model server at {where}") == 1, ran.stderr
-    assert "tried 3 times" in ran.stderr
-    assert ran.returncode == 1 and "Traceback" not in ran.stderr
-    assert took < 10
+        ran.err
+    ), ran.err
+    assert "(try 2 of 3)" in ran.err and "(try 3 of 3)" in ran.err
+    assert ran.err.count(f"cannot reach the model server at {where}") == 1, ran.err
+    assert "tried 3 times" in ran.err
+    assert ran.code == 1 and "Traceback" not in ran.err

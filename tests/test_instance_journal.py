@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
-
 from domarkx.data.atomic import write_atomic
 from domarkx.data.models import OutputBlock, SessionInstance
 from domarkx.data.store import Store
+from tests.support import REPO_ROOT
 
 BLOCKS_BEFORE_KILL = 25
 

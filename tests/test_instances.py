@@ -9,17 +9,17 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO_ROOT
-from dockerutil import (
+
+from domarkx.data.store import Store
+from domarkx.execution.engine import INSTANCE_LABEL
+from tests.dockerutil import (
     BUSYBOX_IMAGE,
     containers_labelled,
     processes_running,
     require_image,
     secs,
 )
-
-from domarkx.data.store import Store
-from domarkx.execution.engine import INSTANCE_LABEL
+from tests.support import REPO_ROOT
 
 WHICH_BLOCKS = """
 ```yaml session-config
@@ -400,7 +400,7 @@ def test_docker_missing_image_is_one_clear_error(project, cli):
 
 def test_build_cache_puts_each_output_after_its_own_block(project):
     """A prose edit reuses the execution cache; outputs stay with their blocks."""
-    from test_pipeline import doit
+    from tests.support import doit
 
     session = textwrap.dedent(
         """\

@@ -14,16 +14,15 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_documents_fuzz import FRONT, LINES
-from test_pipeline import doit, new_project, session
 
 from domarkx.data.layout import Layout
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
-from domarkx.pipeline import prebuild
+from domarkx.pipeline import workers
 from domarkx.pipeline.model_sessions import text_may_ask
 from domarkx.pipeline.tasks import doit_config
 from domarkx.session.snapshot import SnapshotManager
+from tests.support import FRONT, LINES, doit, new_project, session
 
 CONFIG_LINES = st.sampled_from(
     [
@@ -82,8 +81,11 @@ def test_the_quick_look_reads_only_the_session_config():
     assert not text_may_ask("## user\n\n```yaml session-config\nmodel: x\n```\n")
     assert text_may_ask("```yaml session-config\nmodel:\n  provider: scripted\n```\n")
     assert text_may_ask('```json session-config\n{"model": {"provider": "scripted"}}\n```\n')
-    # A session-config this quick look does not find (in a quote): it may name a model.
-    assert text_may_ask("> ```yaml session-config\n> model: x\n> ```\n")
+    # A session-config block in a quote is quoted text, to the parser as to this look.
+    assert not text_may_ask("> ```yaml session-config\n> model: x\n> ```\n")
+    assert not text_may_ask("- x\n\n  ```yaml session-config\n  model: x\n  ```\n")
+    # A "## " line inside a fence is no role heading: the config after it is read.
+    assert text_may_ask("```\n## x\n```\n\n```yaml session-config\nmodel: x\n```\n")
 
 
 def runner_threads(root) -> int:
@@ -92,8 +94,8 @@ def runner_threads(root) -> int:
     try:
         return int(doit_config(layout)["num_process"])
     finally:
-        prebuild.take_scan(layout)
-        prebuild.end()
+        workers.take_scan(layout)
+        workers.end_run()
 
 
 ASKS = (
@@ -112,7 +114,7 @@ def touch_all(root, pattern: str = "*.md") -> None:
 @pytest.mark.slow(3)
 def test_a_big_build_uses_threads_only_when_a_session_may_ask_a_model(tmp_path, monkeypatch):
     monkeypatch.delenv("DOMARKX_LLM_CONCURRENCY", raising=False)
-    many = prebuild.MIN_SESSIONS + 2
+    many = workers.MIN_SESSIONS + 2
     files = {f"sessions/s{n:03}.md": session(f"Q{n}") for n in range(many)}
     root = new_project(tmp_path / "p", files)
     assert runner_threads(root) == 0  # all new, none names a model

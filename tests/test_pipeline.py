@@ -17,100 +17,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
-from conftest import REPO_ROOT, doit_main, domarkx_main, make_files, run_in_process
 
 from domarkx.data import lock
-
-DODO = "from domarkx.pipeline.tasks import *  # noqa: F403\n"
-
-
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-    @property
-    def executed(self) -> set[str]:
-        """The tasks doit ran (its ``.  name`` lines)."""
-        return {line[3:] for line in self.out.splitlines() if line.startswith(".  ")}
-
-
-def command(
-    root: Path,
-    args: list[str],
-    env: dict[str, str | None] | None = None,
-    timeout: float = 120,
-    process: bool = False,
-) -> Result:
-    """``python ARGS`` in ``root``: in this interpreter unless ``process`` asks for a real one.
-
-    A process of its own is for what only processes show: a lock held by
-    another process, signals, a terminal.
-    """
-    if not process:
-        entry = {"doit": doit_main, "domarkx": domarkx_main}[args[1]]
-        own_env: dict[str, str | None] = {"DOMARKX_HOME": None, **(env or {})}
-        return Result(*run_in_process(entry, args[2:], cwd=root, env=own_env))
-    full_env = _env(env)
-    done = subprocess.run(
-        [sys.executable, *args],
-        cwd=root,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
-
-
-def _env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("DOMARKX_HOME", None)  # each project's store is its own .domarkx/
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    )
-    for key, value in (extra or {}).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return env
-
-
-def doit(root: Path, *args: str, **kwargs) -> Result:
-    return command(root, ["-m", "doit", *args], **kwargs)
-
-
-def domarkx(root: Path, *args: str, **kwargs) -> Result:
-    return command(root, ["-m", "domarkx", *args], **kwargs)
-
-
-def new_project(root: Path, files: dict) -> Path:
-    make_files({"dodo.py": DODO, "sessions": {}, **files}, root)
-    return root
-
-
-def session(user: str, code: str | None = None, extra: str = "") -> str:
-    """A small session document: a user question, an assistant answer with ``code``."""
-    text = f"---\ntitle: test\n---\n\n## user\n\n{user}\n{extra}\n## assistant\n\nHere.\n"
-    if code is not None:
-        text += f"\n```python\n{code}\n```\n"
-    return text
-
-
-def stage_tasks(*names: str, stages=("parse", "expand", "snapshot", "run", "export")) -> set:
-    return {f"{stage}:{name}" for stage in stages for name in names}
-
-
-def output_of(export: str) -> str:
-    """The text of the first output block of an export."""
-    match = re.search(r"```text output[^\n]*\n(.*?)```", export, re.S)
-    assert match, export
-    return match.group(1)
+from tests.support import (
+    doit,
+    domarkx,
+    make_files,
+    new_project,
+    output_of,
+    process_env,
+    session,
+    spawn,
+    stage_tasks,
+)
 
 
 @pytest.fixture
@@ -490,9 +411,7 @@ def test_two_builds_at_once_one_waits_out_and_the_store_stays_whole(root):
             for i in range(3)
         },
     )
-    first = subprocess.Popen(
-        [sys.executable, "-m", "doit"], cwd=root, env=_env(), stdout=subprocess.PIPE, text=True
-    )
+    first = spawn(root, "doit", env={"DOMARKX_HOME": None}, stderr=None)
     deadline = time.monotonic() + 30
     while not (root / ".domarkx/cache/parse").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -525,7 +444,7 @@ def test_a_build_killed_mid_way_leaves_whole_files_and_the_next_finishes(root):
     build = subprocess.Popen(
         [sys.executable, "-m", "doit", "--continue"],
         cwd=root,
-        env=_env(),
+        env=process_env({"DOMARKX_HOME": None}),
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -567,7 +486,7 @@ def test_progress_line_on_a_terminal_only(root):
         cwd=root,
         # The serial runner paints after each task in order; the thread runner
         # may skip a state between two repaints.
-        env=_env({"DOMARKX_LLM_CONCURRENCY": "1"}),
+        env=process_env({"DOMARKX_HOME": None, "DOMARKX_LLM_CONCURRENCY": "1"}),
         stdout=secondary,
         stderr=secondary,
     )

@@ -16,11 +16,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import doit_main, run_in_process
 
 from domarkx import registry
 from domarkx.data.layout import STAGES
 from domarkx.errors import PluginError
+from tests.support import doit_main, run_in_process
 
 PLUGIN = '''\
 """A third-party plugin package: domarkx-shout."""

@@ -20,40 +20,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domarkx.data.models import CodeBlock, OutputBlock, SessionSnapshot, TextBlock
-from domarkx.data.store import Store
+from domarkx.data.models import CodeBlock, OutputBlock, TextBlock
 from domarkx.session.export import render
-from domarkx.session.snapshot import SnapshotManager
+from tests.support import assert_round_trip, import_text
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(path.name.removesuffix(".in.md") for path in GOLDEN.glob("*.in.md"))
-EPOCH = "1700000000"  # 2023-11-14: the date macro of the spec example
-
-
-@pytest.fixture
-def manager(project, monkeypatch) -> SnapshotManager:
-    root = project()
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    return SnapshotManager(Store(root / ".domarkx", root))
-
-
-def import_text(manager: SnapshotManager, text: str, name: str = "doc") -> SessionSnapshot:
-    """Import ``text`` as ``sessions/<name>.md`` (parse, expand, build; nothing stored)."""
-    path = manager.store.root / "sessions" / f"{name}.md"
-    path.write_bytes(text.encode("utf-8"))
-    expanded, _ = manager.expand(manager.parse(path))
-    return manager.build(expanded)
-
-
-def assert_round_trip(manager: SnapshotManager, snapshot: SessionSnapshot) -> str:
-    exported = render(snapshot)
-    again = import_text(manager, exported, "exported")
-    assert again.content_dict() == snapshot.content_dict()
-    assert again.snapshot_id == snapshot.snapshot_id
-    assert render(again) == exported
-    return exported
-
-
 # Golden files -----------------------------------------------------------------------
 
 

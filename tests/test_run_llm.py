@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 
-from chat_server import ChatServer
-
 from domarkx.data.store import Store
+from tests.chat_server import ChatServer
 
 SESSION = """
 ```yaml session-config
@@ -134,7 +133,7 @@ def test_a_server_failing_for_good_marks_the_instance_failed_and_keeps_what_ran(
 
 def test_a_new_recording_rebuilds_the_export(project, cli):
     """The build's run depends on the replay records it used (``DOMARKX_LLM=record``)."""
-    from test_pipeline import doit
+    from tests.support import doit
 
     with ChatServer() as server:
         root = project(

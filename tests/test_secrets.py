@@ -8,9 +8,9 @@ refusal names the session-config line and what to add.
 from __future__ import annotations
 
 import pytest
-from chat_server import ChatServer
 
 from domarkx.cli.main import main
+from tests.chat_server import ChatServer
 
 SECRET = "sk-do-not-leak-0123456789"
 

@@ -15,14 +15,21 @@ import time
 from pathlib import Path
 
 import pytest
-from dockerutil import BUSYBOX_IMAGE, processes_running, require_image, secs
-from test_cleanup import (
+
+from tests.dockerutil import (
+    BUSYBOX_IMAGE,
     docker_session,
-    domarkx,
-    env_for,
-    local_session,
-    make_project,
+    processes_running,
     project_containers,
+    require_image,
+    secs,
+)
+from tests.support import (
+    OWN_STORE,
+    domarkx,
+    local_session,
+    new_project,
+    process_env,
     spawn,
     wait_for,
 )
@@ -61,9 +68,11 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signalled_local_run_cleans_up_like_ctrl_c(tmp_path, signum):
     marker = secs(str(int(signum)))
-    root = make_project(tmp_path / "p", {"sessions/a.md": local_session(f"sleep {marker}")})
-    assert domarkx(root, "import", "sessions/a.md").returncode == 0
-    proc = spawn(root, "run", "a")
+    root = new_project(
+        tmp_path / "p", {"sessions/a.md": local_session(f"sleep {marker}")}, dodo=False
+    )
+    assert domarkx(root, "import", "sessions/a.md", process=True).code == 0
+    proc = spawn(root, "domarkx", "run", "a", env=OWN_STORE)
     try:
         assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
         proc.send_signal(signum)
@@ -81,9 +90,9 @@ def test_a_signalled_local_run_cleans_up_like_ctrl_c(tmp_path, signum):
 @pytest.mark.docker
 def test_sigterm_to_a_docker_run_removes_its_container(tmp_path):
     require_image(BUSYBOX_IMAGE)
-    root = make_project(tmp_path / "p", {"sessions/a.md": docker_session("sleep 50")})
-    assert domarkx(root, "import", "sessions/a.md").returncode == 0
-    proc = spawn(root, "run", "a")
+    root = new_project(tmp_path / "p", {"sessions/a.md": docker_session("sleep 50")}, dodo=False)
+    assert domarkx(root, "import", "sessions/a.md", process=True).code == 0
+    proc = spawn(root, "domarkx", "run", "a", env=OWN_STORE)
     try:
         assert wait_for(lambda: bool(project_containers(root))), "no sandbox"
         time.sleep(0.5)  # the block is running
@@ -102,8 +111,8 @@ def test_sigterm_to_a_build_stops_its_sandbox_and_the_next_build_goes_on(tmp_pat
     marker = secs("2")
     files = {f"sessions/s{i}.md": local_session(f"echo {i}") for i in range(3)}
     files["sessions/slow.md"] = local_session(f"sleep {marker}")
-    root = make_project(tmp_path / "p", files)
-    proc = spawn(root, "build")
+    root = new_project(tmp_path / "p", files, dodo=False)
+    proc = spawn(root, "domarkx", "build", env=OWN_STORE)
     try:
         assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
         proc.send_signal(signal.SIGTERM)
@@ -120,11 +129,11 @@ def test_sigterm_to_a_build_stops_its_sandbox_and_the_next_build_goes_on(tmp_pat
     # finished before the signal is read from their exports, not from the order.
     finished = [f"s{i}" for i in range(3) if (root / ".domarkx/exports" / f"s{i}.md").exists()]
     (root / "sessions" / "slow.md").write_text(local_session("echo fast"))
-    again = domarkx(root, "build")
-    assert again.returncode == 0, again.stderr
-    assert "run:slow" in again.stdout
+    again = domarkx(root, "build", process=True)
+    assert again.code == 0, again.err
+    assert "run:slow" in again.out
     for name in finished:
-        assert f"run:{name}\n" not in again.stdout, (name, again.stdout)
+        assert f"run:{name}\n" not in again.out, (name, again.out)
 
 
 def doit_bin() -> str:
@@ -133,10 +142,9 @@ def doit_bin() -> str:
 
 def test_ctrl_c_of_doit_says_interrupted_without_a_traceback(tmp_path):
     marker = secs("3")
-    root = make_project(
+    root = new_project(
         tmp_path / "p",
         {
-            "dodo.py": "from domarkx.pipeline.tasks import *  # noqa: F403\n",
             "sessions/a.md": local_session("echo a"),
             "sessions/slow.md": local_session(f"sleep {marker}"),
         },
@@ -144,7 +152,7 @@ def test_ctrl_c_of_doit_says_interrupted_without_a_traceback(tmp_path):
     proc = subprocess.Popen(
         [doit_bin()],
         cwd=root,
-        env=env_for(root),
+        env=process_env(OWN_STORE),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -187,11 +195,11 @@ runpy.run_module("domarkx", run_name="__main__", alter_sys=True)
     ids=["loading", "parsing"],
 )
 def test_ctrl_c_while_the_command_starts_says_interrupted_without_a_traceback(tmp_path, where):
-    root = make_project(tmp_path / "p", {})
+    root = new_project(tmp_path / "p", {}, dodo=False)
     done = subprocess.run(
         [sys.executable, "-c", STARTING, *where],
         cwd=root,
-        env=env_for(root),
+        env=process_env(OWN_STORE),
         capture_output=True,
         text=True,
         timeout=60,
@@ -206,7 +214,7 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
     """The cold build's workers die with it, and never hold the build lock."""
     body = "## user\n\n" + "Some prose to parse. " * 200 + "\n"
     files = {f"sessions/s{i:03d}.md": body + f"\n{i}\n" for i in range(400)}
-    root = make_project(tmp_path / "p", files)
+    root = new_project(tmp_path / "p", files, dodo=False)
     trials = 3
     parse_dir = root / ".domarkx" / "cache" / "parse"
 
@@ -214,7 +222,7 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
         return parse_dir.is_dir() and any(parse_dir.iterdir())
 
     for trial in range(trials):
-        proc = spawn(root, "build", "snapshot")
+        proc = spawn(root, "domarkx", "build", "snapshot", env=OWN_STORE)
         try:
             # Kill while the workers run: once the first parse cache is written.
             wait_for(started, within=30)
@@ -227,9 +235,9 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
                 proc.kill()
         left = workers
         assert wait_for(lambda: not any(alive(w) for w in left), within=5), "workers live on"  # noqa: B023
-        again = domarkx(root, "build", "parse")  # takes the lock at once
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert "another build is running" not in again.stderr
+        again = domarkx(root, "build", "parse", process=True)  # takes the lock at once
+        assert again.code == 0, again.out + again.err
+        assert "another build is running" not in again.err
         for cache in (root / ".domarkx" / "cache").glob("parse/*.json"):
             cache.unlink()  # the next trial is a cold build again
 
@@ -243,8 +251,10 @@ def test_after_sigkill_of_a_build_the_next_build_ends_what_it_left(tmp_path, doc
         text = docker_session(f"sleep {marker}")
     else:
         text = local_session(f"sleep {marker}")
-    root = make_project(tmp_path / "p", {"sessions/slow.md": text, "sessions/b.md": text})
-    proc = spawn(root, "build")
+    root = new_project(
+        tmp_path / "p", {"sessions/slow.md": text, "sessions/b.md": text}, dodo=False
+    )
+    proc = spawn(root, "domarkx", "build", env=OWN_STORE)
     try:
         assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
         if docker:
@@ -257,9 +267,9 @@ def test_after_sigkill_of_a_build_the_next_build_ends_what_it_left(tmp_path, doc
     assert processes_running(marker), "the block died with the build (nothing to test)"
     for name in ("slow", "b"):
         (root / "sessions" / f"{name}.md").write_text(local_session("echo quick"))
-    again = domarkx(root, "build")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "left 1 sandbox(es) or instance(s) behind; ended them" in again.stderr
+    again = domarkx(root, "build", process=True)
+    assert again.code == 0, again.out + again.err
+    assert "left 1 sandbox(es) or instance(s) behind; ended them" in again.err
     assert processes_running(marker, within=5) == []
     if docker:
         assert project_containers(root) == []
@@ -269,8 +279,8 @@ def test_after_sigkill_of_a_build_the_next_build_ends_what_it_left(tmp_path, doc
 def test_sigkill_of_a_parallel_build_leaves_no_worker_and_no_block(tmp_path):
     marker = secs("6")
     files = {f"sessions/s{i}.md": local_session(f"sleep {marker}; echo {i}") for i in range(4)}
-    root = make_project(tmp_path / "p", files)
-    proc = spawn(root, "build", "-n", "2")
+    root = new_project(tmp_path / "p", files, dodo=False)
+    proc = spawn(root, "domarkx", "build", "-n", "2", env=OWN_STORE)
     try:
         assert wait_for(lambda: len(processes_running(marker)) >= 2), "the blocks never started"
         workers = children(proc.pid)
@@ -283,6 +293,6 @@ def test_sigkill_of_a_parallel_build_leaves_no_worker_and_no_block(tmp_path):
     assert wait_for(lambda: not any(alive(w) for w in workers), within=5), "doit workers live on"
     for i in range(4):
         (root / "sessions" / f"s{i}.md").write_text(local_session("echo quick"))
-    again = domarkx(root, "build")
-    assert again.returncode == 0, again.stdout + again.stderr
+    again = domarkx(root, "build", process=True)
+    assert again.code == 0, again.out + again.err
     assert processes_running(marker, within=5) == []

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerutil import PYTHON_IMAGE, require_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domarkx.data.models import ExecutionConfig
 from domarkx.execution.local_shell import LocalShellEngine
 from domarkx.llm import sandbox_tools
+from tests.dockerutil import PYTHON_IMAGE, require_image
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from chat_server import ChatServer, Response
-from dockerutil import PYTHON_IMAGE, require_image
 
 from domarkx.cli.main import main
 from domarkx.data.models import NOT_RUN
@@ -20,6 +18,8 @@ from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.session.approval import Approval, ApprovalRequired
 from domarkx.session.instance import InstanceManager
+from tests.chat_server import ChatServer, Response
+from tests.dockerutil import PYTHON_IMAGE, require_image
 
 SETUP = '''
 def add(a: int, b: int = 0) -> int:
@@ -464,7 +464,7 @@ def test_a_plain_run_on_a_terminal_streams_the_reply_to_stderr(project, server):
     import sys
     import time
 
-    from conftest import REPO_ROOT
+    from tests.support import REPO_ROOT
 
     write_session(project, server)
     server.call(("add", {"a": 2, "b": 3}), text="Adding. ").reply("The sum is five.")
