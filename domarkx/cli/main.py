@@ -32,6 +32,7 @@ COMMANDS = (
     "init",
     "schema",
     "migrate",
+    "lsp",
 )
 
 
