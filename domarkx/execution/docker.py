@@ -15,10 +15,11 @@ Design:
   has it, else ``sh``, e.g. busybox) and one ``python3`` driver, each started
   once through an exec socket (``exec_create(stdin=True)`` +
   ``exec_start(socket=True)``; without a tty Docker multiplexes stdout and
-  stderr in frames with 8-byte headers). The block protocol is the local
-  engine's (``local_shell``): the block goes in on stdin, a random sentinel
-  with the exit status comes out on both streams. No container and no exec is
-  made per block (well under a millisecond per block; ``bench/blocks.py``).
+  stderr in frames with 8-byte headers). The block protocol is the one both
+  engines speak (``domarkx.execution.protocol``): the block goes in on stdin, a
+  random sentinel with the exit status comes out on both streams. No container
+  and no exec is made per block (well under a millisecond per block;
+  ``bench/blocks.py``).
 - Python blocks need ``python3`` in the image; that is checked once, on the
   first Python block ("image X has no python3").
 - A block that outlives its timeout is killed inside the container together
@@ -46,13 +47,11 @@ import selectors
 import time
 from collections.abc import Container
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from domarkx.config import ProjectConfig, size_in_bytes
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
-
-if TYPE_CHECKING:
-    from domarkx.config import ProjectConfig
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
     PROJECT_LABEL,
@@ -62,15 +61,14 @@ from domarkx.execution.engine import (
     Refusal,
     canonical_language,
 )
-from domarkx.execution.local_shell import (
+from domarkx.execution.protocol import (
     MARKER_VAR,
     PYTHON_DRIVER,
-    TIMEOUT_EXIT_CODE,
     BlockCapture,
     new_token,
     python_payload,
     shell_payload,
-    timeout_note,
+    timed_out_result,
 )
 
 # The shell that runs shell blocks: bash where the image has it, else sh.
@@ -111,7 +109,7 @@ def _docker_host() -> str:
 
 def connect() -> Any:
     """A low-level Docker API client from the environment, or a one-line EngineError."""
-    import docker
+    import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
 
     try:
         client = docker.from_env()
@@ -124,7 +122,7 @@ def connect() -> Any:
 
 def _api_error(exc: Exception, doing: str) -> EngineError:
     """An EngineError for a failed Docker call: the daemon's own words, one line."""
-    import requests
+    import requests  # comes with the docker SDK, as costly (~190 ms): only on a failed call
 
     if isinstance(exc, requests.exceptions.ConnectionError):
         return EngineError(f"lost the Docker engine at {_docker_host()}", hint=HINT_START)
@@ -246,7 +244,7 @@ class DockerEngine(Engine):
                 hint="set `image:` in session-config to an image you have "
                 "(`docker images` lists them)",
             )
-        import docker
+        import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
 
         api = self._client()
         workdir = self.config.workdir
@@ -305,8 +303,6 @@ class DockerEngine(Engine):
         cannot be gained (setuid binaries do nothing), and the number of processes
         and the memory are bounded.
         """
-        from domarkx.config import ProjectConfig, size_in_bytes
-
         project = self.project or ProjectConfig()
         refused = self.refusal(self.config, project)
         if refused is not None:
@@ -347,7 +343,7 @@ class DockerEngine(Engine):
         if self.container_id is None:
             return
         container, self.container_id = self.container_id, None
-        import docker
+        import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
 
         try:
             self._client().remove_container(container, force=True)
@@ -361,7 +357,7 @@ class DockerEngine(Engine):
         container = handle.get("container")
         if not container:
             return
-        import docker
+        import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
 
         try:
             connect().remove_container(container, force=True)
@@ -374,7 +370,7 @@ class DockerEngine(Engine):
     def prune(cls, keep: Container[str] = frozenset(), project: str | None = None) -> list[str]:
         if not project:
             return []  # unscoped: nothing is known to be this project's
-        import docker
+        import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
 
         api = connect()
         removed = []
@@ -447,16 +443,7 @@ class DockerEngine(Engine):
                 channel.read(capture, end - time.monotonic())
         finally:
             channel.close()
-        out, err = capture.text()
-        if err and not err.endswith("\n"):
-            err += "\n"
-        return BlockResult(
-            out,
-            err + timeout_note(lang, timeout),
-            TIMEOUT_EXIT_CODE,
-            time.monotonic() - start,
-            timed_out=True,
-        )
+        return timed_out_result(capture, lang, timeout, start)
 
     def _exec_wait(self, cmd: list[str]) -> tuple[int | None, bytes]:
         """Run a short command in the container to its end (not used per block)."""

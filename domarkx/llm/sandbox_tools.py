@@ -313,7 +313,7 @@ class _Refused(Exception):
 
 def source() -> str:
     """This file's text: what ``install_code`` sends to the sandbox."""
-    import pathlib
+    import pathlib  # not at the top: this file also runs in the sandbox's Python
 
     return pathlib.Path(__file__).read_text(encoding="utf-8")
 
@@ -343,7 +343,7 @@ def call_code(name: str, values: dict[str, typing.Any]) -> str:
 
 def answer_of(stdout: str) -> tuple[dict[str, typing.Any] | None, str]:
     """The helper's answer in a block's stdout, and whatever else was printed before it."""
-    import ast
+    import ast  # not at the top: this file also runs in the sandbox's Python
 
     at = stdout.rfind(MARK)
     if at < 0:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
+from domarkx import config
 from domarkx.errors import DomarkxError
 
 # ``DOMARKX_YES=1 doit``: what ``--yes`` is to ``domarkx run`` and ``domarkx build``.
@@ -91,8 +92,6 @@ def on_terminal() -> bool:
 def for_project(root: str | os.PathLike[str], *, yes: bool = False) -> Approval:
     """The grant of one command: ``--yes`` (or ``DOMARKX_YES``), else ``approve`` of the
     project's configuration; asking on a terminal when there is one."""
-    from domarkx import config
-
     mode = config.load(Path(root)).approve  # read (and checked) even when --yes overrides it
     if yes or yes_from_env():
         return Approval(mode="auto")
