@@ -48,6 +48,7 @@ class Judge:
         self.project = project
         self.cache = cache
         self.session = session
+        self.keys: list[str] = []  # replay keys of the calls made, for the run's records
 
     def settings(self, check: Check) -> ModelSettings:
         """The model that grades ``check``: its endpoint and name, temperature 0."""
@@ -88,7 +89,9 @@ class Judge:
         provider = provider_for(access.settings)
         provider.refusal = access.refusal
         where = f"{self.session}:{check.line or '?'}: judge"
-        reply, _key = self.cache.complete(provider, self.messages(check, turn), context=where)
+        reply, key = self.cache.complete(provider, self.messages(check, turn), context=where)
+        if key is not None:
+            self.keys.append(key)
         return verdict(reply.text)
 
 

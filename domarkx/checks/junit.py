@@ -34,6 +34,7 @@ class SessionReport:
     error: str | None = None
     seconds: float = 0.0
     timestamp: str = ""
+    instance: str | None = None  # the run kept to look at (a failure), short id
 
     @property
     def failed(self) -> int:

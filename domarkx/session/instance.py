@@ -19,6 +19,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domarkx import config as project_config
 from domarkx.data.models import CodeBlock, OutputBlock, SessionInstance, SessionSnapshot
@@ -45,6 +46,9 @@ from domarkx.session.blocks import (
 from domarkx.session.legacy import check_model_source, read_source
 from domarkx.session.locate import block_line, config_line, failed_block
 
+if TYPE_CHECKING:
+    from domarkx.session.check_run import CheckRun
+
 
 class InstanceManager:
     """Creates, runs, stops and removes instances in one store."""
@@ -67,6 +71,9 @@ class InstanceManager:
         # How model calls use the replay folder (None: DOMARKX_LLM decides); `chat
         # --regenerate` passes "record" to ask the model again and keep the new reply.
         self.replay_mode = replay_mode
+        # Which sample of a check's `samples` this run asks for (session.check_run): 0 is
+        # the run itself; each other sample has replay records of its own.
+        self.sample = 0
 
     @property
     def approval(self) -> Approval:
@@ -223,8 +230,12 @@ class InstanceManager:
 
         cleanup.track(instance.instance_id, interrupted)
         try:
-            if self.run_document(instance, snapshot, sandbox):
+            checks = self.checks_for(snapshot)
+            if self.run_document(instance, snapshot, sandbox, checks):
                 self.llm_turn(instance, snapshot, sandbox, stream)
+                if checks is not None:  # the last turns' checks, then the other samples
+                    checks.at_end(instance, sandbox)
+                    checks.samples(instance, self.sample)
             if instance.status == "running":
                 instance.status = "running" if keep else "exited"
         except DomarkxError as err:
@@ -249,12 +260,21 @@ class InstanceManager:
         self.store.put_instance(instance)
 
     def run_document(
-        self, instance: SessionInstance, snapshot: SessionSnapshot, sandbox: Engine
+        self,
+        instance: SessionInstance,
+        snapshot: SessionSnapshot,
+        sandbox: Engine,
+        checks: CheckRun | None = None,
     ) -> bool:
-        """The setup script, then every runnable block in order; False when the run stopped."""
+        """The setup script, then every runnable block in order; False when the run stopped.
+
+        ``checks`` run after each turn that has them, before the next turn's code.
+        """
         if not self.run_setup(instance, snapshot, sandbox):
             return False
         for ref in runnable_blocks(instance.conversation, sandbox):
+            if checks is not None:
+                checks.before(instance, sandbox, ref.message)
             if not self.run_block(instance, snapshot, sandbox, ref):
                 return False
         return True
@@ -331,8 +351,24 @@ class InstanceManager:
             self.approval,
             on_refusal=lambda: self.refused.add(snapshot.snapshot_id),
             replay_mode=self.replay_mode,
+            sample=self.sample,
         )
         turn.run(instance, stream)
+
+    def checks_for(self, snapshot: SessionSnapshot) -> CheckRun | None:
+        """The run's checks (``expect`` blocks of user messages); None when it has none."""
+        if not any(
+            "expect" in block.flags
+            for message in snapshot.conversation
+            if message.role == "user"
+            for block in message.content
+            if isinstance(block, CodeBlock)
+        ):
+            return None
+        # reason: the checks stack (judge, endpoints, replay) loads only for sessions with checks
+        from domarkx.session.check_run import CheckRun
+
+        return CheckRun.for_run(self, snapshot)
 
     # Errors that name their place ----------------------------------------------------
     def point_at_config(self, err: DomarkxError, snapshot: SessionSnapshot, key: str) -> None:

@@ -37,6 +37,7 @@ class ModelTurn:
         *,
         on_refusal: Callable[[], None],
         replay_mode: str | None = None,
+        sample: int = 0,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -44,6 +45,7 @@ class ModelTurn:
         self.approval = approval
         self.on_refusal = on_refusal  # the user refused some code: the run is not cached
         self.replay_mode = replay_mode
+        self.sample = sample  # a check's sample N > 0 has replay records of its own
         self.source = snapshot.metadata.source_file
 
     def config_line(self, key: str) -> int | None:
@@ -114,7 +116,9 @@ class ModelTurn:
                 front_matter=self.snapshot.metadata.user_metadata,
                 execute=execute,
                 on_change=TailSaver(self.store, instance).save,
-                cache=ReplayCache(self.store.replay_dir, mode=self.replay_mode),
+                cache=ReplayCache(
+                    self.store.replay_dir, mode=self.replay_mode, sample=self.sample
+                ),
                 context=self.source,
                 stream=stream,
                 tools=self.tools(),

@@ -1,0 +1,135 @@
+"""The checks of a run: after each turn of a user message with an expect block, in its sandbox.
+
+A turn is the reply to a user message: the messages up to the next user
+message. Its checks run once the last code of the turn has run and before
+any code of the next turn does, so ``sh`` and ``python`` checks see the
+sandbox as the turn left it. The checks of the message the model answers
+run after the model's turn. With ``samples: N``, the model is asked N times:
+the run itself is sample 0; samples 1 to N-1 each run in a sandbox of their
+own (a run of the same snapshot, its replies under their own replay keys),
+and the results recorded are the samples' summary (``summarise_samples``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from domarkx import config as project_config
+from domarkx.checks.evaluate import Result, RunCode, summarise_samples
+from domarkx.checks.results import record, recorded
+from domarkx.checks.spec import Expect
+from domarkx.checks.turns import TurnChecks, has_checks
+from domarkx.data.models import SessionInstance, SessionSnapshot
+from domarkx.execution.engine import Engine
+from domarkx.llm.replay import ReplayCache
+
+if TYPE_CHECKING:
+    from domarkx.session.instance import InstanceManager
+
+
+class CheckRun:
+    """The checks of one run of ``snapshot`` in ``sandbox``."""
+
+    def __init__(
+        self, manager: InstanceManager, snapshot: SessionSnapshot, checks: TurnChecks
+    ) -> None:
+        self.manager = manager
+        self.snapshot = snapshot
+        self.checks = checks
+        self.done: set[int] = set()
+
+    @classmethod
+    def for_run(cls, manager: InstanceManager, snapshot: SessionSnapshot) -> CheckRun | None:
+        """The run's checks; None when the session has none (the common case: no cost)."""
+        if not has_checks(snapshot.conversation):
+            return None
+        store = manager.store
+        checks = TurnChecks.for_snapshot(
+            snapshot,
+            root=Path(store.root),
+            project=project_config.load(store.root),
+            cache=ReplayCache(store.replay_dir, mode=manager.replay_mode),
+        )
+        return cls(manager, snapshot, checks) if checks else None
+
+    def run_code(self, sandbox: Engine) -> RunCode:
+        timeout = self.snapshot.config().timeout
+        return lambda language, code: sandbox.run(language, code, timeout)
+
+    def before(self, instance: SessionInstance, sandbox: Engine, message: int) -> None:
+        """Code of message ``message`` is about to run: check the turns that ended before it."""
+        conversation = instance.conversation
+        for user in sorted(self.checks.expects):
+            if user in self.done or user >= message:
+                continue
+            ends = next(
+                (i for i in range(user + 1, len(conversation)) if conversation[i].role == "user"),
+                None,
+            )
+            if ends is not None and ends <= message:
+                self._check(instance, sandbox, user)
+
+    def at_end(self, instance: SessionInstance, sandbox: Engine) -> None:
+        """The run's turns are all done (the model's too): check every turn left."""
+        for user in sorted(self.checks.expects):
+            if user not in self.done:
+                self._check(instance, sandbox, user)
+
+    def _check(self, instance: SessionInstance, sandbox: Engine, user: int) -> None:
+        self.done.add(user)
+        self.checks.after(instance.conversation, user, self.run_code(sandbox))
+        self._keep_judge_records(instance)
+        self.manager.store.put_instance(instance)
+
+    def _keep_judge_records(self, instance: SessionInstance) -> None:
+        grader = self.checks.grader
+        keys = getattr(grader, "keys", None)
+        if keys:
+            instance.llm_records.extend(k for k in keys if k not in instance.llm_records)
+            keys.clear()
+
+    def samples(self, instance: SessionInstance, sample: int) -> None:
+        """Ask for the other samples of the last message, and record their summary.
+
+        Only the main run (``sample`` 0) does; each other sample is a run of its own.
+        """
+        last = len(self.snapshot.conversation) - 1
+        expect = self.checks.expects.get(last)
+        if sample or expect is None or expect.samples < 2:
+            return
+        per_sample = [_complete(expect, recorded(instance.conversation, last), instance)]
+        for index in range(1, expect.samples):
+            other = sample_run(self.manager, self.snapshot, index)
+            per_sample.append(_complete(expect, recorded(other.conversation, last), other))
+            instance.llm_records.extend(
+                k for k in other.llm_records if k not in instance.llm_records
+            )
+            self.manager.store.remove_instance(other.instance_id)
+        record(instance.conversation, last, summarise_samples(expect, per_sample))
+        self.manager.store.put_instance(instance)
+
+
+def sample_run(manager: InstanceManager, snapshot: SessionSnapshot, sample: int) -> SessionInstance:
+    """Run ``snapshot`` again as sample ``sample``, in a sandbox of its own; its instance."""
+    from domarkx.errors import DomarkxError
+
+    other = type(manager)(manager.store, approval=manager.approval, replay_mode=manager.replay_mode)
+    other.sample = sample
+    instance = other.create(snapshot)
+    with contextlib.suppress(DomarkxError):  # a sample that fails is a failed sample
+        other.execute(instance, snapshot)
+    manager.refused |= other.refused
+    return instance
+
+
+def _complete(
+    expect: Expect, results: list[Result] | None, instance: SessionInstance
+) -> list[Result]:
+    """A sample's results, one per check: a check that did not run failed."""
+    found = list(results or [])
+    why = f"not run: {instance.error}" if instance.error else "not run"
+    for check in expect.checks[len(found) :]:
+        found.append(Result(check.kind, False, why))
+    return found[: len(expect.checks)]
