@@ -40,7 +40,6 @@ The ``docker`` package is imported inside functions only: it costs ~140 ms.
 from __future__ import annotations
 
 import contextlib
-import os
 import posixpath
 import secrets
 import selectors
@@ -52,6 +51,7 @@ from typing import Any
 from domarkx.config import ProjectConfig, size_in_bytes
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
+from domarkx.execution import docker_host
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
     PROJECT_LABEL,
@@ -104,20 +104,12 @@ HINT_START = "start dockerd or set DOCKER_HOST"
 
 
 def _docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return docker_host.address()
 
 
-def connect() -> Any:
-    """A low-level Docker API client from the environment, or a one-line EngineError."""
-    import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
-
-    try:
-        client = docker.from_env()
-    except docker.errors.DockerException as exc:
-        raise EngineError(
-            f"cannot reach the Docker engine at {_docker_host()}", hint=HINT_START
-        ) from exc
-    return client.api
+def connect(host: str | None = None) -> Any:
+    """A low-level Docker API client (``host``: ``[docker] host``), or a one-line EngineError."""
+    return docker_host.client(host).api
 
 
 def _api_error(exc: Exception, doing: str) -> EngineError:
@@ -222,15 +214,18 @@ class DockerEngine(Engine):
 
     def _client(self) -> Any:
         if self._api is None:
-            self._api = connect()
+            self._api = connect(self.project.docker.host if self.project else None)
         return self._api
 
     def handle(self) -> dict[str, Any]:
-        return {
+        found = {
             "container": self.container_id,
             "image": self.config.image,
             "sandbox": self.sandbox_id,
         }
+        if self.project is not None and self.project.docker.host:
+            found["host"] = self.project.docker.host  # where to remove it from later
+        return found
 
     def start(self) -> dict[str, Any]:
         if self._stopped:
@@ -360,7 +355,7 @@ class DockerEngine(Engine):
         import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
 
         try:
-            connect().remove_container(container, force=True)
+            connect(handle.get("host")).remove_container(container, force=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
