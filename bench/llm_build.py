@@ -9,7 +9,9 @@ end with a user question to that model, and times a cold ``doit`` and a cold
 sessions x latency (x 2 with ``--tools``). With ``--tools`` every reply holds a
 code block, which runs in the session's sandbox and goes back to the model
 (``max_turns: 2``): two model calls per session with the session's code
-between them.
+between them. Code a model writes runs on this machine only when the project
+grants it: the project's ``domarkx.toml`` says ``approve = "auto"``, and the
+builds run with ``DOMARKX_TRUST=1`` (as a user who ran ``domarkx trust``).
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ Question number {n}: what is {n} + {n}?
 TOOL_REPLY = "Let me compute it.\n\n```bash\necho $((21 + 21))\n```"
 
 
+# What the project grants: the model's code runs without asking (local_shell).
+GRANTS = 'approve = "auto"\n'
+
+
 def write_project(folder: Path, sessions: int, base_url: str, tools: bool) -> None:
     (folder / "sessions").mkdir(parents=True)
     (folder / "dodo.py").write_text("from domarkx.pipeline.tasks import *  # noqa: F403\n")
+    if tools:
+        (folder / "domarkx.toml").write_text(GRANTS)
     for n in range(sessions):
         text = SESSION.format(base_url=base_url, n=n, turns=2 if tools else 1)
         (folder / "sessions" / f"q{n:03}.md").write_text(text)
@@ -62,6 +70,8 @@ def environment() -> dict[str, str]:
     env.pop("DOMARKX_HOME", None)
     env.pop("DOMARKX_LLM", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # modules load from bytecode, as for a user
+    env.pop("DOMARKX_YES", None)  # what runs is what the project grants, nothing more
+    env["DOMARKX_TRUST"] = "1"  # the project's domarkx.toml is the user's own
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH.parent), env.get("PYTHONPATH", "")])
     return env
 

@@ -12,6 +12,7 @@ its lock) does the same for them.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from types import FrameType
@@ -73,8 +74,7 @@ def die_with_parent(parent: int) -> None:
     temporary file it leaves carries its pid, and the next build removes it
     (``domarkx.data.atomic.remove_orphans``).
     """
-    import ctypes
-    import os
+    import ctypes  # ~3 ms, for worker processes only
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)

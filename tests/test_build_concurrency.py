@@ -299,7 +299,7 @@ def store_tree(root: Path) -> dict[str, bytes]:
         path.relative_to(store).as_posix(): path.read_bytes().replace(str(root).encode(), b"ROOT")
         for sub in ("snapshots", "tags", "cache", "exports")
         for path in sorted((store / sub).rglob("*"))
-        if path.is_file() and not path.relative_to(store).as_posix().startswith("cache/runs/")
+        if path.is_file() and not path.relative_to(store).as_posix().startswith("cache/run/_keys/")
     }
     instances = store / "instances"
     tree["instances"] = " ".join(sorted(p.name for p in instances.iterdir())).encode()

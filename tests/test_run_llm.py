@@ -160,7 +160,7 @@ def test_a_new_recording_rebuilds_the_export(project, cli):
     # Offline: the new record now replays, and a plain build has nothing to do.
     offline = {"DOMARKX_LLM": "replay", "DOMARKX_TEST_KEY": None}
     assert doit(root, env=offline).executed == set()
-    (root / ".domarkx" / "cache" / "runs").rename(root / ".domarkx" / "cache" / "runs-old")
+    (root / ".domarkx" / "cache" / "run" / "_keys").rename(root / ".domarkx" / "cache" / "old-keys")
     assert doit(root, "forget", "run:ask", env=offline).code == 0
     rebuilt = doit(root, env=offline)
     assert rebuilt.code == 0, rebuilt.err

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from domarkx.cli.options import Args, Subparsers, add_command, open_store
+from domarkx.data.atomic import write_atomic
 
 
 def register(subparsers: Subparsers) -> None:
@@ -17,9 +19,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from pathlib import Path
-
-    from domarkx.data.atomic import write_atomic
+    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.export import export_ref
 
     template = Path(args.template) if args.template else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from domarkx.cli.options import Args, Subparsers, add_command, open_store
 
 
@@ -24,10 +26,10 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from pathlib import Path
-
+    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.fork import fork
 
-    fork(Path(args.file), args.messages, Path(args.output), open_store().root)
+    fork(Path(args.file), args.messages, Path(args.output), open_store(args.file).root)
     print(args.output)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from domarkx.cli.options import Args, Subparsers, add_command, open_store, parse_params
 
 
@@ -17,11 +19,11 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from pathlib import Path
-
+    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.snapshot import SnapshotManager
 
-    result = SnapshotManager(open_store()).import_file(
+    result = SnapshotManager(open_store(args.file)).import_file(
         Path(args.file), parse_params(args.param), args.tag
     )
     print(result.snapshot.snapshot_id)

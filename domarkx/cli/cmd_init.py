@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from importlib import resources
+from pathlib import Path
 
 from domarkx.cli.options import Args, Subparsers, add_command
+from domarkx.errors import DomarkxError
 
 # What a new project holds: its path -> the template in domarkx/templates/project/.
 PROJECT_FILES = {
@@ -29,11 +32,6 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from importlib import resources
-    from pathlib import Path
-
-    from domarkx.errors import DomarkxError
-
     root = Path(args.dir)
     if root.exists() and not root.is_dir():
         raise DomarkxError("not a folder", file=args.dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from domarkx.cli.options import Args, Subparsers, add_command, open_store, print_json, print_table
+from domarkx.errors import DomarkxError
 
 
 def register(subparsers: Subparsers) -> None:
@@ -12,8 +13,6 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from domarkx.errors import DomarkxError
-
     store = open_store()
     instances = []
     for instance_id in store.instance_ids():

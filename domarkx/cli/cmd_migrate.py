@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from domarkx.cli.options import Args, Subparsers, add_command
+from domarkx.data.atomic import write_atomic
+from domarkx.errors import DocumentError
 
 
 def register(subparsers: Subparsers) -> None:
@@ -21,10 +24,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from pathlib import Path
-
-    from domarkx.data.atomic import write_atomic
-    from domarkx.errors import DocumentError
+    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.legacy import migrate_text
 
     path = Path(args.file)

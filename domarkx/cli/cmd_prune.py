@@ -17,6 +17,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
+    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.instance import InstanceManager
 
     for removed in InstanceManager(open_store()).prune():

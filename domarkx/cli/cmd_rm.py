@@ -11,6 +11,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
+    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.instance import InstanceManager
 
     manager = InstanceManager(open_store())

@@ -32,13 +32,15 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
+    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.approval import for_project
     from domarkx.session.instance import InstanceManager
 
     store = open_store()
     approval = for_project(store.root, yes=args.yes)
     if args.interactive:
-        from domarkx.cli.interactive import InteractiveRun
+        from domarkx.cli.interactive import InteractiveRun  # prompt_toolkit: asked for only
 
         instance = InteractiveRun(
             store, args.ref, engine=args.engine, keep=args.keep, approval=approval

@@ -14,12 +14,18 @@ them with ``root``, so they work from any current folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+
+from domarkx.data.atomic import write_atomic
+from domarkx.data.digest import canonical_json, digest
 
 STORE_DIR = ".domarkx"
 SESSIONS_DIR = "sessions"
 PROJECT_MARKERS = ("dodo.py", SESSIONS_DIR, STORE_DIR)
+HOME_ENV = "DOMARKX_HOME"
+SESSION_SUFFIX = ".md"
 STAGES = ("parse", "expand", "snapshot", "run", "export")
 
 
@@ -42,8 +48,6 @@ def project_id(home: str) -> str:
     Sandboxes carry it as a label, so that cleaning up one project never
     touches what another project (another store) started.
     """
-    import hashlib
-
     real = os.path.realpath(home)
     return hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -72,9 +76,12 @@ class Layout:
 
     @classmethod
     def at(cls, root: str | None = None) -> Layout:
-        """The layout of the project at ``root`` (default: the current folder)."""
+        """The layout of the project at ``root`` (default: the current folder).
+
+        The one reader of ``DOMARKX_HOME``, which moves the store.
+        """
         root = os.path.abspath(root or os.getcwd())
-        env = os.environ.get("DOMARKX_HOME")
+        env = os.environ.get(HOME_ENV)
         if not env:
             return cls(root)
         home = os.path.abspath(env)
@@ -82,6 +89,11 @@ class Layout:
         if not relative.startswith(".."):
             home = relative.replace(os.sep, "/")
         return cls(root, home)
+
+    @classmethod
+    def discover(cls, start: str | None = None) -> Layout:
+        """The layout of the project around ``start`` (default: the current folder)."""
+        return cls.at(find_root(start))
 
     def abs(self, relative: str) -> str:
         """An absolute path for a path of this layout."""
@@ -125,10 +137,18 @@ class Layout:
         return f"{self.home}/replay/{key[:2]}/{key}.json"
 
     def snapshot_out(self, name: str) -> str:
-        return f"{self.home}/cache/snapshot/{name}.id"
+        return f"{self.snapshot_outs_dir}/{name}.id"
 
     def run_out(self, name: str) -> str:
         return f"{self.home}/cache/run/{name}.json"
+
+    def run_record(self, key: str) -> str:
+        """The execution cache's record of run key ``key``.
+
+        Beside the run stage's outputs, in a ``_`` folder no session name can
+        reach (names never start with ``_``).
+        """
+        return f"{self.home}/cache/run/_keys/{key}.json"
 
     def export_out(self, name: str) -> str:
         return f"{self.home}/exports/{name}.md"
@@ -150,15 +170,60 @@ class Layout:
     def exports_dir(self) -> str:
         return f"{self.home}/exports"
 
+    # The store's folders ------------------------------------------------------
+    @property
+    def snapshots_dir(self) -> str:
+        return f"{self.home}/snapshots"
+
+    @property
+    def tags_dir(self) -> str:
+        return f"{self.home}/tags"
+
+    @property
+    def instances_dir(self) -> str:
+        return f"{self.home}/instances"
+
+    @property
+    def cache_dir(self) -> str:
+        return f"{self.home}/cache"
+
+    @property
+    def replay_dir(self) -> str:
+        return f"{self.home}/replay"
+
+    def snapshot_file(self, snapshot_id: str) -> str:
+        return f"{self.home}/snapshots/{snapshot_id}.json"
+
+    def instance_dir(self, instance_id: str) -> str:
+        return f"{self.home}/instances/{instance_id}"
+
+    @property
+    def snapshot_outs_dir(self) -> str:
+        """The snapshot stage's outputs (``<name>.id``): the snapshots a build uses."""
+        return f"{self.home}/cache/snapshot"
+
+    # Which files are sessions -------------------------------------------------
+    def session_of(self, path: str) -> str | None:
+        """The session name of the file at ``path`` (absolute, or relative to the
+        current folder), or None when it is no session: outside ``sessions/``, not
+        ``*.md``, or a partial (``_*``) or hidden (``.*``) file or folder on the way.
+        """
+        sessions = self.abs(SESSIONS_DIR) + os.sep
+        path = os.path.abspath(path)
+        if not path.startswith(sessions) or not path.endswith(SESSION_SUFFIX):
+            return None
+        name = path[len(sessions) : -len(SESSION_SUFFIX)].replace(os.sep, "/")
+        return name if is_session_name(name) else None
+
     # Listing ------------------------------------------------------------------
     def session_names(self) -> list[str]:
         """Every session: ``sessions/**/*.md`` less partials (``_*``) and hidden files."""
-        return _walk(self.abs(SESSIONS_DIR), ".md")
+        return _walk(self.abs(SESSIONS_DIR), SESSION_SUFFIX)
 
     def session_entries(self) -> tuple[list[str], set[str]]:
         """Every session, and those whose file cannot be read as one (see ``_walk``)."""
         odd: set[str] = set()
-        return _walk(self.abs(SESSIONS_DIR), ".md", odd), odd
+        return _walk(self.abs(SESSIONS_DIR), SESSION_SUFFIX, odd), odd
 
     def export_names(self) -> list[str]:
         return _walk(self.abs(self.exports_dir), ".md")
@@ -209,22 +274,26 @@ class Layout:
         ``config_changed`` does, at the cost of one ``stat`` instead of the
         ~20 us doit spends inspecting each ``uptodate`` callable.
         """
-        from domarkx.data.digest import canonical_json, digest
-
         text = canonical_json(data)
         path = f"{self.home}/cache/config/{kind}-{digest(data)[:16]}.json"
         full = self.abs(path)
         if not os.path.exists(full):
-            from domarkx.data.atomic import write_atomic
-
             write_atomic(full, text + "\n")
         return path
+
+
+def is_session_name(name: str) -> bool:
+    """The one rule of which files are sessions, for a name ``a/b`` (``sessions/a/b.md``):
+    no part of it is a partial (``_*``, included by sessions, as in Sass) or hidden (``.*``).
+    """
+    return bool(name) and all(part and part[0] not in "._" for part in name.split("/"))
 
 
 def _walk(base: str, suffix: str, odd: set[str] | None = None) -> list[str]:
     """Names (``a/b``) of the ``*suffix`` files under ``base``, skipping ``_*`` and ``.*``.
 
-    A folder reached twice (a symlink loop) is walked once. Names whose entry
+    What it skips is ``is_session_name``'s rule, applied part by part as it
+    descends. A folder reached twice (a symlink loop) is walked once. Names whose entry
     is not a regular file (a named pipe, a broken or looping symlink) are
     listed too, and added to ``odd``: their ``parse`` task reports them, so
     that nothing opens them on the way (a pipe would wait forever).

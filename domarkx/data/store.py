@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from domarkx.data.atomic import append_line, write_atomic
-from domarkx.data.layout import STORE_DIR, find_root
+from domarkx.data.layout import Layout, project_id
 from domarkx.errors import RefError, StoreError
 
 if TYPE_CHECKING:
@@ -36,11 +36,6 @@ _SNAPSHOT_HEAD = re.compile(
 _HEAD_BYTES = 4096
 
 
-def find_project_root(start: Path | None = None) -> Path:
-    """The project root (``pipeline.layout.find_root``, the one place that decides it)."""
-    return Path(find_root(str(start) if start is not None else None))
-
-
 @dataclass(frozen=True)
 class SnapshotSummary:
     """What ``domarkx snapshots`` shows, read without validating the whole snapshot."""
@@ -51,61 +46,69 @@ class SnapshotSummary:
 
 
 class Store:
-    """The ``.domarkx/`` folder of one project (``DOMARKX_HOME`` moves it)."""
+    """The store of one project; where each thing lies is its ``Layout``'s to say."""
 
     def __init__(
         self, home: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
     ) -> None:
-        self.home = Path(home)
-        self.root = Path(root) if root else self.home.parent
+        root_path = Path(root) if root else Path(home).parent
+        # Absolute paths: the store works from any current folder.
+        self.layout = Layout(os.path.abspath(root_path), os.path.abspath(home))
+        self.home = Path(self.layout.home)
+        self.root = root_path
+
+    @classmethod
+    def of(cls, layout: Layout) -> Store:
+        """The store of ``layout``'s project."""
+        return cls(layout.abs(layout.home), layout.root)
 
     @classmethod
     def discover(cls, start: Path | None = None) -> Store:
-        root = find_project_root(start)
-        home = os.environ.get("DOMARKX_HOME")
-        return cls(Path(home) if home else root / STORE_DIR, root)
+        """The store of the project around ``start`` (``DOMARKX_HOME`` moves it)."""
+        return cls.of(Layout.discover(str(start) if start is not None else None))
 
-    # Layout -----------------------------------------------------------------
+    # Where things are (from the layout) ---------------------------------------------
+    def _path(self, relative: str) -> Path:
+        return Path(self.layout.abs(relative))
+
     @property
     def snapshots_dir(self) -> Path:
-        return self.home / "snapshots"
+        return self._path(self.layout.snapshots_dir)
 
     @property
     def tags_dir(self) -> Path:
-        return self.home / "tags"
+        return self._path(self.layout.tags_dir)
 
     @property
     def instances_dir(self) -> Path:
-        return self.home / "instances"
+        return self._path(self.layout.instances_dir)
 
     @property
     def exports_dir(self) -> Path:
-        return self.home / "exports"
+        return self._path(self.layout.exports_dir)
 
     @property
     def cache_dir(self) -> Path:
-        return self.home / "cache"
+        return self._path(self.layout.cache_dir)
 
     @property
     def replay_dir(self) -> Path:
-        return self.home / "replay"
+        return self._path(self.layout.replay_dir)
 
     @property
     def lock_file(self) -> Path:
-        """The build lock (``pipeline.lock``); prune takes it too."""
-        return self.home / "build.lock"
+        """The build lock (``data.lock``); prune takes it too."""
+        return self._path(self.layout.lock_file)
 
     @property
     def project_id(self) -> str:
         """The label value that marks this project's sandboxes (``layout.project_id``)."""
-        from domarkx.data.layout import project_id
-
         return project_id(str(self.home))
 
     def build_snapshot_ids(self) -> set[str]:
         """Snapshot ids the build's caches name (``cache/snapshot/*.id``): in use."""
         found: set[str] = set()
-        base = self.cache_dir / "snapshot"
+        base = self._path(self.layout.snapshot_outs_dir)
         for path in base.rglob("*.id") if base.is_dir() else ():
             try:
                 found.add(path.read_text(encoding="utf-8").split("\n", 1)[0].strip())
@@ -115,7 +118,7 @@ class Store:
 
     # Snapshots ----------------------------------------------------------------
     def snapshot_path(self, snapshot_id: str) -> Path:
-        return self.snapshots_dir / f"{snapshot_id}.json"
+        return self._path(self.layout.snapshot_file(snapshot_id))
 
     def put_snapshot(self, snapshot: SessionSnapshot) -> Path:
         """Store ``snapshot`` under its id; the same content is the same file."""
@@ -130,6 +133,8 @@ class Store:
         return path
 
     def get_snapshot(self, snapshot_id: str) -> SessionSnapshot:
+        # The pydantic models (~150 ms) are loaded by the first read of a snapshot or
+        # instance: listing, tagging and a no-op build do without them.
         from domarkx.data.models import SessionSnapshot
 
         path = self.snapshot_path(snapshot_id)
@@ -180,6 +185,13 @@ class Store:
     def untag(self, name: str) -> None:
         self._tag_path(name).unlink(missing_ok=True)
 
+    def tagged(self, name: str) -> str | None:
+        """The snapshot id tag ``name`` points at, or None (without listing every tag)."""
+        try:
+            return self._tag_path(name).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+
     def tags(self) -> dict[str, str]:
         result = {}
         folder = str(self.tags_dir)
@@ -206,7 +218,7 @@ class Store:
 
     # Instances ----------------------------------------------------------------
     def instance_dir(self, instance_id: str) -> Path:
-        return self.instances_dir / instance_id
+        return self._path(self.layout.instance_dir(instance_id))
 
     # An instance is ``instance.json`` (written whole, atomically) plus
     # ``journal.jsonl``: one line appended per block that ran since, so a long
@@ -244,7 +256,7 @@ class Store:
         append_line(self._journal_path(instance_id), line)
 
     def get_instance(self, instance_id: str) -> SessionInstance:
-        from domarkx.data.models import SessionInstance
+        from domarkx.data.models import SessionInstance  # see ``get_snapshot``
 
         path = self.instance_dir(instance_id) / "instance.json"
         try:
@@ -307,7 +319,7 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
 
 def _apply(instance: SessionInstance, event: dict[str, Any]) -> None:
     """Replay one journal event onto ``instance`` (see ``Store.put_instance``)."""
-    from domarkx.data.models import Message, OutputBlock
+    from domarkx.data.models import Message, OutputBlock  # see ``Store.get_snapshot``
 
     if "outputs" in event:
         m, index, outputs = event["outputs"]

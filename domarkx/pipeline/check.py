@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from domarkx.data.layout import Layout
+from domarkx.pipeline.stages import export_text
 
 
 @dataclass
@@ -35,8 +36,6 @@ class Mismatch:
 
 def check_exports(layout: Layout, names: list[str] | None = None) -> list[Mismatch]:
     """Compare every session's export with the file in ``exports/``."""
-    from domarkx.pipeline.stages import export_text
-
     names = layout.session_names() if names is None else names
     mismatches = []
     for name in names:

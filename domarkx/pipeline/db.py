@@ -40,8 +40,12 @@ import os
 from typing import Any
 
 from doit.dependency import DatabaseException
+from doit.exceptions import InvalidCommand
 
+from domarkx.data import lock
 from domarkx.data.atomic import write_atomic
+from domarkx.data.layout import Layout
+from domarkx.errors import DomarkxError
 
 # The last line of a task's state as doit's ``save_success`` writes it.
 _LAST_KEYS = ("deps:", "ignore:")
@@ -186,8 +190,6 @@ class JournalDB:
             self._dump()
         finally:
             if self._locked is not None:
-                from domarkx.data import lock
-
                 lock.release(self._locked)
                 self._locked = None
 
@@ -202,12 +204,6 @@ class JournalDB:
         """
         if self._locked is not None:
             return
-        from doit.exceptions import InvalidCommand
-
-        from domarkx.data import lock
-        from domarkx.data.layout import Layout
-        from domarkx.errors import DomarkxError
-
         path = Layout.at().lock_file
         if lock.is_held(path):
             return

@@ -1,8 +1,9 @@
-"""Where domarkx meets doit: the task loaders, the in-process run, command-line variables.
+"""Where domarkx meets doit: the task loaders and the in-process run.
 
 Only doit's documented extension points are used here: ``TaskLoader2``
-loaders (``NamespaceTaskLoader``), ``DoitMain(loader).run(argv)``, and
-``doit.get_var`` for command-line variables (``doit user=ana``). The other
+loaders (``NamespaceTaskLoader``) and ``DoitMain(loader).run(argv)``;
+command-line variables (``doit user=ana``) are read through ``doit.get_var``
+(``params``). The other
 doit-facing pieces are documented ones too: ``DOIT_CONFIG`` (``tasks``), a
 reporter class (``progress``) and ``TaskFailed`` (``stages``).
 
@@ -21,10 +22,11 @@ without building a task list for the whole project.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -92,8 +94,6 @@ def _load_dodo(path: str) -> ModuleType:
     It is registered in ``sys.modules`` as doit does, so that actions defined
     in it stay picklable for ``-P process``.
     """
-    import importlib.util
-
     folder = os.path.dirname(path)
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -122,41 +122,3 @@ class _DoitMain(DoitMain):  # type: ignore[misc]
     # doit names itself in hints ("Type `doit list`..."); the process is `domarkx`,
     # but what it runs is doit's graph, and `doit list` is the command that helps.
     BIN_NAME = "doit"
-
-
-class CommandLineParams(Mapping[str, str]):
-    """Parameter values by name: ``known`` ones, else doit's command-line variables.
-
-    doit answers one name at a time (``doit.get_var``) and cannot list its
-    variables, so this mapping cannot be iterated; instead it records every
-    name it was asked (``asked``), which is what a session's expansion
-    depends on.
-    """
-
-    def __init__(self, known: Mapping[str, str] | None = None) -> None:
-        self.known = dict(known or {})
-        self.asked: set[str] = set()
-
-    def get_value(self, name: str) -> str | None:
-        self.asked.add(name)
-        if name in self.known:
-            return self.known[name]
-        import doit
-
-        value = doit.get_var(name)
-        return None if value is None else str(value)
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get_value(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get_value(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        raise TypeError("doit cannot list its command-line variables; ask for one by name")
-
-    def __len__(self) -> int:
-        raise TypeError("doit cannot list its command-line variables; ask for one by name")

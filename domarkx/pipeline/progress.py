@@ -7,25 +7,28 @@ large project); the summary at the end counts them instead. On a terminal a
 status line under the output shows which task runs, how many of how many are
 done, and the time; when the output is not a terminal that line is left out.
 
-A build's reporter also takes the project's build lock (``lock.py``) before
-the first task runs and gives it back once doit has saved its state.
+The reporters only report. What a run needs besides (the build lock, ending
+what a killed run left, the cold-build workers) is ``workers.begin_run`` and
+``workers.end_run``, which a reporter calls at doit's start and end of a run
+(the only hooks doit gives there).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from doit.exceptions import InvalidTask, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from domarkx.data import lock
-from domarkx.data.layout import Layout
+from domarkx import signals
 from domarkx.errors import DomarkxError
-from domarkx.pipeline import prebuild, stages
+from domarkx.pipeline import workers
+from domarkx.pipeline.selection import reached_tasks
 
 REFRESH = 0.1  # seconds between repaints of the status line
 
@@ -60,8 +63,6 @@ class _ReaderGone:
         return bool(self.stream.isatty())
 
     def _left(self) -> None:
-        import os
-
         self.gone = True
         try:
             fd = self.stream.fileno()
@@ -73,7 +74,7 @@ class _ReaderGone:
 
 
 class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
-    """Counts and collects results; takes the build lock for the run."""
+    """Counts and collects results; starts and ends the run (``workers``)."""
 
     desc = "domarkx: executed tasks and a summary"
     wait_for_lock = False
@@ -86,22 +87,16 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
         self.uptodate = 0
         self.failed: list[tuple[str, str]] = []
         self.unmet = 0
-        self.lock_path: str | None = None
+        self.running = False
         self.errors = 0
 
-    # The lock ---------------------------------------------------------------
+    # The run ------------------------------------------------------------------
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
-        from domarkx import signals
-
-        signals.install()  # a bare `doit` too: SIGTERM and SIGHUP clean up as Ctrl-C does
-        path = Layout.at().lock_file
         try:
-            lock.acquire(path, wait=self.wait_for_lock)
+            workers.begin_run(tasks, selected_tasks, wait=self.wait_for_lock)
         except DomarkxError as err:
             raise InvalidTask(str(err)) from None
-        self.lock_path = path
-        _reap_if_killed(lock.took_over(path))
-        prebuild.begin(tasks, selected_tasks)
+        self.running = True
         # What the task list made lives through the run: the collector leaves it
         # alone (it was off while tasks were loaded, see tasks.doit_config) and
         # looks only at what the tasks themselves make.
@@ -109,12 +104,11 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
         gc.enable()
 
     def _release(self) -> None:
-        prebuild.end()  # the run is over: stop what it started
         gc.unfreeze()  # a process that builds again (watch) collects this run's tasks
         gc.enable()
-        if self.lock_path is not None:
-            lock.release(self.lock_path)
-            self.lock_path = None
+        if self.running:
+            workers.end_run()  # the run is over: stop what it started, give back the lock
+            self.running = False
 
     # Task events --------------------------------------------------------------
     def execute_task(self, task: Any) -> None:
@@ -171,8 +165,6 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
         ``finally``; raising ``SystemExit`` here replaces the interrupt, which
         would otherwise end ``doit`` with a traceback after this summary.
         """
-        from domarkx import signals
-
         why = f" by {interrupt}" if isinstance(interrupt, signals.Terminated) else ""
         done = len(self.executed) - len(self.failed)
         self.outstream.write(
@@ -232,7 +224,7 @@ class ProgressReporter(BuildReporter):
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         super().initialize(tasks, selected_tasks)
         if self.tty:
-            for name in stages.reached_tasks(tasks, selected_tasks):
+            for name in reached_tasks(tasks, selected_tasks):
                 if not tasks[name].actions:
                     continue
                 self.total += 1
@@ -338,41 +330,7 @@ class ProgressReporter(BuildReporter):
             self.status_shown = False
 
 
-def _reap_if_killed(holder: str) -> None:
-    """A build or run of this project was killed (SIGKILL): end what it left running.
-
-    ``holder`` is what a build that died holding the lock left in it; a run
-    that died leaves its pid in ``owners/``. Either costs one read here; a
-    killed build also costs a walk of the store for its temporary files.
-    """
-    import sys
-
-    from domarkx.session import owners
-
-    layout = Layout.at()
-    home = layout.abs(layout.home)
-    if holder:
-        from domarkx.data.atomic import remove_orphans
-
-        remove_orphans(home, owners.alive)  # the files it was writing when killed
-    if not holder and not owners.dead(home):
-        return
-    from domarkx.data.store import Store
-    from domarkx.session.instance import InstanceManager
-
-    reaped = InstanceManager(Store(Path(home), Path(layout.root))).reap()
-    if reaped:
-        why = f" ({holder})" if holder else ""
-        print(
-            f"domarkx: a killed build or run{why} left {len(reaped)} sandbox(es) or "
-            "instance(s) behind; ended them",
-            file=sys.stderr,
-        )
-
-
 def _columns() -> int:
-    import shutil
-
     return max(20, shutil.get_terminal_size((80, 24)).columns - 1)
 
 

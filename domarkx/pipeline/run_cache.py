@@ -1,4 +1,4 @@
-"""The build's execution cache: one record per run key in ``cache/runs/<key>.json``.
+"""The build's execution cache: one record per run key in ``cache/run/_keys/<key>.json``.
 
 A build runs a snapshot only when no record answers for it. The key covers
 what decides the outputs (setup script, runnable blocks in order, engine
@@ -30,6 +30,7 @@ from domarkx.data.models import (
 from domarkx.data.store import Store
 from domarkx.errors import EngineError
 from domarkx.execution.engine import canonical_language, engine_class
+from domarkx.llm.replay import ReplayCache, mode_from_env
 from domarkx.session.blocks import attach_outputs, now, runnable_blocks
 from domarkx.session.instance import InstanceManager
 
@@ -154,8 +155,6 @@ def build_instance_id(snapshot_id: str, key: str, session: str | None = None) ->
 
 def replay_digests(store: Store, keys: list[str]) -> dict[str, str | None]:
     """The content digest of each replay record a run used (None: missing)."""
-    from domarkx.llm.replay import ReplayCache
-
     cache = ReplayCache(store.replay_dir, mode="auto")
     digests: dict[str, str | None] = {}
     for key in keys:
@@ -173,7 +172,7 @@ class RunCache:
         self.store = store
 
     def path(self, key: str) -> Path:
-        return self.store.cache_dir / "runs" / f"{key}.json"
+        return Path(self.store.layout.abs(self.store.layout.run_record(key)))
 
     def lookup(self, key: str, snapshot: SessionSnapshot) -> RunRecord | None:
         """The record that answers for ``key``, or None when the run must happen."""
@@ -185,11 +184,8 @@ class RunCache:
             return None  # written by an older domarkx: run again
         if record.replay != replay_digests(self.store, record.llm_records):
             return None  # a model reply it used was recorded anew (or deleted): run again
-        if snapshot.config().model is not None:
-            from domarkx.llm.replay import mode_from_env
-
-            if mode_from_env() == "record":
-                return None  # DOMARKX_LLM=record asks the model again, cache or not
+        if snapshot.config().model is not None and mode_from_env() == "record":
+            return None  # DOMARKX_LLM=record asks the model again, cache or not
         return record
 
     def save(self, key: str, record: RunRecord) -> None:

@@ -1,44 +1,43 @@
-"""The work of each pipeline stage: plain module-level functions that doit calls.
+"""The work of each pipeline stage, and the one-session chain a cold-build worker runs.
 
 Each stage reads the previous stage's cache file and writes its own, always
 atomically, and only when the content changed (so doit's checks downstream
-see an unchanged file and stop there). They are module-level functions with
-plain arguments, so ``doit -n 2 -P process`` can pickle them. Heavy imports
-(markdown-it, pydantic models, jinja2, engines) happen here, when a stage
-runs, never when doit loads the task list.
+see an unchanged file and stop there). One ``make_*`` function per stage
+does its work; the doit actions (``actions``) are thin tasks around them,
+and ``build_one`` runs the same functions one after the other for a worker
+of the pool (``workers``), which hands its result to the tasks. Heavy
+imports (markdown-it, pydantic models, jinja2, engines) happen when a stage
+first runs, never when doit loads the task list.
 
 Each stage's output carries the domarkx version (the expand cache, the
 snapshot id file, the run record), so that a new version, which re-runs
 ``parse`` and ``expand`` through their stamp files, re-runs every later
 stage too without each of them listing the stamp: one ``stat`` less per
 task in every no-op build.
-
-A user error (a broken document, a missing include, a failing code block)
-becomes doit's ``TaskFailed`` with the one-line message of the
-``DomarkxError``: doit reports it against the task and, with ``--continue``,
-goes on with the other sessions.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
+import importlib
 import json
 import os
-from collections.abc import Callable
-from functools import wraps
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
 
-from domarkx import __version__, overlap
-from domarkx.data.atomic import write_atomic, write_if_changed
+from domarkx import __version__
+from domarkx.data.atomic import write_if_changed
 from domarkx.data.digest import digest
 from domarkx.data.layout import Layout
-from domarkx.errors import DomarkxError
-from domarkx.pipeline import model_sessions, prebuild
+from domarkx.errors import RefError
+from domarkx.pipeline import model_sessions, workers
+from domarkx.pipeline.selection import EXPAND, EXPORT, RUN, SNAPSHOT
 
 if TYPE_CHECKING:
-    from domarkx.data.models import SessionInstance
+    from domarkx.data.models import SessionInstance, SessionSnapshot
     from domarkx.data.store import Store
     from domarkx.parsing.markdown import ParsedSession
     from domarkx.session.snapshot import SnapshotManager
@@ -55,78 +54,52 @@ CACHE_FORMAT = 2
 BUILD_VERSION = f"{__version__} cache-{CACHE_FORMAT}"
 _VERSION_JSON = json.dumps(BUILD_VERSION).encode()
 
-
-def _stage(function: Callable[P, None]) -> Callable[P, Any]:
-    """Report a ``DomarkxError`` as a task failure with its message, not a traceback."""
-
-    @wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        from doit.exceptions import TaskFailed
-
-        _tie_to_parent()
-        try:
-            with overlap.exclusive():  # one task at a time, but for model waits
-                function(*args, **kwargs)
-        except DomarkxError as err:
-            return TaskFailed(str(err))
-        except OSError as err:  # a read-only store, a full disk: one line, not a traceback
-            where = f"{err.filename}: " if err.filename else ""
-            return TaskFailed(f"{where}{err.strerror or err}")
-        return None
-
-    # doit reads every action's signature (for ``task``, ``targets``...) before
-    # calling it; a ready one spares it unwrapping the function each time.
-    wrapper.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
-    return wrapper
+# What the stages import when they first run (~250 ms): a worker imports them
+# before it waits for the run to start (``prepare``).
+STAGE_MODULES = (
+    "domarkx.session.snapshot",
+    "domarkx.session.instance",
+    "domarkx.session.export",
+    "domarkx.pipeline.run_cache",
+)
 
 
-# The process that last checked whether it is a worker of ``doit -P process``.
-_tied_pid = 0
-
-
-def _tie_to_parent() -> None:
-    """In a worker of ``doit -n N -P process``: die when the build dies (SIGKILL).
-
-    doit's workers wait for tasks forever; with the build gone they would be
-    left parked. One check per process, on its first task.
-    """
-    global _tied_pid
-    if _tied_pid == os.getpid():
-        return
-    _tied_pid = os.getpid()
-    import multiprocessing
-
-    parent = multiprocessing.parent_process()
-    if parent is not None and parent.pid:
-        from domarkx.signals import die_with_parent
-
-        die_with_parent(parent.pid)
-
-
-def _read(layout: Layout, path: str) -> bytes:
+def read(layout: Layout, path: str) -> bytes:
+    """The bytes of a file of the layout."""
     with open(layout.abs(path), "rb") as handle:
         return handle.read()
 
 
-def _store(layout: Layout) -> Store:
+def prepare() -> None:
+    """Import what the stages use (a worker does it before the run starts)."""
+    for module in STAGE_MODULES:
+        importlib.import_module(module)
+
+
+def store_of(layout: Layout) -> Store:
+    """The project's store."""
+    # ~2 ms of module set-up that a no-op build, which opens no store, does without.
     from domarkx.data.store import Store
 
-    return Store(Path(layout.abs(layout.home)), Path(layout.root))
+    return Store.of(layout)
 
 
 def _manager(layout: Layout) -> SnapshotManager:
+    # The parser, macros and pydantic models (~250 ms with run_cache and jinja2):
+    # loaded by the first stage that runs, never by a no-op build's task list.
     from domarkx.session.snapshot import SnapshotManager
 
-    return SnapshotManager(_store(layout))
+    return SnapshotManager(store_of(layout))
 
 
 def _expanded_model() -> Any:  # a pydantic model class built on first use
     """``{"domarkx": version, "included": [...], "session": ParsedSession}``: expand's cache."""
     global _Expanded
     if _Expanded is None:
+        # pydantic and the parser's models (see ``_manager``); pydantic also reads the
+        # annotation's class at run time, hence not an import for type checking only.
         from pydantic import BaseModel
 
-        # Imported here, not only for type checking: pydantic resolves the annotation.
         from domarkx.parsing.markdown import ParsedSession  # noqa: F401
 
         class Expanded(BaseModel):
@@ -141,13 +114,16 @@ def _expanded_model() -> Any:  # a pydantic model class built on first use
 _Expanded: Any = None
 
 
-@_stage
-def parse(layout: Layout, name: str) -> None:
-    """``sessions/<name>.md`` -> ``cache/parse/<name>.json`` (a ``ParsedSession``)."""
-    found = prebuild.current(layout)
-    if found is not None and found.take_parse(name):
-        return  # a worker of this cold build wrote it (see prebuild.py)
-    write_parsed(layout, name, _manager(layout).parse(Path(layout.abs(layout.source(name)))))
+def expand_stamp(layout: Layout, values: Mapping[str, str | None]) -> str:
+    """The stamp of an expansion: the domarkx version and the parameters it looked up."""
+    return layout.stamp("expand", {"domarkx": BUILD_VERSION, "params": dict(values)})
+
+
+# What each stage makes --------------------------------------------------------------
+def make_parse(layout: Layout, name: str) -> bytes:
+    """Parse the session and write its parse cache (and model mark); its bytes."""
+    parsed = _manager(layout).parse(Path(layout.abs(layout.source(name))))
+    return write_parsed(layout, name, parsed)
 
 
 def write_parsed(layout: Layout, name: str, parsed: ParsedSession) -> bytes:
@@ -163,149 +139,46 @@ def expand_output(parsed: bytes) -> bytes:
     return b'{"domarkx":%s,"included":[],"session":%s}' % (_VERSION_JSON, parsed)
 
 
-def reached_tasks(tasks: dict[str, Any], selected: list[str]) -> set[str]:
-    """The names of the tasks a doit selection reaches (through task_dep and setup)."""
-    reached: set[str] = set()
-    stack = list(selected)
-    while stack:
-        name = stack.pop()
-        if name in reached or name not in tasks:
-            continue
-        reached.add(name)
-        stack.extend(tasks[name].task_dep)
-        stack.extend(tasks[name].setup_tasks)
-    return reached
-
-
-@_stage
-def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None:
-    """Macros expanded; the files read on the way go to ``cache/deps/<name>.json``.
-
-    The task generator reads the deps file on every load and lists those
-    files as dependencies of this task, so editing an included file re-runs
-    exactly the sessions that include it (directly or through another
-    include). The same list replaces the old one in the running task's
-    ``file_dep``, so that doit records it now and the next load, which reads
-    it from the deps file, finds the task up to date. The parameter names the
-    macros looked up go to ``cache/params/<name>.json`` the same way, and
-    their values into the task's stamp.
-    """
-    from domarkx.pipeline.loader import CommandLineParams
-
-    lookup = CommandLineParams(params)
-    data = _read(layout, layout.parse_out(name))
-    if MACRO_MARK not in data:
+def make_expand(
+    layout: Layout, parsed: bytes, lookup: Mapping[str, str]
+) -> tuple[bytes | str, list[str]]:
+    """The expand cache of a parse cache, and the files its macros included."""
+    if MACRO_MARK not in parsed:
         # Without a macro, expansion gives back the session unchanged: skip the
         # validation, deep copy and serialisation (most of this stage's cost).
-        included: list[str] = []
-        output: str | bytes = expand_output(data)
-        found = prebuild.current(layout)
-        if found is not None and found.take_expand(name, expand_output(data)):
-            # A worker of this cold build wrote this very output.
-            if task is not None:
-                task.file_dep = set(task.file_dep)
-            return
-    else:
-        from domarkx.parsing.markdown import ParsedSession
+        return expand_output(parsed), []
+    # The parser's models (see ``_manager``).
+    from domarkx.parsing.markdown import ParsedSession
 
-        parsed = ParsedSession.model_validate_json(data)
-        expanded, included = _manager(layout).expand(parsed, lookup)
-        model = _expanded_model()
-        output = model(domarkx=BUILD_VERSION, included=included, session=expanded).model_dump_json()
-    asked = sorted(lookup.asked)
-    if task is not None:
-        from domarkx.pipeline.tasks import expand_stamp
-
-        previous = set(layout.read_deps(name))
-        stamps = {p for p in task.file_dep if p.startswith(f"{layout.home}/cache/config/expand-")}
-        stamp = expand_stamp(layout, {p: lookup.get_value(p) for p in asked})
-        task.file_dep = (set(task.file_dep) - previous - stamps) | set(included) | {stamp}
-    _write_list(layout.abs(layout.deps_file(name)), included)
-    _write_list(layout.abs(layout.params_file(name)), asked)
-    write_if_changed(layout.abs(layout.expand_out(name)), output)
+    session = ParsedSession.model_validate_json(parsed)
+    expanded, included = _manager(layout).expand(session, lookup)
+    model = _expanded_model()
+    output = model(domarkx=BUILD_VERSION, included=included, session=expanded).model_dump_json()
+    return output, included
 
 
-def _write_list(path: str, items: list[str]) -> None:
-    """A small JSON list file, or no file for an empty list."""
-    if items:
-        write_if_changed(path, json.dumps(items, indent=0) + "\n")
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+def make_snapshot(layout: Layout, expanded: bytes) -> tuple[str, str]:
+    """Store the snapshot of an expand cache (content-addressed); its id and file."""
+    session = _expanded_model().model_validate_json(expanded).session
+    manager = _manager(layout)
+    built = manager.build(session)
+    if not os.path.exists(manager.store.snapshot_path(built.snapshot_id)):
+        manager.store.put_snapshot(built)
+    return built.snapshot_id, built.to_json()
 
 
-@_stage
-def snapshot(layout: Layout, name: str) -> None:
-    """Store the snapshot (content-addressed), tag it ``<name>``, write its id."""
-    data = _read(layout, layout.expand_out(name))
-    store = _store(layout)
-    found = prebuild.current(layout)
-    prebuilt = found.take_snapshot(name, data) if found is not None else None
-    if prebuilt is not None:
-        snapshot_id, text = prebuilt
-        path = store.snapshot_path(snapshot_id)
-        # Same content, same id: an existing snapshot file stays as first written.
-        if not os.path.exists(path):
-            write_atomic(path, text)
-    else:
-        expanded = _expanded_model().model_validate_json(data)
-        manager = _manager(layout)
-        built = manager.build(expanded.session)
-        snapshot_id = built.snapshot_id
-        if not os.path.exists(store.snapshot_path(snapshot_id)):
-            store.put_snapshot(built)
-    from domarkx.data.store import valid_tag
+def make_run(
+    layout: Layout, snapshot_id: str, name: str, cached_only: bool = False
+) -> SessionInstance | None:
+    """The finished instance of a snapshot (None: it must run, and ``cached_only``)."""
+    # The build's execution cache and the instance runtime (see ``_manager``).
+    from domarkx.pipeline.run_cache import cached_for_build, run_for_build
+    from domarkx.session.instance import InstanceManager  # (the same)
 
-    if valid_tag(name) and _tagged(store, name) != snapshot_id:
-        store.tag(name, snapshot_id)
-    write_if_changed(layout.abs(layout.snapshot_out(name)), f"{snapshot_id}\n{BUILD_VERSION}\n")
-
-
-def _tagged(store: Any, name: str) -> str | None:
-    """The snapshot id tag ``name`` points at (without listing every tag)."""
-    try:
-        return str(store._tag_path(name).read_text(encoding="utf-8")).strip()
-    except OSError:
-        return None
-
-
-@_stage
-def run(layout: Layout, name: str, task: Any) -> None:
-    """Run the snapshot, or reuse the execution cache; record the instance id.
-
-    The replay records the run used go to ``cache/replay-deps/<name>.json``
-    and into the running task's ``file_dep`` (as ``expand`` does with
-    includes), so a new recording of one of them runs the session again.
-    """
-    snapshot_file = _read(layout, layout.snapshot_out(name))
-    found = prebuild.current(layout)
-    prebuilt = found.take_run(name, snapshot_file) if found is not None else None
-    if prebuilt is not None:
-        _write_run(layout, name, task, *prebuilt)
-        return
-    from domarkx.pipeline.run_cache import run_for_build
-    from domarkx.session.instance import InstanceManager
-
-    snapshot_id = snapshot_file.decode().split("\n", 1)[0]
-    instance = run_for_build(InstanceManager(_store(layout)), snapshot_id, name)
-    if instance.status == "failed":
-        from pathlib import Path
-
-        from domarkx.session.locate import block_line, failed_block
-
-        found_block = failed_block(instance.conversation)
-        line = (
-            block_line(Path(layout.abs(layout.source(name))), found_block[1])
-            if found_block
-            else None
-        )
-        raise DomarkxError(
-            f"the run failed: {instance.error}",
-            file=layout.source(name),
-            line=line,
-            hint=f"`domarkx export {instance.instance_id[:12]}` shows every output",
-        )
-    _write_run(layout, name, task, *run_record(layout, snapshot_id, instance))
+    manager = InstanceManager(store_of(layout))
+    if cached_only:
+        return cached_for_build(manager, snapshot_id, name)
+    return run_for_build(manager, snapshot_id, name)
 
 
 def run_record(
@@ -330,47 +203,77 @@ def run_record(
     return json.dumps(record, indent=1) + "\n", records
 
 
-def _write_run(layout: Layout, name: str, task: Any, record: str, records: list[str]) -> None:
-    write_if_changed(layout.abs(layout.run_out(name)), record)
-    replay_deps = layout.abs(layout.replay_deps_file(name))
-    if task is not None:
-        previous = set(layout.read_deps(name, layout.replay_deps_file(name)))
-        task.file_dep = (set(task.file_dep) - previous) | set(records)
-    if records:
-        write_if_changed(replay_deps, json.dumps(records) + "\n")
-    elif os.path.exists(replay_deps):
-        os.unlink(replay_deps)
+def instance_text(store: Store, instance: SessionInstance) -> str:
+    """An instance exported as Markdown, with its snapshot's preamble and template."""
+    # jinja2 and the templates (see ``_manager``).
+    from domarkx.session.export import render
+
+    snapshot: SessionSnapshot = store.get_snapshot(instance.snapshot_id)
+    return render(snapshot, instance.conversation, instance=instance)
 
 
 def export_text(layout: Layout, name: str) -> str:
     """The Markdown the export stage writes for ``name`` (also what ``--check`` expects)."""
-    from domarkx.errors import RefError
-
-    record = json.loads(_read(layout, layout.run_out(name)))
-    store = _store(layout)
+    record = json.loads(read(layout, layout.run_out(name)))
+    store = store_of(layout)
     try:
         instance = store.get_instance(record["instance_id"])
     except RefError:
         # Pruned since the run: the execution cache brings it back without running.
-        from domarkx.pipeline.run_cache import run_for_build
-        from domarkx.session.instance import InstanceManager
-
-        instance = run_for_build(InstanceManager(store), record["snapshot_id"], name)
+        found = make_run(layout, record["snapshot_id"], name)
+        assert found is not None
+        instance = found
     return instance_text(store, instance)
 
 
-def instance_text(store: Store, instance: SessionInstance) -> str:
-    """An instance exported as Markdown, with its snapshot's preamble and template."""
-    from domarkx.session.export import render
+# The chain a worker runs ---------------------------------------------------------
+@dataclass(frozen=True)
+class Result:
+    """How far a worker took one session (None: a stage it left to the task)."""
 
-    snapshot = store.get_snapshot(instance.snapshot_id)
-    return render(snapshot, instance.conversation, instance=instance)
+    stamp: tuple[int, int] | None  # the document's mtime and size when it was read
+    expanded: bytes | None = None  # the expand cache it wrote
+    snapshot: tuple[str, str] | None = None  # the snapshot's id and file, stored
+    run: tuple[str, list[str]] | None = None  # the run cache file and its replay records
+    export: str | None = None  # the export's text
 
 
-@_stage
-def export(layout: Layout, name: str) -> None:
-    """``.domarkx/exports/<name>.md`` from the instance's conversation."""
-    out = layout.abs(layout.export_out(name))
-    found = prebuild.current(layout)
-    prebuilt = found.take_export(name, _read(layout, layout.run_out(name))) if found else None
-    write_if_changed(out, prebuilt if prebuilt is not None else export_text(layout, name))
+def build_one(layout: Layout, name: str, wanted: int) -> Result:
+    """Take one session as far as ``wanted`` (stage bits) and the caches allow.
+
+    The same ``make_*`` functions as the tasks. The parse and expand caches
+    are written here, as their tasks write them; the snapshot and instance go
+    into the store (content-addressed: the same content is the same file).
+    The run cache and the export are left to their tasks, which check that
+    they were made from their input. Nothing runs here: a session with code
+    to run (or a model to ask) is its run task's.
+    """
+    source = layout.abs(layout.source(name))
+    before = os.stat(source)
+    data = make_parse(layout, name)
+    stamp = (before.st_mtime_ns, before.st_size)
+    if not wanted & EXPAND or MACRO_MARK in data:
+        return Result(stamp)
+    if os.path.exists(layout.abs(layout.deps_file(name))):
+        return Result(stamp)  # its task drops the old includes from file_dep
+    output, _ = make_expand(layout, data, {})
+    assert isinstance(output, bytes)
+    write_if_changed(layout.abs(layout.expand_out(name)), output)
+    if not wanted & SNAPSHOT:
+        return Result(stamp, output)
+    snapshot = make_snapshot(layout, output)
+    if not wanted & RUN:
+        return Result(stamp, output, snapshot)
+    instance = make_run(layout, snapshot[0], name, cached_only=True)
+    if instance is None or instance.status == "failed":
+        return Result(stamp, output, snapshot)  # it runs: its task does that
+    run = run_record(layout, snapshot[0], instance)
+    if not wanted & EXPORT:
+        return Result(stamp, output, snapshot, run)
+    return Result(stamp, output, snapshot, run, instance_text(store_of(layout), instance))
+
+
+def start_workers(layout: Layout, stale: list[str]) -> None:
+    """Start the pool that builds ``stale`` sessions ahead of their tasks (``workers``)."""
+    prepared = all(module in sys.modules for module in STAGE_MODULES)
+    workers.start_pool(layout, stale, partial(build_one, layout), prepare, prepared)

@@ -34,7 +34,9 @@ from typing import Any
 
 from domarkx import overlap
 from domarkx.data.layout import STAGES, Layout
-from domarkx.pipeline import model_sessions, prebuild, shard, stages
+from domarkx.pipeline import actions, model_sessions, shard, stages, workers
+from domarkx.pipeline.params import CommandLineParams
+from domarkx.pipeline.progress import ProgressReporter
 
 # DOIT_CONFIG comes from the module-level __getattr__ below.
 __all__ = ["DOIT_CONFIG", "task_sessions"]  # noqa: F822
@@ -53,8 +55,6 @@ def doit_config(layout: Layout | None = None, names: list[str] | None = None) ->
 
     ``names``: the sessions of this build, when not the whole project.
     """
-    from domarkx.pipeline.progress import ProgressReporter
-
     layout = layout or Layout.at()
     # Loading thousands of tasks makes Python's cyclic collector walk the growing
     # heap again and again (a no-op build grows faster than its task count):
@@ -63,21 +63,21 @@ def doit_config(layout: Layout | None = None, names: list[str] | None = None) ->
     os.makedirs(layout.abs(layout.home), exist_ok=True)
     threads = overlap.concurrency()
     if names is None:
-        # The walk of the sessions, shared with the task list; it may start workers.
-        found = prebuild.scan(layout)
+        # The walk of the sessions, shared with the task list (it starts nothing).
+        found = workers.scan(layout)
         names, stale = found.names, found.stale
     else:
-        stale = prebuild.stale_sessions(layout, names)
+        stale = workers.stale_sessions(layout, names)
     if (
         threads > 1
         and not overlap.chosen()
-        and len(stale) >= prebuild.MIN_SESSIONS
+        and len(stale) >= workers.MIN_SESSIONS
         and not model_sessions.may_ask(layout, names, stale)
     ):
         # Many sessions to parse and none may ask a model: no wait to overlap, and
         # handing thousands of tasks to threads costs more than it gives. (An
         # edit keeps the threads: its tasks wait for the worker while doit goes
-        # on checking the others, see prebuild.py.)
+        # on checking the others, see workers.py.)
         threads = 1
     return {
         # doit's thread runner, so that model calls overlap (see domarkx/overlap.py),
@@ -99,11 +99,6 @@ def doit_config(layout: Layout | None = None, names: list[str] | None = None) ->
     }
 
 
-def expand_stamp(layout: Layout, values: Mapping[str, str | None]) -> str:
-    """The stamp of an expansion: the domarkx version and the parameters it looked up."""
-    return layout.stamp("expand", {"domarkx": stages.BUILD_VERSION, "params": dict(values)})
-
-
 def session_tasks(
     layout: Layout | None = None,
     params: Mapping[str, str] | None = None,
@@ -115,16 +110,16 @@ def session_tasks(
     ``params`` are the values of parameter macros; None means doit's
     command-line variables (``doit user=ana``, ``domarkx build --param user=ana``).
     """
-    from domarkx.pipeline.loader import CommandLineParams
-
     layout = layout or Layout.at()
     lookup = CommandLineParams(params)
     odd: set[str] = set()
     if names is None:
         # Walked as doit read its settings (``doit_config``), or now.
-        found = prebuild.take_scan(layout)
-        all_names, odd = (found.names, found.odd) if found else layout.session_entries()
+        found = workers.take_scan(layout) or workers.scan(layout, remember=False)
+        all_names, odd = found.names, found.odd
         all_names = shard.select(all_names)  # `--shard I/N`: this shard's sessions only
+        # Workers start on the stale sessions while doit loads and checks the tasks.
+        stages.start_workers(layout, found.stale)
         included = layout.included_files()
         replayed = layout.replayed_files()
         asked = layout.asked_params()
@@ -137,7 +132,7 @@ def session_tasks(
         asked = {name: layout.read_deps(name, layout.params_file(name)) for name in all_names}
     exists = os.path.exists
     version = layout.stamp("version", {"domarkx": stages.BUILD_VERSION})
-    no_params = expand_stamp(layout, {})
+    no_params = stages.expand_stamp(layout, {})
     wanted = set(stages_wanted)
     inputs = [layout.source(name) for name in all_names]
 
@@ -148,7 +143,7 @@ def session_tasks(
             inputs = targets
             continue
         yield {"basename": stage, "name": None, "doc": STAGE_DOCS[stage]}
-        action = getattr(stages, stage)
+        action = getattr(actions, stage)
         for name, source, target in zip(all_names, inputs, targets, strict=True):
             if stage == "parse":
                 # A pipe or a looping symlink is no file doit can check: the task
@@ -159,7 +154,7 @@ def session_tasks(
                 # The parameters its last expansion looked up, with today's values: a
                 # new value re-expands only the sessions that use that parameter.
                 values = {p: lookup.get_value(p) for p in asked.get(name, ())}
-                file_dep = [source, expand_stamp(layout, values) if values else no_params]
+                file_dep = [source, stages.expand_stamp(layout, values) if values else no_params]
                 # An include that was deleted is left out: the changed list makes
                 # doit re-run the stage, which then reports the missing file.
                 if name in included:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domarkx.data.layout import SESSIONS_DIR, STAGES, Layout
+from domarkx.pipeline.loader import SessionsLoader, run_doit
 from domarkx.pipeline.progress import BuildReporter
 
 
@@ -65,8 +66,6 @@ class Watcher:
     # Building -----------------------------------------------------------------
     def build(self, names: Iterable[str]) -> Rebuild:
         """Build ``names`` up to ``until`` through doit, in this process."""
-        from domarkx.pipeline.loader import SessionsLoader, run_doit
-
         names = sorted(set(names))
         reporter = WatchReporter(io.StringIO(), {})
         loader = SessionsLoader(self.layout, names, self.until, reporter, self.params)
@@ -88,14 +87,13 @@ class Watcher:
     # What a change touches -------------------------------------------------------
     def affected(self, paths: Iterable[str]) -> tuple[set[str], set[str]]:
         """Sessions to rebuild and sessions removed, for changed absolute ``paths``."""
-        sessions_dir = self.layout.abs(SESSIONS_DIR) + os.sep
         rebuild: set[str] = set()
         removed: set[str] = set()
         included_by = self._included_by()
         for path in paths:
             path = os.path.abspath(path)
             relative = os.path.relpath(path, self.layout.root).replace(os.sep, "/")
-            name = _session_name(path, sessions_dir)
+            name = self.layout.session_of(path)
             if name is not None and os.path.isfile(path):
                 rebuild.add(name)
             elif name is not None:
@@ -235,7 +233,7 @@ class _Changes:
     """Batches of changed paths from watchfiles; watching from construction on."""
 
     def __init__(self, paths: list[str], ignored: str, step: int, stop_event: Any) -> None:
-        import watchfiles
+        import watchfiles  # ~55 ms, and only `domarkx watch` uses it
 
         self.ignored = ignored
         self.gen = watchfiles.watch(
@@ -261,16 +259,6 @@ class _Changes:
 
     def close(self) -> None:
         self.gen.close()
-
-
-def _session_name(path: str, sessions_dir: str) -> str | None:
-    """``a/b`` for ``<root>/sessions/a/b.md``; None for partials, hidden and other files."""
-    if not path.startswith(sessions_dir) or not path.endswith(".md"):
-        return None
-    relative = path[len(sessions_dir) : -len(".md")].replace(os.sep, "/")
-    if any(part[:1] in ("_", ".") for part in relative.split("/")):
-        return None
-    return relative
 
 
 def _clock() -> str:

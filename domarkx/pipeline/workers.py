@@ -1,0 +1,401 @@
+"""A build's run: the build lock, reaping what a killed run left, and the worker pool.
+
+Two waits are worth taking off the build's one thread. A cold build (a new
+project, a cleared cache) parses and snapshots many sessions, one task after
+the other. An edit of one session in a fresh ``doit`` process first imports
+markdown-it, the pydantic models, the store and jinja2 for a few ms of work,
+while doit checks the thousands of tasks that are up to date. So when doit
+loads the task list and it shows sessions whose parse cache is missing or
+older than the document (``scan``, ``stale_sessions``), worker processes
+start at once (``start_pool``): they run the ``prepare`` function they are
+handed (the stages' imports), overlapping doit's loading and checking, and
+then wait. Nothing is written before the run starts (``begin_run``, once
+the build lock is held): only then do the workers learn which stages the
+selection reaches, and take those sessions one by one in doit's order,
+each through the ``work`` function they were handed. What a worker returns
+goes to the task of that session (``Pool.take``), which checks that it was
+made from the input the task sees now (see ``stages``), and does itself what
+the worker did not.
+
+Nothing here happens on import, nor when doit reads ``DOIT_CONFIG``: the
+pool starts when doit generates the tasks, and the run when doit's reporter
+says it starts (doit's one hook at the start and at the end of a run).
+
+Workers are not started when this process has imported the stages' modules
+already (``domarkx watch``, a second build in one process) unless the cold
+build is big enough for more cores to pay. ``DOMARKX_PREBUILD=0`` turns the
+workers off. Under ``doit -P process`` the tasks run in doit's own
+processes, which stop the workers at their first task and do the work
+themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import multiprocessing
+import os
+import queue as queues
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from domarkx import overlap, signals
+from domarkx.data import lock
+from domarkx.data.atomic import remove_orphans
+from domarkx.data.layout import Layout
+from domarkx.pipeline.selection import stages_wanted
+
+# As many stale sessions as this make a cold build: one worker per core, and the
+# build's own process takes sessions no worker has started on yet.
+MIN_SESSIONS = 64
+OFF_SWITCH = "DOMARKX_PREBUILD"
+# Seconds an edit's task waits for a worker that has not started on its session
+# (still importing on a busy machine) before it does the work itself.
+PATIENCE = 5.0
+
+# A worker's state (``Pool.state``): waiting for the run, working, told to go.
+WAITING, WORKING, DISMISSED = 0, 1, 2
+
+# What ``Pool.close`` puts in the queue to end this process's reading of it.
+STOP = "stop"
+
+# A worker's work: take one session (by name) as far as the stage bits allow.
+Work = Callable[[str, int], Any]
+
+
+def enabled() -> bool:
+    """Whether workers may start (``DOMARKX_PREBUILD`` is not ``0``/``off``/``no``)."""
+    return os.environ.get(OFF_SWITCH, "").strip().lower() not in ("0", "off", "no", "false")
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The sessions of a project as a build starts: every name, the odd ones, the stale ones."""
+
+    names: list[str]
+    odd: set[str]
+    stale: list[str]
+
+
+# What ``scan`` found, for the task list of the same load (``take_scan``).
+_scans: dict[str, Scan] = {}
+# The pool of each project's run in this process, by the store's absolute path.
+_pools: dict[str, Pool] = {}
+# The build locks this process took for runs (``begin_run``), to give back at their end.
+_locks: list[str] = []
+
+
+def scan(layout: Layout, remember: bool = True) -> Scan:
+    """Walk the sessions once as doit reads its settings (starts nothing).
+
+    ``remember``: keep it for the task list of the same load (``take_scan``).
+    """
+    names, odd = layout.session_entries()
+    found = Scan(names, odd, stale_sessions(layout, [n for n in names if n not in odd]))
+    if remember:
+        _scans[layout.abs(layout.home)] = found
+    return found
+
+
+def take_scan(layout: Layout) -> Scan | None:
+    """What ``scan`` found for this project in this load, if it ran (once)."""
+    return _scans.pop(layout.abs(layout.home), None)
+
+
+def stale_sessions(layout: Layout, names: Iterable[str]) -> list[str]:
+    """The sessions whose parse cache is missing or older than their document.
+
+    Every build pays this (two ``stat`` per session), so paths are put
+    together by hand rather than through ``Layout``'s methods.
+    """
+    source_head, source_tail = layout.abs(layout.source("\0")).split("\0")
+    cache_head, cache_tail = layout.abs(layout.parse_out("\0")).split("\0")
+    stat = os.stat
+    stale = []
+    for name in names:
+        try:
+            changed = stat(source_head + name + source_tail).st_mtime_ns
+        except OSError:
+            continue  # its task reports it
+        try:
+            if stat(cache_head + name + cache_tail).st_mtime_ns >= changed:
+                continue
+        except OSError:
+            pass
+        stale.append(name)
+    return stale
+
+
+def start_pool(
+    layout: Layout,
+    stale: list[str],
+    work: Work,
+    prepare: Callable[[], None],
+    prepared: bool,
+) -> Pool | None:
+    """While doit loads the tasks: start workers for the ``stale`` sessions, if they pay.
+
+    ``work(name, stages)`` is what a worker does for one session, once the
+    run starts; ``prepare()`` what it does before (its imports). ``prepared``:
+    this process has done that already (then only a cold build gains).
+    """
+    home = layout.abs(layout.home)
+    previous = _pools.pop(home, None)
+    if previous is not None:
+        previous.close()
+    if not stale or not enabled() or (os.cpu_count() or 1) < 2:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    if multiprocessing.parent_process() is not None:
+        return None  # inside a worker process of some other pool
+    if threading.active_count() > 1:
+        return None  # a fork copies only this thread: a lock another one holds stays held
+    if prepared and len(stale) < MIN_SESSIONS:
+        return None  # nothing a worker would do sooner than this process
+    workers = 1 if len(stale) < MIN_SESSIONS else min(os.cpu_count() or 1, 8)
+    pool = _pools[home] = Pool(stale, work, prepare, workers)
+    return pool
+
+
+def current(layout: Layout) -> Pool | None:
+    """The workers of this project's run, for its tasks to take results from."""
+    home = layout.abs(layout.home)
+    found = _pools.get(home)
+    if found is None:
+        return None
+    if found.owner != os.getpid():
+        # A process of `doit -P process`: its results go to the process that
+        # started the workers. Stop them; the tasks here do their own work.
+        found.abandon()
+        del _pools[home]
+        return None
+    return found
+
+
+# The run ------------------------------------------------------------------------
+def begin_run(tasks: dict[str, Any], selected: Sequence[str], wait: bool = False) -> None:
+    """The run starts: take the build lock, end what a killed run left, let the workers go.
+
+    Raises ``BuildLockedError`` when another build holds the lock.
+    """
+    signals.install()  # a bare `doit` too: SIGTERM and SIGHUP clean up as Ctrl-C does
+    layout = Layout.at()
+    path = layout.lock_file
+    lock.acquire(path, wait=wait)
+    _locks.append(path)
+    reap_if_killed(layout, lock.took_over(path))
+    pool = _pools.get(layout.abs(layout.home))
+    if pool is not None and pool.owner == os.getpid():
+        pool.start(stages_wanted(tasks, selected, pool.names))
+
+
+def end_run() -> None:
+    """The run is over: stop its workers (each finishes its session), give back the lock."""
+    for pool in _pools.values():
+        pool.close()
+    _pools.clear()
+    while _locks:
+        lock.release(_locks.pop())
+
+
+def reap_if_killed(layout: Layout, holder: str) -> None:
+    """A build or run of this project was killed (SIGKILL): end what it left running.
+
+    ``holder`` is what a build that died holding the lock left in it; a run
+    that died leaves its pid in ``owners/``. Either costs one read here; a
+    killed build also costs a walk of the store for its temporary files.
+    """
+    # Sessions' modules: a build imports them only when one was killed.
+    from domarkx.session import owners
+
+    home = layout.abs(layout.home)
+    if holder:
+        remove_orphans(home, owners.alive)  # the files it was writing when killed
+    if not holder and not owners.dead(home):
+        return
+    # The instance runtime (pydantic models, engines): only to clean up.
+    from domarkx.data.store import Store
+    from domarkx.session.instance import InstanceManager  # (the same)
+
+    reaped = InstanceManager(Store.of(layout)).reap()
+    if reaped:
+        why = f" ({holder})" if holder else ""
+        print(
+            f"domarkx: a killed build or run{why} left {len(reaped)} sandbox(es) or "
+            "instance(s) behind; ended them",
+            file=sys.stderr,
+        )
+
+
+# The pool -----------------------------------------------------------------------
+def _worker(pool: Pool, slot: int, parent: int) -> None:
+    """A worker: prepare, wait for the run, then claim sessions nobody claimed."""
+    signals.in_worker(parent)  # never outlive a killed build (it would wait here forever)
+    pool.prepare()
+    gc.enable()  # off while doit loaded the tasks (see tasks.doit_config)
+    # The run starts when the build's process closes its end of this pipe (an
+    # end of file wakes every worker; a killed one leaves nothing in a bad state).
+    os.close(pool.go_write)
+    os.read(pool.go_read, 1)
+    jobs, claimed, guard, results = pool.names, pool.claimed, pool.lock, pool.queue
+    with guard:
+        if pool.state[slot] == DISMISSED:
+            return
+        pool.state[slot] = WORKING
+    index = 0
+    while True:
+        with guard:
+            while index < len(jobs) and (claimed[index] or not pool.wanted[index]):
+                index += 1
+            if index == len(jobs):
+                break
+            claimed[index] = 1
+        name = jobs[index]
+        try:
+            result = pool.work(name, pool.wanted[index])
+        except Exception:
+            result = None  # the task itself does it again, and reports it
+        results.put((name, result))
+    results.put(None)
+
+
+class Pool:
+    """Forked workers handed a work function; results taken by name, in doit's order."""
+
+    def __init__(
+        self, names: list[str], work: Work, prepare: Callable[[], None], workers: int
+    ) -> None:
+        self.names = names
+        self.work = work
+        self.prepare = prepare
+        self.owner = os.getpid()
+        # A cold build's own process works too; an edit waits for its worker.
+        self.steal = len(names) >= MIN_SESSIONS
+        self.index = {name: i for i, name in enumerate(names)}
+        self.results: dict[str, Any] = {}
+        # What a task kept of a result for its session's later stages (see ``stages``).
+        self.kept: dict[str, Any] = {}
+        self.started = float("inf")  # when the run let the workers begin (``start``)
+        self.arrived = threading.Condition()  # a result came in (see ``_read``)
+        self.reader: threading.Thread | None = None
+        context = multiprocessing.get_context("fork")
+        self.lock = context.Lock()
+        self.go_read, self.go_write = os.pipe()
+        self.claimed = context.RawArray("b", len(names))
+        self.wanted = context.RawArray("b", len(names))
+        self.state = context.RawArray("b", workers)
+        self.queue = context.Queue()
+        self.workers: list[Any] = []
+        for slot in range(workers):
+            worker = context.Process(target=_worker, args=(self, slot, os.getpid()), daemon=True)
+            worker.start()
+            self.workers.append(worker)
+
+    def start(self, wanted: list[int]) -> None:
+        """Let the workers begin, each session taken as far as ``wanted`` says."""
+        for index, bits in enumerate(wanted):
+            self.wanted[index] = bits
+            if not bits:
+                self.index.pop(self.names[index], None)
+        self.started = time.monotonic()
+        self._let_go()
+
+    def take(self, name: str) -> Any:
+        """What a worker made of ``name`` (once); None when the caller must do it itself.
+
+        A session no worker has started on is the caller's in a cold build (this
+        process is one more worker); in an edit the caller waits (letting other
+        tasks go on) for up to ``PATIENCE`` seconds rather than import everything.
+        """
+        index = self.index.pop(name, None)
+        if index is None:
+            return None
+        self._start_reader()
+        while True:
+            with self.arrived:
+                if name in self.results:
+                    break
+                with self.lock:
+                    if not self.claimed[index] and (
+                        self.steal
+                        or self.started == float("inf")
+                        or time.monotonic() - self.started > PATIENCE
+                    ):
+                        self.claimed[index] = 1  # not started: the caller does it
+                        return None
+                if not any(worker.is_alive() for worker in self.workers):
+                    return None  # every worker is gone (killed?): the caller does it
+            with overlap.waiting(), self.arrived:  # the other tasks go on meanwhile
+                if name not in self.results:
+                    self.arrived.wait(timeout=0.5)
+        return self.results.pop(name)
+
+    def _let_go(self) -> None:
+        """Close this process's ends of the start pipe: the workers read its end."""
+        for fd in (self.go_write, self.go_read):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.go_write = self.go_read = -1
+
+    def _start_reader(self) -> None:
+        """One thread of this process moves the workers' results from the queue to ``results``.
+
+        Started by the first task that takes one (never in a process of ``doit
+        -P process``, which forks after the run began), so that each waiting
+        task wakes as soon as its own result is in.
+        """
+        if self.reader is not None:
+            return
+        self.reader = threading.Thread(target=self._read, name="pool-results", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item == STOP:
+                return
+            if item is not None:
+                with self.arrived:
+                    self.results[item[0]] = item[1]
+                    self.arrived.notify_all()
+
+    def abandon(self) -> None:
+        """Leave every session not yet started to the tasks."""
+        with self.lock:
+            for index in range(len(self.names)):
+                self.claimed[index] = 1
+
+    def close(self) -> None:
+        """Let the workers finish the session they are on, and stop."""
+        if self.owner != os.getpid():
+            return  # a copy in a process of `doit -P process`: the owner stops them
+        self.abandon()
+        dismissed = []
+        with self.lock:
+            for slot in range(len(self.workers)):
+                if self.state[slot] == WAITING:
+                    self.state[slot] = DISMISSED
+                    dismissed.append(self.workers[slot])
+        for worker in dismissed:
+            # Still preparing, or waiting for a run that never came (`doit list`):
+            # it has written nothing.
+            worker.kill()
+        self._let_go()
+        if self.reader is not None:
+            self.queue.put(STOP)
+            self.reader.join()
+        for worker in self.workers:
+            while worker.is_alive():
+                # A worker exits once what it put is read.
+                with contextlib.suppress(queues.Empty):
+                    self.queue.get(timeout=0.05)
+                worker.join(0.01)
+        self.workers = []
+        self.index.clear()
+        self.results.clear()
+        self.kept.clear()
