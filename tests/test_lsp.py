@@ -508,3 +508,37 @@ def test_other_commands_do_not_load_pygls_and_a_missing_pygls_is_one_error(tmp_p
     assert done.returncode == 1
     assert "needs the package pygls" in done.stderr and "domarkx[lsp]" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+RUN_SESSION = """\
+## user
+
+> List it.
+
+## assistant
+
+```bash
+echo ran-by-the-lens
+```
+"""
+
+
+def test_run_lens_imports_and_runs_the_session(project, lsp_client):
+    root = project({"sessions/r.md": RUN_SESSION})
+    client = lsp_client()
+    uri = client.open(root / "sessions" / "r.md")
+    lenses = client.request("textDocument/codeLens", {"textDocument": {"uri": uri}})
+    [run] = [lens["command"] for lens in lenses if lens["command"]["title"] == "Run"]
+    result = client.request("workspace/executeCommand", run)
+    assert "error" not in result, result
+    [instance] = os.listdir(root / ".domarkx" / "instances")
+    assert result["message"] == (
+        f"instance {instance[:12]}: exited; `domarkx export {instance[:12]}` shows it"
+    )
+    logged = client.logged()
+    assert "imported sessions/r.md as snapshot" in logged
+    assert "[stdout] ran-by-the-lens" in logged
+
+    # A command without its document (an editor's own command palette): one error.
+    result = client.request("workspace/executeCommand", {"command": "domarkx.run"})
+    assert "needs the document's URI" in result["error"]

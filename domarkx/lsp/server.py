@@ -22,7 +22,7 @@ from pygls.workspace import TextDocument
 from pygls.workspace.position_codec import ServerTextPosition, ServerTextRange
 
 from domarkx import __version__
-from domarkx.errors import DomarkxError
+from domarkx.errors import DomarkxError, UsageError
 from domarkx.lsp import actions, features
 from domarkx.lsp.document import Document, Problem, open_document, problems
 from domarkx.session.approval import Answer, CodeRequest
@@ -133,6 +133,25 @@ class DomarkxServer(LanguageServer):
             raise
         self.log(result["message"])
         return result
+
+
+def _uri(args: tuple[Any, ...]) -> str:
+    """A lens command's first argument: the document (an editor's own call may lack it)."""
+    if not args or not isinstance(args[0], str):
+        raise UsageError(
+            "the command needs the document's URI as its first argument",
+            hint="run it from the code lens above a message",
+        )
+    return args[0]
+
+
+def _count(args: tuple[Any, ...]) -> int:
+    if len(args) < 2 or not isinstance(args[1], int) or isinstance(args[1], bool):
+        raise UsageError(
+            "Fork here needs the number of messages to keep as its second argument",
+            hint="run it from the code lens above a message",
+        )
+    return args[1]
 
 
 def _diagnose(doc: Document) -> list[Problem] | None:
@@ -279,7 +298,7 @@ def make_server() -> DomarkxServer:
     @server.command(features.ANSWER)
     def answer(ls: DomarkxServer, *args: Any) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            doc = ls.saved_file(str(args[0]))
+            doc = ls.saved_file(_uri(args))
             return {"message": actions.answer(doc.path, ls), "file": str(doc.path)}
 
         return ls.perform("Answer", work)
@@ -288,7 +307,7 @@ def make_server() -> DomarkxServer:
     @server.command(features.REGENERATE)
     def regenerate(ls: DomarkxServer, *args: Any) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            doc = ls.saved_file(str(args[0]))
+            doc = ls.saved_file(_uri(args))
             message = actions.answer(doc.path, ls, regenerate=True)
             return {"message": message, "file": str(doc.path)}
 
@@ -298,8 +317,8 @@ def make_server() -> DomarkxServer:
     @server.command(features.FORK)
     def fork(ls: DomarkxServer, *args: Any) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            doc = ls.saved_file(str(args[0]))
-            output = actions.fork_here(doc.path, int(args[1]))
+            doc = ls.saved_file(_uri(args))
+            output = actions.fork_here(doc.path, _count(args))
             uri = from_fs_path(str(output)) or output.as_uri()
             with contextlib.suppress(Exception):  # an editor that cannot show it: it is there
                 ls.window_show_document(lsp.ShowDocumentParams(uri=uri, take_focus=True))
@@ -312,7 +331,7 @@ def make_server() -> DomarkxServer:
     @server.command(features.RUN)
     def run(ls: DomarkxServer, *args: Any) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            doc = ls.saved_file(str(args[0]))
+            doc = ls.saved_file(_uri(args))
             return {"message": actions.run(doc.path, ls), "file": str(doc.path)}
 
         return ls.perform("Run", work)
