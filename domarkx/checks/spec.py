@@ -192,7 +192,10 @@ def _check(item: Any, at: int | None, fail: Any, project: ProjectConfig | None) 
     arg = item[kind]
     if (isinstance(arg, bool) and arg_type is int) or not isinstance(arg, arg_type):
         want = "text" if arg_type is str else "a whole number" if arg_type is int else "a schema"
-        raise fail(f"{kind}: the argument must be {want}", at, "see docs/checks.md")
+        hint = "see docs/checks.md"
+        if isinstance(arg, bool) and arg_type is str:
+            hint = "YAML reads yes, no, on, off, true and false as true or false: quote the text"
+        raise fail(f"{kind}: the argument must be {want}", at, hint)
     options = {k: v for k, v in item.items() if k != kind}
     for key, value in options.items():
         if key not in option_types:

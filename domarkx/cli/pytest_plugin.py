@@ -12,7 +12,6 @@ entry point ``domarkx``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,7 @@ def pytest_collection_modifyitems(
             if path.is_relative_to(config.rootpath)
             else str(path)
         )
-        items.append(SessionItem.from_parent(session, name=name, path=path))
+        items.append(SessionItem.from_parent(session, name=name, path=path, nodeid=name))
 
 
 def _in_root(config: pytest.Config, path: str) -> Path:
@@ -115,15 +114,14 @@ def _sub_results(item: SessionItem, report: Any) -> None:
     except ImportError:
         return
     for outcome in report.outcomes:
-        now = time.time()
-        failure = None
-        if not outcome.result.passed:
-            failure = pytest.ExceptionInfo.from_exception(
-                ChecksFailed(f"{outcome.where}: {outcome.result.kind}: {outcome.result.detail}")
-            )
-        call = pytest.CallInfo[None](
-            None, failure, start=now, stop=now, duration=0.0, when="call", _ispytest=True
-        )
+
+        def check(outcome: Any = outcome) -> None:
+            if not outcome.result.passed:
+                raise ChecksFailed(
+                    f"{outcome.where}: {outcome.result.kind}: {outcome.result.detail}"
+                )
+
+        call = pytest.CallInfo.from_call(check, when="call")
         made = item.ihook.pytest_runtest_makereport(item=item, call=call)
         sub = pytest.SubtestReport._new(
             made, SubtestContext(msg=f"{outcome.where} {outcome.label}", kwargs={}), None, None

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from domarkx import config as project_config
+from domarkx.checks.spec import expect_blocks, validate_messages
 from domarkx.data.models import (
     ExecutionConfig,
     SessionSnapshot,
@@ -66,6 +68,13 @@ class SnapshotManager:
         config = None
         if expanded.execution_config is not None:
             config = ExecutionConfig.model_validate(expanded.execution_config)
+        if expect_blocks(expanded.messages):  # a check's mistake is an error here, at its line
+            validate_messages(
+                expanded.messages,
+                expanded.block_lines,
+                file=expanded.source_file,
+                project=project_config.load(self.store.root),
+            )
         snapshot = SessionSnapshot(
             metadata=SnapshotMetadata(
                 source_file=expanded.source_file,

@@ -1,0 +1,325 @@
+"""Checks in runs, ``domarkx test``, JUnit XML and the pytest plugin, end to end.
+
+The model and the judge are the loopback chat-completions server
+(tests/chat_server.py) behind the real ``openai`` client; code runs in a
+real local-shell sandbox; nothing is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+from domarkx.data.store import Store
+from tests.chat_server import ChatServer
+from tests.support import process_env
+from tests.test_checks import validate_junit
+
+SESSION = """\
+```yaml session-config
+timeout: 10
+model: {{provider: openai, name: test-model, endpoint: test, temperature: 0, max_turns: 4}}
+tools: [add]
+```
+
+```python setup-script
+def add(a: int, b: int) -> int:
+    \"\"\"Add two numbers.\"\"\"
+    return a + b
+```
+
+## user
+
+> Add 2 and 2 with the tool, then save the sum to sum.txt.
+
+```yaml expect
+{checks}
+```
+"""
+
+CHECKS = """\
+- tool-called: add
+  args: {a: 2, b: 2}
+- contains: "4"
+- not-contains: sorry
+- regex: '\\b4\\b'
+- sh: test "$(cat sum.txt)" = 4
+- python: assert open("sum.txt").read().strip() == "4"
+- max-tokens: 400
+- judge: The reply states the sum."""
+
+CONFIG = """\
+approve = "auto"
+
+[endpoints.test]
+base_url = "{base_url}"
+
+[checks]
+judge_endpoint = "test"
+judge_model = "judge-model"
+"""
+
+
+def files(base_url: str, checks: str = CHECKS) -> dict[str, str]:
+    return {
+        "sessions/add.md": SESSION.format(checks=checks),
+        "domarkx.toml": CONFIG.format(base_url=base_url),
+    }
+
+
+def answer(server: ChatServer, *, saves: str = "4", says: str = "The sum is 4.") -> None:
+    """One model turn: call add, write sum.txt, say the sum."""
+    server.call(("add", {"a": 2, "b": 2}), usage={"prompt_tokens": 50, "completion_tokens": 20})
+    server.reply(f"Saving:\n\n```bash\necho {saves} > sum.txt\n```", says)
+
+
+def verdict(passed: bool, reason: str) -> str:
+    return json.dumps({"pass": passed, "reason": reason})
+
+
+def test_every_kind_passes_and_the_run_records_it(project, cli, tmp_path):
+    with ChatServer() as server:
+        root = project(files(server.base_url))
+        answer(server)
+        server.reply(verdict(True, "It says 4."))
+        code, out, err = cli("test", "--junit", tmp_path / "junit.xml")
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[:8] == [
+        "sessions/add.md:18: tool-called: passed",
+        "sessions/add.md:20: contains: passed",
+        "sessions/add.md:21: not-contains: passed",
+        "sessions/add.md:22: regex: passed",
+        "sessions/add.md:23: sh: passed",
+        "sessions/add.md:24: python: passed",
+        "sessions/add.md:25: max-tokens: passed",
+        "sessions/add.md:26: judge: passed",
+    ]
+    assert lines[-1] == "8 checks in 1 session: 8 passed, 0 failed"
+    # The judge saw the turn, not the checks.
+    judged = server.requests[-1]
+    assert judged["model"] == "judge-model"
+    assert "The sum is 4." in judged["messages"][1]["content"]
+    assert all("expect" not in m.get("content", "") for m in server.requests[0]["messages"])
+    # Model calls and the judge's are all recorded: the same test replays offline.
+    assert len(list((root / ".domarkx" / "replay").rglob("*.json"))) == 4
+    code, out, err = cli("test", env={"DOMARKX_LLM": "replay"})
+    assert code == 0 and out.splitlines()[-1] == "8 checks in 1 session: 8 passed, 0 failed", err
+
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    validate_junit(suite)
+    assert suite.get("tests") == "8" and suite.get("failures") == "0"
+
+
+def test_a_failing_judge_and_a_sandbox_check_see_the_turn(project, cli, tmp_path):
+    with ChatServer() as server:
+        project(files(server.base_url))
+        answer(server, saves="5", says="The sum is 4.")
+        server.reply(verdict(False, "It never states the sum."))
+        code, out, err = cli("test", "--junit", tmp_path / "junit.xml")
+    assert code == 1, err
+    assert "sessions/add.md:23: sh: FAILED: exit 1" in out
+    assert "sessions/add.md:24: python: FAILED: exit 1: AssertionError" in out
+    assert "sessions/add.md:26: judge: FAILED: It never states the sum." in out
+    assert out.splitlines()[-1] == "8 checks in 1 session: 5 passed, 3 failed"
+    assert "`domarkx export " in out
+
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    validate_junit(root)
+    failures = root.findall("testsuite/testcase/failure")
+    assert [f.get("message") for f in failures][-1] == "It never states the sum."
+    assert root.find("testsuite/testcase[@line='26']").get("name") == (
+        "line 26: judge: The reply states the sum."
+    )
+
+
+def test_the_results_are_in_the_export(project, cli):
+    with ChatServer() as server:
+        root = project(files(server.base_url, "- contains: '4'\n- regex: 'five'"))
+        answer(server)
+        code, out, err = cli("import", "sessions/add.md")
+        assert code == 0, err
+        code, out, err = cli("run", "add")
+    assert code == 0, err
+    instance = Store(root / ".domarkx", root).get_instance(out.strip())
+    carrying = [m for m in instance.conversation if "checks" in (m.message_metadata or {})]
+    assert len(carrying) == 1 and carrying[0] is instance.conversation[-1]
+    code, exported, err = cli("export", out.strip())
+    assert '"checks": [' in exported and '"detail": "no match for /five/ in the reply"' in exported
+    assert carrying[0].message_metadata["checks"] == [
+        {"kind": "contains", "passed": True, "detail": "found '4'"},
+        {"kind": "regex", "passed": False, "detail": "no match for /five/ in the reply"},
+    ]
+
+
+def test_samples_ask_again_and_pass_by_their_rate(project, cli):
+    expect = "samples: 4\npass-rate: 0.5\nchecks:\n  - contains: 'yes'\n  - sh: test -f sum.txt"
+    with ChatServer() as server:
+        root = project(
+            {
+                "sessions/add.md": SESSION.format(checks=expect).replace("tools: [add]\n", ""),
+                "domarkx.toml": CONFIG.format(base_url=server.base_url),
+            }
+        )
+        for n in range(4):  # the samples alternate: yes, no, yes, no
+            server.reply("yes" if n % 2 == 0 else "no")
+        code, out, err = cli("test")
+        assert code == 1, out + err
+        requests = list(server.requests)
+    assert len(requests) == 4
+    assert all(r["messages"] == requests[0]["messages"] for r in requests)
+    assert "sessions/add.md:20: contains: passed" in out  # 2 of 4
+    assert "sessions/add.md:21: sh: FAILED" in out  # no sample wrote sum.txt
+    assert "sessions/add.md:16: samples: FAILED: 0 of 4 samples passed every check" in out
+
+    # Each sample has its own record: all four replay offline, in order.
+    assert len(list((root / ".domarkx" / "replay").rglob("*.json"))) == 4
+    code, again, err = cli("test", env={"DOMARKX_LLM": "replay"})
+
+    def results(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "domarkx export" not in line]
+
+    assert results(again) == results(out), err
+
+
+def test_samples_that_alternate_pass_at_half(project, cli):
+    expect = "samples: 4\npass-rate: 0.5\nchecks: [{contains: 'yes'}]"
+    with ChatServer() as server:
+        project(
+            {
+                "sessions/add.md": SESSION.format(checks=expect).replace("tools: [add]\n", ""),
+                "domarkx.toml": CONFIG.format(base_url=server.base_url),
+            }
+        )
+        for n in range(4):
+            server.reply("yes" if n % 2 == 0 else "no")
+        code, out, err = cli("test")
+    assert code == 0, out + err
+    assert out.splitlines() == [
+        "sessions/add.md:19: contains: passed",
+        "sessions/add.md:16: samples: passed",
+        "2 checks in 1 session: 2 passed, 0 failed",
+    ]
+
+
+def test_checks_of_an_earlier_turn_see_the_sandbox_as_that_turn_left_it(project, cli):
+    document = """\
+    ```yaml session-config
+    timeout: 10
+    ```
+
+    ## user
+
+    > Write a.txt.
+
+    ```yaml expect
+    - sh: test -f a.txt && ! test -f b.txt
+    - contains: written
+    ```
+
+    ## assistant
+
+    > a.txt written.
+
+    ```bash
+    echo a > a.txt
+    ```
+
+    ## user
+
+    > Now b.txt.
+
+    ```yaml expect
+    - sh: test -f a.txt && test -f b.txt
+    - not-contains: written
+    ```
+
+    ## assistant
+
+    ```bash
+    echo b > b.txt
+    ```
+    """
+    project({"sessions/two.md": document})
+    code, out, err = cli("test")
+    assert code == 0, out + err
+    assert out.splitlines() == [
+        "sessions/two.md:10: sh: passed",
+        "sessions/two.md:11: contains: passed",
+        "sessions/two.md:27: sh: passed",
+        "sessions/two.md:28: not-contains: passed",
+        "4 checks in 1 session: 4 passed, 0 failed",
+    ]
+
+
+def test_a_mistake_in_an_expect_block_is_one_error_at_import(project, cli):
+    project(files("http://127.0.0.1:9/v1", "- contains: a\n- judge: fair\n  endpoint: nowhere"))
+    code, out, err = cli("import", "sessions/add.md")
+    assert code == 1
+    assert err.startswith("domarkx: error: sessions/add.md:19: judge: endpoint 'nowhere'")
+    assert "Traceback" not in err
+    code, out, err = cli("test")
+    assert code == 1 and "could not run: sessions/add.md:19: judge" in out
+
+
+def test_live_asks_again_and_keeps_no_record_unless_told(project, cli):
+    with ChatServer() as server:
+        root = project(files(server.base_url, "- contains: 'sum is 4'"))
+        replay = root / ".domarkx" / "replay"
+        answer(server)
+        assert cli("test").code == 0
+        recorded = sorted(p.read_text() for p in replay.rglob("*.json"))
+        answer(server, says="It is four.")
+        code, out, err = cli("test", "--live")
+        assert code == 1 and "contains: FAILED" in out, err
+        assert sorted(p.read_text() for p in replay.rglob("*.json")) == recorded
+        answer(server, says="It is four.")
+        code, out, err = cli("test", "--live", "--record")
+        assert code == 1, err
+        assert sorted(p.read_text() for p in replay.rglob("*.json")) != recorded
+    code, out, err = cli("test", env={"DOMARKX_LLM": "replay"})
+    assert code == 1 and "contains: FAILED" in out
+
+
+def test_pytest_collects_sessions_and_reports_each_check(project):
+    with ChatServer() as server:
+        root = project(files(server.base_url, "- contains: '4'\n- contains: five"))
+        answer(server)
+        (root / "test_nothing.py").write_text("def test_own():\n    pass\n")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "domarkx.cli.pytest_plugin",
+                "--domarkx",
+                "sessions",
+                "-rA",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "test_nothing.py",
+            ],
+            cwd=root,
+            env=process_env(
+                {
+                    "DOMARKX_HOME": None,
+                    "PYTEST_ADDOPTS": None,
+                    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+                }
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "1 subtests passed" in out, out
+    assert "SUBFAILED[sessions/add.md:19 contains: five] sessions/add.md" in out
+    assert "sessions/add.md:19: contains: FAILED: 'five' is not in the reply" in out
+    assert "1 passed" in out  # the project's own test ran beside the session
+    assert "FAILED sessions/add.md" in out
