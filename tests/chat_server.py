@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -111,8 +111,8 @@ class ChatServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> ChatServer:
-        server = self
+    def start(self) -> Self:
+        server: ChatServer = self
 
         class Handler(_Handler):
             chat = server
@@ -132,7 +132,7 @@ class ChatServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> ChatServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,10 +1,9 @@
 """The 652 examples of the CommonMark spec 0.30, each placed inside a message.
 
-The examples come from the npm package ``commonmark-spec`` 0.30.0 (the spec's
-own release of ``spec.txt``; no PyPI wheel ships them). The test fetches it
-once with ``npm pack`` into ``~/.cache/domarkx-tests`` (or reads the file
-``DOMARKX_COMMONMARK_SPEC`` names); of parallel test workers, one fetches and
-the others wait for its file.
+The examples are committed as data, ``tests/data/commonmark-spec-0.30.json``,
+taken from ``spec.txt`` of the npm package ``commonmark-spec`` 0.30.0 (the
+spec's own release; no PyPI wheel ships them); ``tests/data/commonmark_spec.py``
+regenerates the file. The tests need neither npm nor the network.
 
 For every example: markdown-it-py, the one parser domarkx reads structure
 with (there is no separate fast path to compare), renders it as the spec says
@@ -16,13 +15,8 @@ a message, or whose HTML export changes, are listed with the reason.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import subprocess
-import tarfile
-import tempfile
+import json
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from markdown_it import MarkdownIt
@@ -31,10 +25,11 @@ from domarkx.data.store import Store
 from domarkx.errors import DocumentError
 from domarkx.session.export import render
 from domarkx.session.snapshot import SnapshotManager
+from tests.support import import_text
 
 VERSION = "0.30.0"
 COUNT = 652
-CACHE = Path.home() / ".cache" / "domarkx-tests" / f"commonmark-spec-{VERSION}"
+DATA = Path(__file__).resolve().parent / "data" / "commonmark-spec-0.30.json"
 
 # A level-2 heading starts a message (spec section 4.1 of session-format.md): an
 # example with one is not a message body. Each of these fails to import as a
@@ -53,74 +48,14 @@ QUOTES_JOINED = {242, 252}
 REFERENCE_DIFFERS = {218, 239, 240, 625, 626}
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip on a machine without npm; under CI (``CI`` set) the examples must run."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so the spec examples must run)", pytrace=False)
-    pytest.skip(reason)
-
-
-def _spec_text() -> str:
-    named = os.environ.get("DOMARKX_COMMONMARK_SPEC")
-    if named:
-        return Path(named).read_text(encoding="utf-8")
-    spec = CACHE / "package" / "spec.txt"
-    if not spec.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        # Parallel test workers: one fetches, the others wait for it and read its file.
-        with open(CACHE / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not spec.is_file():
-                _fetch(spec)
-    return spec.read_text(encoding="utf-8")
-
-
-def _fetch(spec: Path) -> None:
-    """``npm pack`` the package and put its spec.txt at ``spec`` whole (renamed into place)."""
-    try:
-        done = subprocess.run(
-            ["npm", "pack", f"commonmark-spec@{VERSION}", "--silent"],
-            cwd=CACHE,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        _unavailable(f"the CommonMark spec examples need npm: {err}")
-    if done.returncode != 0:
-        _unavailable(f"npm pack commonmark-spec@{VERSION} failed: {done.stderr.strip()}")
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        with tarfile.open(CACHE / done.stdout.strip().splitlines()[-1]) as archive:
-            archive.extract("package/spec.txt", tmp, filter="data")
-        spec.parent.mkdir(exist_ok=True)
-        os.replace(Path(tmp) / "package" / "spec.txt", spec)
-
-
-def _examples(text: str) -> list[tuple[str, str]]:
-    """(markdown, html) of each example, tabs written as the spec's arrows restored."""
-    fence = "`" * 32
-    found: list[tuple[str, str]] = []
-    state, markdown, html = 0, [], []
-    for line in text.splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped == f"{fence} example":
-            state, markdown, html = 1, [], []
-        elif stripped == fence and state:
-            found.append(("".join(markdown), "".join(html)))
-            state = 0
-        elif stripped == "." and state == 1:
-            state = 2
-        elif state == 1:
-            markdown.append(line.replace("\u2192", "\t"))
-        elif state == 2:
-            html.append(line.replace("\u2192", "\t"))
-    return found
-
-
 @pytest.fixture(scope="module")
 def examples() -> list[tuple[str, str]]:
-    found = _examples(_spec_text())
+    """(markdown, html) of each example, in the spec's order."""
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    assert data["version"] == VERSION
+    found = [(example["markdown"], example["html"]) for example in data["examples"]]
     assert len(found) == COUNT
+    assert [example["example"] for example in data["examples"]] == list(range(1, COUNT + 1))
     return found
 
 
@@ -136,13 +71,6 @@ def reference() -> MarkdownIt:
     return MarkdownIt("commonmark")
 
 
-def _import(manager: SnapshotManager, text: str, name: str):
-    path = manager.store.root / "sessions" / f"{name}.md"
-    path.write_bytes(text.encode("utf-8"))
-    expanded, _ = manager.expand(manager.parse(path))
-    return manager.build(expanded)
-
-
 @pytest.mark.parametrize("number", range(1, COUNT + 1))
 def test_spec_example_inside_a_message(number, examples, manager, reference, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
@@ -152,11 +80,11 @@ def test_spec_example_inside_a_message(number, examples, manager, reference, mon
     document = f"## user\n\n{markdown}"
     if number in ROLE_HEADINGS:
         with pytest.raises(DocumentError, match="unknown role heading"):
-            _import(manager, document, f"e{number}")
+            import_text(manager, document, f"e{number}")
         return
-    snapshot = _import(manager, document, f"e{number}")
+    snapshot = import_text(manager, document, f"e{number}")
     exported = render(snapshot)
-    again = _import(manager, exported, f"e{number}-again")
+    again = import_text(manager, exported, f"e{number}-again")
     assert again.snapshot_id == snapshot.snapshot_id
     assert render(again) == exported
     same_html = reference.render(exported) == reference.render(document)

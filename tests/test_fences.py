@@ -20,7 +20,7 @@ from domarkx.session.export import render
 from tests.support import import_text
 
 # Text of one line: anything but the line ends the parser reads ("\n"; "\r" becomes "\n").
-WORD = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)))
+WORD = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=["Cs"]))
 # Text of several lines, with runs of fence characters and indents among them.
 TEXT = st.lists(
     st.one_of(WORD, st.sampled_from(["```", "~~~", "````", "   ```", "``` x", "~~~~~~", "", "\t"])),
@@ -129,7 +129,7 @@ def test_a_reply_quoting_a_domarkx_block_exports_to_the_same_conversation(manage
     # The quoted block stays part of the reply's text; the real code is a code block.
     assert [type(b) for b in blocks] == [TextBlock, CodeBlock]
     assert f"```text {flag}\nhello\n```" in blocks[0].value
-    conversation = [*snapshot.conversation, Message(role="assistant", content=blocks)]
+    conversation = [*snapshot.conversation, Message(role="assistant", content=[*blocks])]
     exported = render(snapshot, conversation)
     again = import_text(manager, exported, "exported")
     assert again.conversation == conversation
@@ -154,7 +154,10 @@ REPLY_LINES = st.sampled_from(
 @given(reply=st.lists(REPLY_LINES, max_size=16).map("\n".join))
 def test_any_reply_exports_to_the_same_conversation(manager, reply):
     snapshot = import_text(manager, "## user\n\nGo.\n")
-    conversation = [*snapshot.conversation, Message(role="assistant", content=parse_reply(reply))]
+    conversation = [
+        *snapshot.conversation,
+        Message(role="assistant", content=[*parse_reply(reply)]),
+    ]
     exported = render(snapshot, conversation)
     again = import_text(manager, exported, "exported")
     assert again.conversation == conversation, exported

@@ -76,7 +76,7 @@ def run_session(cli, name: str, *extra: str) -> str:
     return out.strip()
 
 
-def outputs(project_root, instance_id: str) -> list[tuple[str, str]]:
+def outputs(project_root, instance_id: str) -> list[tuple[str, str | None]]:
     """(code, stdout) pairs of the instance, in order."""
     store = Store(project_root / ".domarkx", project_root)
     instance = store.get_instance(instance_id)
@@ -204,7 +204,7 @@ def test_failed_block_stops_the_run_and_strict_exits_1(project, cli):
     store = Store(root / ".domarkx", root)
     instance = store.get_instance(instance_id)
     assert instance.status == "failed"
-    assert "exit status 3" in instance.error
+    assert "exit status 3" in (instance.error or "")
     assert outputs(root, instance_id) == [("echo before; exit 3", "before"), ("echo never", None)]
 
     code, _, err = cli("run", "fails", "--strict")
@@ -239,7 +239,7 @@ def test_timeout_kills_the_block_and_says_so(project, cli):
     instance = store.get_instance(instance_id)
     output = instance.conversation[0].content[1]
     assert output.timed_out and output.exit_code == 124
-    assert "timed out after 1 s" in instance.error
+    assert "timed out after 1 s" in (instance.error or "")
     assert processes_running(sleep, within=3) == []
     _, exported, _ = cli("export", instance_id)
     assert "```text output exit_code=124 timed_out" in exported

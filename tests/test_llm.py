@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def question(text: str = "What does echo print?") -> list[Message]:
 
 
 def settings_for(base_url: str, **extra) -> ModelSettings:
-    values = {
+    values: dict[str, Any] = {
         "provider": "openai",
         "name": "test-model",
         "base_url": base_url,
@@ -191,7 +192,7 @@ def test_a_500_forever_is_a_clear_error_and_keeps_what_was_done(server, tmp_path
     assert [m.role for m in run.conversation] == ["system", "user", "assistant"]
     assert run.conversation[-1].content[-1].text == "hi-from-bash\n"
     assert run.saves == 3  # reply, output, and once more on the failure
-    assert len(failure.value.llm_records) == 1
+    assert len(getattr(failure.value, "llm_records", [])) == 1
 
 
 def test_replay_offline_gives_the_same_conversation(tmp_path, monkeypatch):

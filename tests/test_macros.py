@@ -7,7 +7,7 @@ import pytest
 from domarkx.data.models import CodeBlock, SessionSnapshot, TextBlock
 from domarkx.data.store import Store
 from domarkx.errors import DocumentError, MacroError
-from domarkx.parsing.macros import Expansion, MacroCall, register_macro
+from domarkx.parsing.macros import Expansion, MacroContext, register_macro
 from domarkx.registry import unregister
 from domarkx.session.snapshot import ImportResult, SnapshotManager
 
@@ -411,7 +411,7 @@ def test_macros_expand_in_quoted_text(make):
 
 @pytest.fixture
 def shout():
-    def macro(call: MacroCall) -> str:
+    def macro(call: MacroContext) -> str:
         return f"{call.params.get('text', call.text).upper()} ({call.file.name}:{call.line})"
 
     register_macro("shout", macro)
@@ -429,8 +429,8 @@ def test_a_registered_command_gets_its_call(make, shout):
 
 
 def test_a_registered_command_may_return_an_expansion_relative_to_another_file(make):
-    def snippet(call: MacroCall) -> Expansion:
-        path = call.expander.root / "snippets" / f"{call.params['name']}.md"
+    def snippet(call: MacroContext) -> Expansion:
+        path = call.root / "snippets" / f"{call.params['name']}.md"
         return Expansion(text=path.read_text(encoding="utf-8"), file=path)
 
     register_macro("snippet", snippet)
@@ -448,7 +448,7 @@ def test_a_registered_command_may_return_an_expansion_relative_to_another_file(m
 
 
 def test_an_error_raised_by_a_command_names_the_macro(make):
-    def strict(call: MacroCall) -> str:
+    def strict(call: MacroContext) -> str:
         raise call.error("strict wants a value", hint="add ?value=...")
 
     register_macro("strict", strict)

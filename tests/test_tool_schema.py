@@ -180,7 +180,13 @@ def _samples(schema: dict[str, Any]) -> list[Any]:
     if kind == "object":
         extra = schema.get("additionalProperties")
         return [{}, {"k": _samples(extra)[0]}] if isinstance(extra, dict) else [{"a": 1}]
-    return {"string": ["s"], "integer": [0, -4], "number": [0.5, 2], "boolean": [False]}[kind]
+    samples: dict[str, list[Any]] = {
+        "string": ["s"],
+        "integer": [0, -4],
+        "number": [0.5, 2],
+        "boolean": [False],
+    }
+    return samples[str(kind)]
 
 
 # --- through the real sandboxes ---------------------------------------------------------
