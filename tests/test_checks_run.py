@@ -148,7 +148,7 @@ def test_the_results_are_in_the_export(project, cli):
     assert len(carrying) == 1 and carrying[0] is instance.conversation[-1]
     code, exported, err = cli("export", out.strip())
     assert '"checks": [' in exported and '"detail": "no match for /five/ in the reply"' in exported
-    assert carrying[0].message_metadata["checks"] == [
+    assert (carrying[0].message_metadata or {})["checks"] == [
         {"kind": "contains", "passed": True, "detail": "found '4'"},
         {"kind": "regex", "passed": False, "detail": "no match for /five/ in the reply"},
     ]
