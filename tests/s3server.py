@@ -109,6 +109,11 @@ class S3Server:
 
         obstore.put(self.store(bucket), name, data)
 
+    def delete(self, bucket: str, name: str) -> None:
+        import obstore
+
+        obstore.delete(self.store(bucket), name)
+
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:

@@ -118,6 +118,7 @@ def test_a_folder_cache(tmp_path: Path) -> None:
 
 def test_the_project_file_names_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "user-config"))
+    monkeypatch.delenv("DOMARKX_TRUST", raising=False)
     (tmp_path / "domarkx.toml").write_text(
         f'[cache]\nurl = "file://{tmp_path}/shared"\nwrite = false\n'
     )

@@ -37,11 +37,13 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from domarkx import config as project_config
+from domarkx.data.atomic import write_atomic
 from domarkx.data.layout import find_root
 from domarkx.errors import DomarkxError
 
@@ -103,7 +105,7 @@ class SharedCache:
         except (ValueError, KeyError, TypeError):
             valid = False
         if not valid:
-            self._reject(entry_name, "is not an entry for this key")
+            self.reject(entry_name, "is not an entry for this key")
             return None
         return self.get_blob(blob_digest, entry_name)
 
@@ -117,7 +119,7 @@ class SharedCache:
             self.stats.misses += 1
             return None
         if hashlib.sha256(data).hexdigest() != blob_digest:
-            self._reject(name, "does not match its digest" + (f" (named by {via})" if via else ""))
+            self.reject(name, "does not match its digest" + (f" (named by {via})" if via else ""))
             return None
         self.stats.hits += 1
         self.stats.bytes_down += len(data)
@@ -194,7 +196,8 @@ class SharedCache:
                 what = "is unreachable"
             self._warn(what, f"shared cache {self.url} {what} ({reason}); building locally")
 
-    def _reject(self, name: str, why: str) -> None:
+    def reject(self, name: str, why: str) -> None:
+        """Warn (once) that the object ``name`` is not used, and count it."""
         self.stats.rejected += 1
         with self._lock:
             self._warn(name, f"shared cache {self.url}: {name} {why}; not used, built locally")
@@ -294,6 +297,36 @@ def for_project(root: str | os.PathLike[str]) -> SharedCache | None:
             found = SharedCache(settings.url, open_store(settings), write=write)
             _caches[signature] = found
     return found
+
+
+def fetch(
+    cache: SharedCache | None,
+    kind: str,
+    key: str,
+    path: str | os.PathLike[str],
+    valid: Callable[[bytes], bool] | None = None,
+) -> bool:
+    """Bring the object that answers for ``key`` into the local file ``path`` (True: done).
+
+    ``valid`` checks what the bytes say of themselves (a record names its own
+    key): an object that fails it is a warning and a miss, as a digest mismatch is.
+    """
+    if cache is None:
+        return False
+    data = cache.get(kind, key)
+    if data is None:
+        return False
+    if valid is not None and not valid(data):
+        cache.reject(f"ac/{kind}/{key}", "names a blob that is not its record")
+        return False
+    write_atomic(path, data)
+    return True
+
+
+def share(cache: SharedCache | None, kind: str, key: str, data: bytes) -> None:
+    """Upload ``data`` for ``key`` when this machine may write to the cache."""
+    if cache is not None and cache.write:
+        cache.put(kind, key, data)
 
 
 def current() -> SharedCache | None:

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from domarkx.data import remote
 from domarkx.errors import LLMError
 from domarkx.llm.provider import Provider, Stream
 from domarkx.llm.reply import Reply, as_reply
@@ -74,6 +76,19 @@ def request_key(request: dict[str, Any]) -> str:
     return digest(request)
 
 
+def _names(key: str) -> Callable[[bytes], bool]:
+    """Whether a record's bytes say they are the record of ``key`` (a shared one is checked)."""
+
+    def check(data: bytes) -> bool:
+        try:
+            record = json.loads(data)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and record.get("key") == key
+
+    return check
+
+
 class ReplayCache:
     """A folder of recorded model calls, one JSON file per request key."""
 
@@ -91,8 +106,10 @@ class ReplayCache:
         return self.folder / key[:2] / f"{key}.json"
 
     def lookup(self, key: str) -> Reply | None:
-        """The recorded reply for ``key``, or None."""
+        """The recorded reply for ``key`` (here, else in the shared cache), or None."""
         path = self.path_for(key)
+        if not path.exists():
+            remote.fetch(remote.current(), "replay", key, path, valid=_names(key))
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -128,6 +145,7 @@ class ReplayCache:
         text = json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
         # Durable: a recording is meant to be committed, and costs a model call to redo.
         write_atomic(path, text, durable=True)
+        remote.share(remote.current(), "replay", key, text.encode("utf-8"))
         return path
 
     def complete(

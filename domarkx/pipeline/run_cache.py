@@ -31,6 +31,7 @@ from domarkx.data.store import Store
 from domarkx.errors import EngineError
 from domarkx.execution.engine import canonical_language, engine_class
 from domarkx.llm.replay import ReplayCache, mode_from_env
+from domarkx.pipeline import run_share
 from domarkx.session.blocks import attach_outputs, now, runnable_blocks
 from domarkx.session.instance import InstanceManager
 
@@ -175,9 +176,15 @@ class RunCache:
         return Path(self.store.layout.abs(self.store.layout.run_record(key)))
 
     def lookup(self, key: str, snapshot: SessionSnapshot) -> RunRecord | None:
-        """The record that answers for ``key``, or None when the run must happen."""
+        """The record that answers for ``key``, or None when the run must happen.
+
+        Here first, then in the shared cache (``[cache]``, ``run_share``).
+        """
+        path = self.path(key)
+        if not path.exists():
+            run_share.fetch_run(self.store, key, path)
         try:
-            record = RunRecord.model_validate_json(self.path(key).read_bytes())
+            record = RunRecord.model_validate_json(path.read_bytes())
         except (OSError, ValidationError):
             return None  # none yet, or unreadable: run again
         if record.format != RUN_RECORD_FORMAT:
@@ -190,6 +197,7 @@ class RunCache:
 
     def save(self, key: str, record: RunRecord) -> None:
         write_atomic(self.path(key), record.model_dump_json(indent=1) + "\n")
+        run_share.share_run(self.store, key, self.path(key), record.llm_records)
 
 
 def run_for_build(
