@@ -13,8 +13,9 @@ and the results recorded are the samples' summary (``summarise_samples``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 from domarkx import config as project_config
 from domarkx.checks.evaluate import Result, RunCode, summarise_samples
@@ -22,26 +23,39 @@ from domarkx.checks.results import record, recorded
 from domarkx.checks.spec import Expect
 from domarkx.checks.turns import TurnChecks, has_checks
 from domarkx.data.models import SessionInstance, SessionSnapshot
+from domarkx.data.store import Store
 from domarkx.execution.engine import Engine
 from domarkx.llm.replay import ReplayCache
+from domarkx.session.approval import Approval
 
-if TYPE_CHECKING:
-    from domarkx.session.instance import InstanceManager
+
+class Runs(Protocol):
+    """What the checks need of the run's manager (``session.instance.InstanceManager``)."""
+
+    store: Store
+    replay_mode: str | None
+    refused: set[str]
+    sample: int
+
+    @property
+    def approval(self) -> Approval: ...
+
+    def create(self, snapshot: SessionSnapshot) -> SessionInstance: ...
+
+    def execute(self, instance: SessionInstance, snapshot: SessionSnapshot) -> SessionInstance: ...
 
 
 class CheckRun:
     """The checks of one run of ``snapshot`` in ``sandbox``."""
 
-    def __init__(
-        self, manager: InstanceManager, snapshot: SessionSnapshot, checks: TurnChecks
-    ) -> None:
+    def __init__(self, manager: Runs, snapshot: SessionSnapshot, checks: TurnChecks) -> None:
         self.manager = manager
         self.snapshot = snapshot
         self.checks = checks
         self.done: set[int] = set()
 
     @classmethod
-    def for_run(cls, manager: InstanceManager, snapshot: SessionSnapshot) -> CheckRun | None:
+    def for_run(cls, manager: Runs, snapshot: SessionSnapshot) -> CheckRun | None:
         """The run's checks; None when the session has none (the common case: no cost)."""
         if not has_checks(snapshot.conversation):
             return None
@@ -111,11 +125,12 @@ class CheckRun:
         self.manager.store.put_instance(instance)
 
 
-def sample_run(manager: InstanceManager, snapshot: SessionSnapshot, sample: int) -> SessionInstance:
+def sample_run(manager: Runs, snapshot: SessionSnapshot, sample: int) -> SessionInstance:
     """Run ``snapshot`` again as sample ``sample``, in a sandbox of its own; its instance."""
     from domarkx.errors import DomarkxError
 
-    other = type(manager)(manager.store, approval=manager.approval, replay_mode=manager.replay_mode)
+    make = cast("Callable[..., Runs]", type(manager))
+    other = make(manager.store, approval=manager.approval, replay_mode=manager.replay_mode)
     other.sample = sample
     instance = other.create(snapshot)
     with contextlib.suppress(DomarkxError):  # a sample that fails is a failed sample
