@@ -59,16 +59,16 @@ class Forwarder:
                 stack.callback(sock.close)
             while open_ends:
                 for key, _ in selector.select():
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
-                    data = sock.recv(65536)
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    data = ready.recv(65536)
                     if data:
-                        peers[sock].sendall(data)
+                        peers[ready].sendall(data)
                         continue
-                    selector.unregister(sock)
+                    selector.unregister(ready)
                     open_ends -= 1
                     with contextlib.suppress(OSError):
-                        peers[sock].shutdown(socket.SHUT_WR)
+                        peers[ready].shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         self._stop = True
