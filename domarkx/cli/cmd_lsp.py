@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from domarkx.cli.options import Args, Subparsers, add_command
+from domarkx.errors import DomarkxError
 
 
 def register(subparsers: Subparsers) -> None:
@@ -18,8 +19,6 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    from domarkx.errors import DomarkxError
-
     try:
         # reason: pygls is the optional extra domarkx[lsp]; only this command loads it
         from domarkx.lsp.server import serve

@@ -19,7 +19,11 @@ from domarkx.data.models import Message, OutputBlock
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.session.approval import Answer, Approval, CodeRequest, for_project
+from domarkx.session.chat import ChatSession
+from domarkx.session.fork import fork
+from domarkx.session.instance import InstanceManager
 from domarkx.session.names import display_path
+from domarkx.session.snapshot import SnapshotManager
 
 
 class Editor(Protocol):
@@ -58,8 +62,6 @@ def approval(store: Store, editor: Editor) -> Approval:
 
 def answer(path: Path, editor: Editor, *, regenerate: bool = False) -> str:
     """``domarkx chat FILE`` (``--regenerate``): append the model's answer to the file."""
-    from domarkx.session.chat import ChatSession
-
     store = Store.discover(path.parent)
     stream = LineLog(editor.log)
 
@@ -100,8 +102,6 @@ def answer(path: Path, editor: Editor, *, regenerate: bool = False) -> str:
 
 def fork_here(path: Path, messages: int) -> Path:
     """``domarkx fork FILE --messages N -o NEW`` with NEW a free name beside FILE."""
-    from domarkx.session.fork import fork
-
     store = Store.discover(path.parent)
     output = free_name(path, messages)
     fork(path, messages, output, store.root)
@@ -121,9 +121,6 @@ def free_name(path: Path, messages: int) -> Path:
 
 def run(path: Path, editor: Editor) -> str:
     """``domarkx import FILE`` then ``domarkx run`` of the snapshot: the instance's fate."""
-    from domarkx.session.instance import InstanceManager
-    from domarkx.session.snapshot import SnapshotManager
-
     store = Store.discover(path.parent)
     imported = SnapshotManager(store).import_file(path)
     snapshot_id = imported.snapshot.snapshot_id

@@ -20,6 +20,8 @@ from domarkx.data.layout import Layout
 from domarkx.data.models import SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
+from domarkx.execution.engine import engine_class
+from domarkx.llm.endpoints import resolve
 from domarkx.parsing.markdown import ParsedSession
 from domarkx.session.legacy import config_key_line
 from domarkx.session.names import display_path
@@ -92,9 +94,6 @@ def problems(doc: Document, params: dict[str, str] | None = None) -> list[Proble
 
 def refusals(doc: Document, snapshot: SessionSnapshot) -> list[DomarkxError]:
     """What a run would refuse before starting: an unknown engine, a setting not granted."""
-    from domarkx.execution.engine import engine_class
-    from domarkx.llm.endpoints import resolve
-
     found: list[DomarkxError] = []
     config = snapshot.config()
     try:

@@ -6,7 +6,6 @@ the server converts them to the editor's units.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -21,9 +20,10 @@ from domarkx.errors import DomarkxError
 from domarkx.lsp.document import Document
 from domarkx.parsing.blocks import FencedCode, blocks
 from domarkx.parsing.fences import parse_info
-from domarkx.parsing.macros import MACRO_PATTERN, MacroExpander
+from domarkx.parsing.macros import MACRO_PATTERN
 from domarkx.parsing.markdown import ROLE_ALIASES, load_json, load_yaml, split_front_matter
 from domarkx.session.files import document_root
+from domarkx.session.snapshot import SnapshotManager
 
 # The commands a code lens runs (``workspace/executeCommand``), with the CLI command each is.
 ANSWER = "domarkx.answer"  # domarkx chat FILE
@@ -118,7 +118,7 @@ def macro_at(doc: Document, line: int, column: int) -> Macro | None:
             continue
         if start > 0 and text[start - 1] in "\\!":
             return None
-        if _fence_at(doc, line) is not None:
+        if _fence_at(doc, line) is not None or line < _body_start(doc):
             return None
         url = match.group("url")[len("domarkx://") :]
         command, _, query = url.partition("?")
@@ -144,14 +144,25 @@ def include_target(doc: Document, macro: Macro) -> Path | None:
 
 
 def expansion(doc: Document, macro: Macro) -> str:
-    """What the macro expands to at import (a ``MacroError``'s message when it cannot)."""
-    front_matter: dict[str, Any] = {}
-    with contextlib.suppress(DomarkxError):  # a broken front matter: no parameters from it
-        front_matter, _, _ = split_front_matter(doc.text, doc.display)
-    expander = MacroExpander(root=doc.root, confine=document_root(doc.path, doc.root))
-    params = front_matter.get("params")
-    expander.front_matter_params = params if isinstance(params, dict) else {}
-    return expander.expand_text(macro.text, doc.path.absolute(), macro.line + 1)
+    """What the macro expands to at import (a ``DomarkxError`` when it cannot).
+
+    The macro alone goes the way of an import, at its own line of the document,
+    after the document's front matter (its ``params``): the same expander, with
+    the project's include and size limits.
+    """
+    body = _body_start(doc)
+    text = "\n".join([*doc.lines[:body], *[""] * (macro.line - body), macro.text])
+    manager = SnapshotManager(doc.store)
+    expanded, _ = manager.expand(manager.parse_text(text, doc.path))
+    return expanded.preamble or ""
+
+
+def _body_start(doc: Document) -> int:
+    """The 0-based line after the front matter (0 without one, or with a broken one)."""
+    try:
+        return split_front_matter(doc.text, doc.display)[2]
+    except DomarkxError:
+        return 0
 
 
 def hover(doc: Document, line: int, column: int) -> str | None:
