@@ -2,9 +2,11 @@
 
 Independent of how instances are stored and which sandbox runs the code: the
 caller passes ``execute`` (runs one code block, returns its output blocks),
-``tools`` (the tools on offer and how to call them) and ``on_change`` (saves
+``tools`` (the tools on offer and how to call them), ``on_change`` (saves
 the instance; called after every change, so a crash or a failed call loses
-nothing already done).
+nothing already done) and, optionally, ``on_outputs`` (told of each block's
+outputs alone, so that saving a reply with N code blocks costs O(N), not
+O(N²): the message is not saved again after every block).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from domarkx.llm.replay import ReplayCache
 from domarkx.llm.reply import Reply, ToolCall, pending_calls, wants_reply
 
 Execute = Callable[[CodeBlock], list[OutputBlock] | None]
+# Told that the outputs of block ``index`` of message ``message`` are now these.
+OnOutputs = Callable[[int, int, list[OutputBlock]], None]
 
 
 class ToolResultLike(Protocol):
@@ -56,6 +60,7 @@ def llm_turns(
     stream: Stream | None = None,
     tools: Tools | None = None,
     refusal: LLMError | None = None,
+    on_outputs: OnOutputs | None = None,
 ) -> list[str]:
     """Add the model's turns to ``conversation`` (in place); return the replay keys used.
 
@@ -65,8 +70,9 @@ def llm_turns(
     is appended as an ``assistant`` message (its calls and what the server said
     in ``msg-metadata``); each of its code blocks is passed to ``execute`` in
     order, and the outputs it returns are inserted right after that block (None
-    means the block is not runnable and is left alone); each of its tool calls
-    runs in order and its result is appended as a ``tool`` message.
+    means the block is not runnable and is left alone; ``on_outputs``, when given,
+    is told of them instead of ``on_change``); each of its tool calls runs in
+    order and its result is appended as a ``tool`` message.
 
     ``refusal``, when given, is raised instead of any request that would reach the
     server (a recorded reply still replays): see ``domarkx.llm.endpoints``.
@@ -102,7 +108,7 @@ def llm_turns(
             )
             conversation.append(message)
             on_change()
-            ran = _run_code(message, execute, on_change)
+            ran = _run_code(conversation, len(conversation) - 1, execute, on_change, on_outputs)
             if reply.tool_calls:
                 _answer_calls(
                     conversation, len(conversation) - 1, list(reply.tool_calls), tools, on_change
@@ -165,12 +171,23 @@ def _answer_calls(
         on_change()
 
 
-def _run_code(message: Message, execute: Execute, on_change: Callable[[], None]) -> bool:
-    """Run the message's code blocks in order, outputs inserted after each; True if any ran."""
+def _run_code(
+    conversation: list[Message],
+    index: int,
+    execute: Execute,
+    on_change: Callable[[], None],
+    on_outputs: OnOutputs | None,
+) -> bool:
+    """Run message ``index``'s code blocks in order, outputs inserted after each; True if any ran.
+
+    ``on_outputs`` is told of every output block that now follows the block (as a
+    journal replays them: they replace what followed it); without it, ``on_change``.
+    """
+    content = conversation[index].content
     ran = False
     i = 0
-    while i < len(message.content):
-        block = message.content[i]
+    while i < len(content):
+        block = content[i]
         i += 1
         if not isinstance(block, CodeBlock):
             continue
@@ -178,7 +195,14 @@ def _run_code(message: Message, execute: Execute, on_change: Callable[[], None])
         if outputs is None:
             continue
         ran = True
-        message.content[i:i] = outputs
+        content[i:i] = outputs
+        at = i - 1
         i += len(outputs)
-        on_change()
+        if on_outputs is None:
+            on_change()
+            continue
+        end = i
+        while end < len(content) and isinstance(content[end], OutputBlock):
+            end += 1  # outputs that were there already (a reply that wrote some) stay
+        on_outputs(index, at, [o for o in content[at + 1 : end] if isinstance(o, OutputBlock)])
     return ran

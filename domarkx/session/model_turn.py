@@ -109,16 +109,16 @@ class ModelTurn:
             return self.run_code(language, block.code, where)
 
         access = self.access()
+        saver = TailSaver(self.store, instance)
         try:
             keys = llm_turns(
                 instance.conversation,
                 access.settings,
                 front_matter=self.snapshot.metadata.user_metadata,
                 execute=execute,
-                on_change=TailSaver(self.store, instance).save,
-                cache=ReplayCache(
-                    self.store.replay_dir, mode=self.replay_mode, sample=self.sample
-                ),
+                on_change=saver.save,
+                on_outputs=saver.outputs,
+                cache=ReplayCache(self.store.replay_dir, mode=self.replay_mode, sample=self.sample),
                 context=self.source,
                 stream=stream,
                 tools=self.tools(),
@@ -141,10 +141,11 @@ class ModelTurn:
 
 
 class TailSaver:
-    """Journals the end of the conversation after each change of the model's loop.
+    """Journals each change of the model's loop once, so that the journal grows linearly.
 
-    The loop only appends messages or changes its last one, so the messages
-    from the last one saved onwards are all that can differ.
+    The loop appends messages (``save`` journals the ones not saved yet) and adds
+    code blocks' outputs to a message it has reported (``outputs`` journals those
+    alone); it changes a message in no other way.
     """
 
     def __init__(self, store: Store, instance: SessionInstance) -> None:
@@ -154,6 +155,14 @@ class TailSaver:
 
     def save(self) -> None:
         conversation = self.instance.conversation
-        start = max(0, min(self.saved, len(conversation)) - 1)
-        self.store.append_messages(self.instance.instance_id, start, conversation[start:])
+        if self.saved < len(conversation):
+            self.store.append_messages(
+                self.instance.instance_id, self.saved, conversation[self.saved :]
+            )
         self.saved = len(conversation)
+
+    def outputs(self, message: int, index: int, outputs: list[OutputBlock]) -> None:
+        if message >= self.saved:
+            self.save()  # a message not journaled yet goes whole, its outputs with it
+            return
+        self.store.append_outputs(self.instance.instance_id, message, index, outputs)
