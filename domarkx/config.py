@@ -34,6 +34,8 @@ PYPROJECT_TABLE = ("tool", "domarkx")
 # bomb or a runaway allocation without getting in the way of ordinary blocks.
 DEFAULT_PIDS_LIMIT = 512
 DEFAULT_MEMORY = "2g"
+# The most text macros may produce for one document (``[limits] expansion``).
+DEFAULT_EXPANSION = "10m"
 
 _MEMORY = re.compile(r"^([0-9]+)\s*([kmg]?)b?$", re.IGNORECASE)
 _CAPABILITY = re.compile(r"^(CAP_)?[A-Z][A-Z_]*$")
@@ -122,6 +124,34 @@ class DockerSettings(BaseModel):
         return value.strip().lower()
 
 
+class LimitSettings(BaseModel):
+    """Bounds on what one document may make domarkx produce."""
+
+    model_config = ConfigDict(extra="forbid")
+    expansion: str = Field(
+        default=DEFAULT_EXPANSION,
+        description="The most text macros may produce for one document, e.g. `10m`.",
+    )
+
+    @field_validator("expansion")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _MEMORY.match(value.strip()):
+            raise ValueError("must be a size such as 512k or 10m")
+        return value.strip().lower()
+
+
+class IncludeSettings(BaseModel):
+    """Files an include may read although they look like secrets (dotfiles, key files)."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Paths (globs, relative to the project root) an include may read, "
+        'e.g. `[".github/*.yml"]`.',
+    )
+
+
 class CacheSettings(BaseModel):
     """A cache shared between machines (``[cache]``): see docs/scale.md."""
 
@@ -200,6 +230,8 @@ class ProjectConfig(BaseModel):
     docker: DockerSettings = Field(default_factory=DockerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    includes: IncludeSettings = Field(default_factory=IncludeSettings)
 
     # Where the settings were read (None: no configuration, the defaults).
     _source: Path | None = PrivateAttr(default=None)

@@ -24,9 +24,10 @@ What the model is sent (``to_chat_messages``):
   that follow; otherwise they are described in the message's text, since servers
   refuse unanswered calls.
 
-What the model answers (``parse_reply``) is split into text and code blocks at
-its fences (CommonMark's, read by ``domarkx.parsing.fences``: a fence never
-closed runs to the end of the reply).
+What the model answers (``parse_reply``) is split into text and code blocks as
+a session document's message is (``domarkx.parsing.blocks``, a CommonMark
+reader): only a fence at the top level is code, and a fence never closed runs
+to the end of the reply.
 """
 
 from __future__ import annotations
@@ -36,14 +37,8 @@ from typing import Any
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
 from domarkx.llm.reply import calls_in
-from domarkx.parsing.fences import (
-    code_text,
-    fence_end,
-    format_info,
-    open_fence,
-    parse_info,
-    write_fence,
-)
+from domarkx.parsing.blocks import FencedCode, blocks, trim_blank_lines
+from domarkx.parsing.fences import format_info, parse_info, write_fence
 from domarkx.parsing.macros import escape_macros
 
 OUTPUT_HEADER = "Output of the code block"
@@ -255,6 +250,9 @@ def _pair_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
     """Split a model's Markdown reply into text blocks and fenced code blocks, in order.
 
+    The reply is read as a session document's message is (``parsing.blocks``, a
+    CommonMark reader): a fence at the top level is code; a fence inside a list
+    item, a quote or an HTML block is text, as any Markdown reader shows it.
     Text is marked ``quoted`` so that export writes it as a blockquote, as the
     session format does for message text: a ``## heading`` in a reply then stays
     part of the reply instead of starting a new message when the export is read back.
@@ -265,47 +263,32 @@ def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
     """
     # Line ends as a document's are read (a lone "\r" too), so the export reads back.
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    blocks: list[TextBlock | CodeBlock] = []
-    pending: list[str] = []
+    found: list[TextBlock | CodeBlock] = []
 
-    def flush() -> None:
-        while pending and not pending[0].strip():
-            pending.pop(0)
-        while pending and not pending[-1].strip():
-            pending.pop()
-        if pending:
+    def text_until(end: int) -> None:
+        value = trim_blank_lines("\n".join(lines[position:end]))
+        if value.strip():
             # A macro the model wrote is text: escaped, it stays text when the export
             # is imported again.
-            blocks.append(TextBlock(value=escape_macros("\n".join(pending)), quoted=True))
-        pending.clear()
+            found.append(TextBlock(value=escape_macros(value), quoted=True))
 
-    i = 0
-    while i < len(lines):
-        fence = open_fence(lines[i])
-        if fence is None:
-            pending.append(lines[i])
-            i += 1
+    position = 0
+    for block in blocks(lines):
+        if not isinstance(block, FencedCode):
             continue
-        end = fence_end(lines, i)
-        closed = end > i + 1 and fence.closed_by(lines[end - 1])
-        info = parse_info(fence.info)
+        info = parse_info(block.info)
         if info.special is not None:
-            pending.extend(lines[i:end])
-            i = end
             continue
-        body = [fence.content(line) for line in lines[i + 1 : end - 1 if closed else end]]
-        if not closed and body and body[-1] == "":
-            body.pop()
-        flush()
-        blocks.append(
+        text_until(block.start)
+        found.append(
             CodeBlock(
                 language=info.language,
                 name=info.name,
-                code=code_text(body),
+                code=block.code,
                 attrs=info.attrs,
                 flags=info.flags,
             )
         )
-        i = end
-    flush()
-    return blocks
+        position = block.end
+    text_until(len(lines))
+    return found

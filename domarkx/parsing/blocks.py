@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 _QUOTE_MARKER = re.compile(r" {0,3}> ?")
 # A lazy line that a quote marker would turn into a setext underline.
 _UNDERLINE = re.compile(r" {0,3}(?:=+|-+)[ \t]*")
+# A line that may be an ATX level-2 heading (a role heading), where no container holds it.
+_ATX_H2 = re.compile(r" {0,3}##(?:[ \t]|$)")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,48 @@ def blocks(lines: list[str]) -> list[Block]:
     if position < len(lines):
         found.append(Text(position, len(lines)))
     return _merge_text(found, lines)
+
+
+def leading_blocks(lines: list[str]) -> list[Block]:
+    """``blocks(lines)`` up to the first level-2 heading (that heading included, if any).
+
+    Reads only as far as it needs: a CommonMark reader decides each line from
+    the lines before it, so the blocks before a heading read the same in a
+    prefix that ends at that heading as in the whole document. The prefix
+    grows to the next line that may be a heading, at least doubling, so a
+    document is read at most about twice over.
+    """
+    end = 0
+    while True:
+        end = min(len(lines), max(2 * end, _next_heading_like(lines, end) + 1))
+        found = blocks(lines[:end])
+        heading = next((i for i, b in enumerate(found) if isinstance(b, Heading)), None)
+        if heading is not None:
+            return found[: heading + 1]
+        if end == len(lines):
+            return found
+
+
+def _next_heading_like(lines: list[str], start: int) -> int:
+    """The index of the first line from ``start`` that may be an ATX level-2 heading."""
+    for index in range(start, len(lines)):
+        if _ATX_H2.match(lines[index]):
+            return index
+    return len(lines)
+
+
+def code_line_ranges(lines: list[str]) -> list[tuple[int, int]]:
+    """``(start, end)`` line ranges of every code block, fenced or indented, at any depth.
+
+    Inside a quote or a list item too: whatever a Markdown reader shows as code.
+    An unclosed fence runs to the end of its container, as CommonMark says.
+    """
+    tokens = _parser().parse("\n".join(lines))
+    return [
+        (token.map[0], token.map[1])
+        for token in tokens
+        if token.type in ("fence", "code_block") and token.map is not None
+    ]
 
 
 def is_open_at_end(text: str) -> bool:

@@ -7,8 +7,9 @@ same way a third-party package adds a macro.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from domarkx.data.source import read_regular
 from domarkx.errors import DomarkxError
@@ -29,6 +30,13 @@ def include(call: MacroCall) -> Expansion:
         raise call.error(
             f"include `{raw}` leaves the project folder {root}",
             hint="include only files inside the project",
+        )
+    secret = _secret_part(target, root, Path(os.path.normpath(call.file.parent / raw)))
+    if secret is not None and not allowed(secret[2], call.expander.include_allow):
+        part, kind, path = secret
+        raise call.error(
+            f"include `{raw}` refused: `{part}` is a {kind}, which may hold secrets",
+            hint=f'if it holds none, allow it in domarkx.toml: `[includes] allow = ["{path}"]`',
         )
     if any(target == Path(f).resolve() for f, _ in call.chain):
         names = [call.expander.display(f) for f, _ in call.chain] + [call.expander.display(target)]
@@ -53,6 +61,51 @@ def include(call: MacroCall) -> Expansion:
     except DomarkxError as err:
         raise call.error(str(err)) from None
     return Expansion(text=text.rstrip("\n"), file=target)
+
+
+# Names of files that hold keys (besides dotfiles: ``.env``, ``.git/``, ``.ssh/``, ...).
+KEY_FILES = ("*.pem", "*.key", "id_*", "*.p12", "*.pfx", "*.ppk", "*.jks", "*.keystore")
+
+
+def _secret_part(real: Path, root: Path, lexical: Path) -> tuple[str, str, str] | None:
+    """The first dotfile, dot folder or key file on the way to an included file, which
+    of these it is, and that file's path from the project root; None when there is none.
+
+    Both the file's real path and the path as written count: a link named
+    ``notes.md`` to ``.env`` is refused, and so is a link named ``.env``.
+    """
+    for path, base in ((real, root), (lexical, Path(os.path.normpath(root.absolute())))):
+        try:
+            parts = path.relative_to(base).parts
+        except ValueError:
+            continue
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            kind = None
+            if part.startswith("."):
+                kind = "dotfile" if last else "dot folder"
+            elif last and _is_key_file(part):
+                kind = "key file"
+            if kind is not None:
+                return part, kind, PurePosixPath(*parts).as_posix()
+    return None
+
+
+def _is_key_file(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in KEY_FILES)
+
+
+def allowed(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """Whether ``[includes] allow`` lists ``path`` (from the project root, ``/``-separated):
+    a pattern matches the path or a folder on it (``*``, ``?`` and ``[...]`` as in a shell,
+    ``*`` crossing ``/`` too)."""
+    folders = PurePosixPath(path).parts
+    candidates = ["/".join(folders[: i + 1]) for i in range(len(folders))]
+    for pattern in patterns:
+        pattern = pattern.strip().removeprefix("./").rstrip("/")
+        if any(fnmatch.fnmatchcase(candidate, pattern) for candidate in candidates):
+            return True
+    return False
 
 
 def set_value(call: MacroCall) -> str:

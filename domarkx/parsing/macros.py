@@ -12,30 +12,93 @@ from __future__ import annotations
 import bisect
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from domarkx import registry
+from domarkx.config import DEFAULT_EXPANSION, size_in_bytes
 from domarkx.data.models import Message, TextBlock
 from domarkx.errors import DocumentError, DomarkxError, MacroError, PluginError
-from domarkx.parsing.blocks import is_open_at_end, quote, trim_blank_lines
-from domarkx.parsing.fences import Fence, open_fence
+from domarkx.parsing.blocks import code_line_ranges, is_open_at_end, quote, trim_blank_lines
 from domarkx.parsing.markdown import ParsedSession, append_block, parse_body
 
 GROUP = "domarkx.macros"
 MAX_DEPTH = 32
 
+# What a macro link is. Applied by ``find_macros``, which reads the same matches in
+# time linear in the text (``MACRO_PATTERN.finditer`` rescans the rest of the text
+# from every ``[@x](domarkx://`` left open, quadratic in how many there are).
 MACRO_PATTERN = re.compile(
     r"\[@(?P<text>[^\[\]\n]*)\]\((?P<url>domarkx://[^)\s]*)\)"
     r"(?P<extra>(?:\[[^\]\n]*\]\([^)\s]*\))*)"
 )
+# The pieces ``find_macros`` reads one after the other.
+_HEAD = re.compile(r"\[@(?P<text>[^\[\]\n]*+)\]\(domarkx://")
+_URL_END = re.compile(r"[)\s]")
+_EXTRAS = re.compile(r"(?:\[[^\]\n]*+\]\([^)\s]*+\))*+")
 _EXTRA_PARAM = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
 _BACKTICKS = re.compile(r"`+")
-# Quote markers and list indentation before a fence line inside text.
-_CONTAINER_PREFIX = re.compile(r"(?:[ \t]*>)*[ \t]*")
+# Indentation enough for an indented code block (in a quote or a list item too).
+_INDENTED = re.compile(r" {4}|\t")
+# Expansion of one document, by default (``[limits] expansion`` in domarkx.toml).
+DEFAULT_MAX_EXPANSION = size_in_bytes(DEFAULT_EXPANSION)
+
+
+@dataclass(frozen=True)
+class MacroMatch:
+    """One macro link found in a text; ``group`` and ``start``/``end`` as a ``re.Match``'s."""
+
+    string: str
+    span: tuple[int, int]
+    groups: tuple[str, str, str]  # text, url, extra
+
+    def start(self) -> int:
+        return self.span[0]
+
+    def end(self) -> int:
+        return self.span[1]
+
+    def group(self, name: str | int = 0) -> str:
+        if name == 0:
+            return self.string[self.span[0] : self.span[1]]
+        return self.groups[("text", "url", "extra").index(str(name))]
+
+
+def find_macros(text: str) -> Iterator[MacroMatch]:
+    """The matches of ``MACRO_PATTERN.finditer(text)``, in time linear in ``text``.
+
+    A URL runs to the first ``)`` or white space. Once a search for that end
+    has gone from one URL's start to a position, every later URL that starts
+    before it ends there too: the end found is kept, so no part of the text is
+    searched twice, however many links are left open.
+    """
+    if "domarkx://" not in text:
+        return
+    length = len(text)
+    searched_from, url_end = -1, -1
+    position = 0
+    while True:
+        head = _HEAD.search(text, position)
+        if head is None:
+            return
+        url_start = head.end() - len("domarkx://")
+        if not searched_from <= url_start <= url_end:
+            stop = _URL_END.search(text, url_start)
+            searched_from, url_end = url_start, stop.start() if stop else length
+        if url_end == length or text[url_end] != ")":
+            position = head.start() + 1
+            continue
+        extras = _EXTRAS.match(text, url_end + 1)
+        assert extras is not None  # it matches the empty string
+        yield MacroMatch(
+            text,
+            (head.start(), extras.end()),
+            (head.group("text"), text[url_start:url_end], extras.group()),
+        )
+        position = extras.end()
 
 
 class MacroContext(Protocol):
@@ -156,6 +219,13 @@ class MacroExpander:
     # The folder that included files must lie in (real paths); None: ``root``.
     # See domarkx.session.files.
     confine: Path | None = None
+    # Patterns (paths from ``root``) of dotfiles and key files that includes may read
+    # (``[includes] allow``); see ``builtin_macros.include``.
+    include_allow: tuple[str, ...] = ()
+    # The most characters that macros may produce for one document (spec 3.2).
+    max_expansion: int = DEFAULT_MAX_EXPANSION
+    # The characters produced so far.
+    produced: int = 0
 
     def display(self, path: Path) -> str:
         try:
@@ -234,12 +304,13 @@ class MacroExpander:
         masked = _mask_code_spans(text)
         pieces: list[str] = []
         position = 0
-        for match in MACRO_PATTERN.finditer(masked):
+        match_line = line
+        for match in find_macros(masked):
             if not _is_macro(masked, match):
                 continue
+            match_line += text.count("\n", position, match.start())
             pieces.append(text[position : match.start()])
             position = match.end()
-            match_line = line + text.count("\n", 0, match.start())
             call = self._call(match, file, match_line, chain)
             if depth >= MAX_DEPTH:
                 raise call.error(
@@ -247,6 +318,7 @@ class MacroExpander:
                     hint="a macro's result keeps producing macros; break the loop",
                 )
             result = self._run(call)
+            self._count(call, len(result.text if isinstance(result, Expansion) else result))
             if isinstance(result, Expansion):
                 next_chain = (*chain[:-1], (file, match_line), (result.file, 1))
                 pieces.append(self.expand_text(result.text, result.file, 1, next_chain, depth + 1))
@@ -258,8 +330,24 @@ class MacroExpander:
         # not expanded, and a backslash keeps it from being read as one on import.
         return escape_macros(result) if depth == 0 and result != text else result
 
+    def _count(self, call: MacroCall, size: int) -> None:
+        """Count what a macro produced; past ``max_expansion``, an error at the macro.
+
+        Every macro's result is counted when it is produced, before its own macros
+        are expanded, so the expanded text is never larger than the document plus
+        what was counted: nested includes cannot multiply it past the bound.
+        """
+        self.produced += size
+        if self.produced > self.max_expansion:
+            raise call.error(
+                f"macros expand this document past {_size(self.max_expansion)} "
+                f"(at `[@{call.text}](domarkx://{call.command})`)",
+                hint="include or set less text, or raise `expansion` under `[limits]` "
+                "in domarkx.toml",
+            )
+
     def _call(
-        self, match: re.Match[str], file: Path, line: int, chain: tuple[tuple[Path, int], ...]
+        self, match: MacroMatch, file: Path, line: int, chain: tuple[tuple[Path, int], ...]
     ) -> MacroCall:
         url = match.group("url")[len("domarkx://") :]
         command, _, query = url.partition("?")
@@ -328,7 +416,15 @@ def _parse_query(query: str) -> dict[str, str]:
     return params
 
 
-def _is_macro(text: str, match: re.Match[str]) -> bool:
+def _size(size: int) -> str:
+    """``10485760`` -> ``10 MB`` (sizes in powers of 1024, as domarkx.toml writes them)."""
+    for unit, shift in (("GB", 30), ("MB", 20), ("KB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
+
+
+def _is_macro(text: str, match: MacroMatch) -> bool:
     """Whether a match is a link (not ``\\[@..]`` escaped, not an image ``![@..]``)."""
     start = match.start()
     if _escaped(text, start):
@@ -346,20 +442,27 @@ def _escaped(text: str, index: int) -> bool:
 
 def escape_macros(text: str) -> str:
     """``text`` with a backslash before every macro in it, so that none expands on import."""
+    if "domarkx://" not in text:
+        return text
     masked = _mask_code_spans(text)
-    starts = [m.start() for m in MACRO_PATTERN.finditer(masked) if _is_macro(masked, m)]
-    for start in reversed(starts):
-        text = text[:start] + "\\" + text[start:]
-    return text
+    pieces: list[str] = []
+    position = 0
+    for match in find_macros(masked):
+        if _is_macro(masked, match):
+            pieces += [text[position : match.start()], "\\"]
+            position = match.start()
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def _mask_code_spans(text: str) -> str:
-    """``text`` with fenced code and inline code spans blanked: macros there stay literal.
+    """``text`` with code blocks and inline code spans blanked: macros there stay literal.
 
-    Text can hold fenced code of its own: in a quote (the older format quotes
-    whole messages), in a list item, or brought by an include.
+    Text can hold code blocks of its own: in a quote (the older format quotes
+    whole messages), in a list item, or brought by an include; fenced or
+    indented, whatever a Markdown reader shows as code.
     """
-    if "`" not in text and "~~~" not in text:
+    if "`" not in text and "~~~" not in text and not _INDENTED.search(text):
         return text
     text = _mask_fences(text)
     if "`" not in text:
@@ -389,18 +492,12 @@ def _mask_code_spans(text: str) -> str:
 
 
 def _mask_fences(text: str) -> str:
+    """``text`` with the lines of its code blocks blanked, at any depth (a quote, a
+    list item), as the document's reader finds them (``parsing.blocks``)."""
     lines = text.split("\n")
-    fence: Fence | None = None
-    for index, line in enumerate(lines):
-        # Any indentation counts: the fence may sit in a list item or a quote.
-        rest = line[_CONTAINER_PREFIX.match(line).end() :]  # type: ignore[union-attr]
-        if fence is None:
-            fence = open_fence(rest)
-            if fence is None:
-                continue
-        elif fence.closed_by(rest):
-            fence = None
-        lines[index] = " " * len(line)
+    for start, end in code_line_ranges(lines):
+        for index in range(start, end):
+            lines[index] = " " * len(lines[index])
     return "\n".join(lines)
 
 

@@ -32,13 +32,14 @@ from domarkx.parsing.blocks import (
     Heading,
     Text,
     blocks,
+    leading_blocks,
     raw_text,
     text_value,
 )
 from domarkx.parsing.blocks import first_line as _first
 from domarkx.parsing.data import load_json, load_yaml
 from domarkx.parsing.fences import SPECIAL_FLAGS, InfoString, parse_info
-from domarkx.parsing.source import decode_document, split_front_matter
+from domarkx.parsing.source import decode_document, front_matter_end, split_front_matter
 
 __all__ = [
     "ROLE_ALIASES",
@@ -46,6 +47,7 @@ __all__ = [
     "MarkdownParser",
     "ParsedSession",
     "append_block",
+    "config_sources",
     "decode_document",
     "load_json",
     "load_yaml",
@@ -320,6 +322,26 @@ def _output_block(info: InfoString, code: str, file: str, line: int) -> OutputBl
         timed_out="timed_out" in info.flags,
         attrs=attrs,
     )
+
+
+def config_sources(text: str) -> list[str]:
+    """The code of the document's ``session-config`` blocks, found as ``parse_text``
+    finds them (before the first role heading, at the top level), nothing checked.
+
+    A quick look at a document that may not parse: its front matter is skipped
+    unread, and only the part before the first role heading is read.
+    """
+    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    end = front_matter_end(lines)
+    if end is None:
+        return []  # a front matter never closed: the document does not parse
+    if end:
+        lines = [""] * (end + 1) + lines[end + 1 :]
+    return [
+        block.code
+        for block in leading_blocks(lines)
+        if isinstance(block, FencedCode) and parse_info(block.info).special == "session-config"
+    ]
 
 
 def append_text(

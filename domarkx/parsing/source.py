@@ -31,29 +31,37 @@ def decode_document(data: bytes, file: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def front_matter_end(lines: list[str]) -> int | None:
+    """The index of the line that closes the front matter; 0 with none; None if unclosed."""
+    if not lines or lines[0].rstrip() != "---":
+        return 0
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() in ("---", "..."):
+            return index
+    return None
+
+
 def split_front_matter(text: str, file: str) -> tuple[dict[str, Any], list[str], int]:
     """Front matter mapping, the document's lines (front matter blanked), its last line."""
     lines = text.split("\n")
-    if not lines or lines[0].rstrip() != "---":
+    index = front_matter_end(lines)
+    if index == 0:
         return {}, lines, 0
-    for index in range(1, len(lines)):
-        if lines[index].rstrip() in ("---", "..."):
-            body = "\n".join(lines[1:index])
-            data = load_yaml(body, file=file, first_line=2, what="front matter")
-            if data is None:
-                data = {}
-            if not isinstance(data, dict):
-                raise DocumentError(
-                    f"front matter must be a YAML mapping, not {type(data).__name__}",
-                    file=file,
-                    line=2,
-                    hint="write `key: value` lines between the two `---` lines",
-                )
-            blanked = [""] * (index + 1) + lines[index + 1 :]
-            return data, blanked, index + 1
-    raise DocumentError(
-        "front matter is not closed",
-        file=file,
-        line=1,
-        hint="end the front matter with a line `---`",
-    )
+    if index is None:
+        raise DocumentError(
+            "front matter is not closed",
+            file=file,
+            line=1,
+            hint="end the front matter with a line `---`",
+        )
+    data = load_yaml("\n".join(lines[1:index]), file=file, first_line=2, what="front matter")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise DocumentError(
+            f"front matter must be a YAML mapping, not {type(data).__name__}",
+            file=file,
+            line=2,
+            hint="write `key: value` lines between the two `---` lines",
+        )
+    return data, [""] * (index + 1) + lines[index + 1 :], index + 1

@@ -10,8 +10,9 @@ only if a session may ask a model, which is known without parsing:
 - the ``parse`` stage leaves an empty file ``cache/model/<name>.asks`` for each
   session whose ``session-config`` names a model (``note``);
 - a session whose parse cache is missing or older than its document (a new
-  project, an edit) is read: its ``session-config`` block is looked at
-  (``text_may_ask``), and anything this quick look cannot rule out counts
+  project, an edit) is read: its ``session-config`` block, found as the
+  parser finds it but with only the part before the first role heading read,
+  is looked at (``text_may_ask``), and a ``model`` key anywhere in it counts
   as asking.
 
 A wrong "no" would only make model calls wait one after the other; the look
@@ -27,9 +28,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from domarkx.data.layout import Layout
+from domarkx.parsing.markdown import config_sources
 
-# ``model:`` (YAML) or ``"model":`` (JSON) as a key of the session-config block.
-_MODEL_KEY = re.compile(r"""(^|[\s{,])["']?model["']?\s*:""")
+# ``model:`` (YAML) or ``"model":`` (JSON): a key, when what comes before it allows
+# (``_names_model``). Led by a literal, the search skips through a text quickly.
+_MODEL_KEY = re.compile(r"""model["']?\s*:""")
 
 # The marks' folders this process made (one ``mkdir`` per build, not per session).
 _made: set[str] = set()
@@ -76,25 +79,25 @@ def _source_may_ask(layout: Layout, name: str) -> bool:
 
 
 def text_may_ask(text: str) -> bool:
-    """Whether a document's session-config may name a model (True when unsure)."""
-    if "model" not in text:
-        return False
-    from domarkx.parsing.fences import fence_end, open_fence
+    """Whether a document's session-config may name a model.
 
-    lines = text.splitlines()
-    index = 0
-    if lines and lines[0].strip() == "---":  # front matter: up to its closing line
-        index = next((i + 1 for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), 0)
-    while index < len(lines):
-        line = lines[index]
-        if line.startswith("## "):
-            return False  # the messages start: no session-config before them
-        fence = open_fence(line)
-        if fence is None:
-            index += 1
-            continue
-        end = fence_end(lines, index)
-        if "session-config" in fence.info:
-            return any(_MODEL_KEY.search(inner) for inner in lines[index + 1 : end])
-        index = end
-    return "session-config" in text  # a config this look did not find: it may name one
+    The session-config is found as the parser finds it (``config_sources``);
+    its YAML or JSON is not read: a ``model`` key anywhere in it counts.
+    """
+    # A model key in the config is a model key in the text: most documents are ruled
+    # out by this search alone, without reading their blocks.
+    if "session-config" not in text or not _names_model(text):
+        return False
+    return any(_names_model(code) for code in config_sources(text))
+
+
+def _names_model(text: str) -> bool:
+    """Whether ``text`` holds ``model:`` or ``"model":`` at its start or after a space,
+    ``{`` or ``,`` (a key in YAML or JSON, wherever it is nested)."""
+    for match in _MODEL_KEY.finditer(text):
+        start = match.start()
+        if start and text[start - 1] in "\"'":
+            start -= 1
+        if start == 0 or text[start - 1].isspace() or text[start - 1] in "{,":
+            return True
+    return False
