@@ -20,6 +20,7 @@ import pytest
 from domarkx.cli.main import main
 from domarkx.data.models import NOT_RUN
 from domarkx.data.store import Store
+from tests.support import doit, process_env
 
 SESSION = """\
 ---
@@ -39,7 +40,6 @@ model:
 """
 
 DODO = "from domarkx.pipeline.tasks import *  # noqa: F403\n"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -135,28 +135,12 @@ def test_a_build_stops_without_a_grant_and_runs_with_one(session, cli):
 def test_doit_takes_the_grant_from_domarkx_yes(session):
     root, marker = session
     (root / "dodo.py").write_text(DODO)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "doit"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode != 0 and not marker.exists()
+    done = doit(root, process=True)
+    assert done.code != 0 and not marker.exists()
     # doit has no --yes: the hint names what does grant it there.
-    assert "DOMARKX_YES=1 doit" in done.stdout + done.stderr
-    env["DOMARKX_YES"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-m", "doit"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DOMARKX_YES=1 doit" in done.out + done.err
+    done = doit(root, env={"DOMARKX_YES": "1"}, process=True)
+    assert done.code == 0, done.out + done.err
     assert marker.exists()
 
 
@@ -176,7 +160,7 @@ def test_a_refused_run_is_not_cached(session, cli):
 def converse(root: Path, answers: list[str], *argv: str) -> tuple[int, str]:
     """Run ``domarkx ARGV`` with stdin and stderr on a terminal; answer each question."""
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = process_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "domarkx", *argv],
         cwd=root,

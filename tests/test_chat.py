@@ -371,18 +371,10 @@ echo set-up >> {marker}
 
 
 def terminal_env() -> dict[str, str]:
-    import os
+    from tests.support import process_env
 
-    from tests.support import REPO_ROOT
-
-    env = dict(os.environ)
-    env.update(KEY)
-    env.pop("DOMARKX_LLM", None)
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["TERM"] = "xterm"
     # The pty answers no cursor-position request; prompt_toolkit's own switch skips them.
-    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
-    return env
+    return process_env({**KEY, "DOMARKX_LLM": None, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"})
 
 
 def test_an_interactive_chat_keeps_one_sandbox_and_appends_each_turn(project):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ from domarkx.data.atomic import write_atomic
 from domarkx.data.models import OutputBlock, SessionInstance
 from domarkx.data.store import Store
 from tests.chat_server import ChatServer
-from tests.support import REPO_ROOT, process_env
+from tests.support import process_env
 
 BLOCKS_BEFORE_KILL = 25
 
@@ -36,7 +35,7 @@ def test_sigkill_mid_run_keeps_every_finished_block(project, cli):
     root = project({"sessions/long.md": killed_session()})
     code, _, err = cli("import", "sessions/long.md", "--tag", "long")
     assert code == 0, err
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = process_env()
     done = subprocess.run(
         [sys.executable, "-m", "domarkx", "run", "long"],
         cwd=root,

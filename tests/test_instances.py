@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ from tests.dockerutil import (
     require_image,
     secs,
 )
-from tests.support import REPO_ROOT
+from tests.support import process_env
 
 WHICH_BLOCKS = """
 ```yaml session-config
@@ -285,7 +284,7 @@ def test_interactive_run_is_driven_from_stdin(project, cli):
         input="n\nn\ns\na\nq\n",
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env=process_env(),
         timeout=60,
     )
     assert done.returncode == 0, done.stderr

@@ -464,12 +464,12 @@ def test_a_plain_run_on_a_terminal_streams_the_reply_to_stderr(project, server):
     import sys
     import time
 
-    from tests.support import REPO_ROOT
+    from tests.support import process_env
 
     write_session(project, server)
     server.call(("add", {"a": 2, "b": 3}), text="Adding. ").reply("The sum is five.")
     server.queue[0].chunk_size = 2
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = process_env()
     assert (
         subprocess.run(
             [sys.executable, "-m", "domarkx", "import", "sessions/calc.md"], env=env
