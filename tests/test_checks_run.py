@@ -323,3 +323,43 @@ def test_pytest_collects_sessions_and_reports_each_check(project):
     assert "sessions/add.md:19: contains: FAILED: 'five' is not in the reply" in out
     assert "1 passed" in out  # the project's own test ran beside the session
     assert "FAILED sessions/add.md" in out
+
+
+def test_a_failed_check_fails_its_sessions_run_task_and_the_build_goes_on(project, cli):
+    checked = """\
+    ## user
+
+    > Say hi.
+
+    ```yaml expect
+    - contains: hello
+    - sh: test -f hi.txt
+    ```
+
+    ## assistant
+
+    > hi
+
+    ```bash
+    echo hi > hi.txt
+    ```
+    """
+    plain = "## assistant\n\n```bash\necho plain\n```\n"
+    root = project({"sessions/checked.md": checked, "sessions/plain.md": plain})
+    code, out, err = cli("build", "--continue")
+    assert code != 0
+    assert "sessions/checked.md: 1 check failed: contains: 'hello' is not in the reply" in out + err
+    assert "Traceback" not in out + err
+    exports = root / ".domarkx" / "exports"
+    assert (exports / "plain.md").exists() and not (exports / "checked.md").exists()
+    # Built again, nothing new runs and the task fails the same way.
+    code, again, err2 = cli("build", "--continue")
+    assert code != 0 and "1 check failed" in again + err2
+    # Fixed, the session builds; its export shows the checks' results.
+    (root / "sessions" / "checked.md").write_text(
+        (root / "sessions" / "checked.md").read_text().replace("contains: hello", "contains: hi")
+    )
+    code, out, err = cli("build")
+    assert code == 0, out + err
+    exported = (exports / "checked.md").read_text()
+    assert '"checks": [' in exported and '"kind": "sh"' in exported

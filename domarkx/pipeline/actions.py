@@ -223,6 +223,7 @@ def run(layout: Layout, name: str, task: Any) -> None:
         and result.run is not None
         and result.snapshot[0] == snapshot_id
     ):
+        _raise_for_checks(layout, name, result.run[0])
         _write_run(layout, name, task, *result.run)
         return
     _drop(layout, name)
@@ -230,7 +231,24 @@ def run(layout: Layout, name: str, task: Any) -> None:
     assert instance is not None
     if instance.status == "failed":
         _failed(layout, name, instance)
-    _write_run(layout, name, task, *run_record(layout, snapshot_id, instance))
+    record = run_record(layout, snapshot_id, instance)
+    _raise_for_checks(layout, name, record[0])
+    _write_run(layout, name, task, *record)
+
+
+def _raise_for_checks(layout: Layout, name: str, record: str) -> None:
+    """A run whose checks failed fails its task, with no run record: the next build asks
+    again (the execution cache answers, so nothing runs twice)."""
+    if '"failed_checks"' not in record:
+        return
+    failed = json.loads(record).get("failed_checks") or []
+    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+    source = layout.source(name)
+    raise DomarkxError(
+        f"{len(failed)} check{'s' * (len(failed) != 1)} failed: " + "; ".join(failed[:3]) + more,
+        file=source,
+        hint=f"`domarkx test {source}` names each check and its line",
+    )
 
 
 def _failed(layout: Layout, name: str, instance: SessionInstance) -> None:

@@ -55,6 +55,9 @@ class RunRecord(BaseModel):
     # Replay keys of the model replies used, and the digest of each record (None: missing).
     llm_records: list[str] = []
     replay: dict[str, str | None] = {}
+    # Check results the run wrote into the document's own messages (session.check_run),
+    # by message index; those of appended messages are in ``appended``.
+    checks: dict[int, list[Any]] = {}
 
     @classmethod
     def of(cls, snapshot: SessionSnapshot, instance: SessionInstance, store: Store) -> RunRecord:
@@ -81,6 +84,11 @@ class RunRecord(BaseModel):
             appended=instance.conversation[len(snapshot.conversation) :],
             llm_records=list(instance.llm_records),
             replay=replay_digests(store, instance.llm_records),
+            checks={
+                i: m.message_metadata["checks"]
+                for i, m in enumerate(ran)
+                if m.message_metadata and "checks" in m.message_metadata
+            },
         )
 
     def instance(self, snapshot: SessionSnapshot, instance_id: str, stamp: str) -> SessionInstance:
@@ -95,6 +103,11 @@ class RunRecord(BaseModel):
                 conversation[ref.message] = attach_outputs(
                     conversation[ref.message], ref.index, blocks
                 )
+        for index, results in self.checks.items():
+            if index < len(conversation):
+                message = conversation[index]
+                metadata = {**(message.message_metadata or {}), "checks": results}
+                conversation[index] = message.model_copy(update={"message_metadata": metadata})
         conversation += [m.model_copy(deep=True) for m in self.appended]
         return SessionInstance(
             instance_id=instance_id,
@@ -132,6 +145,15 @@ def run_key(snapshot: SessionSnapshot) -> str:
         "timeout": config.timeout,
         "on_error": config.on_error,
     }
+    expects = [
+        block.code
+        for message in snapshot.conversation
+        if message.role == "user"
+        for block in message.content
+        if isinstance(block, CodeBlock) and "expect" in block.flags
+    ]
+    if expects:  # a session's checks decide its results too (session.check_run)
+        data["checks"] = expects
     if config.model is not None:
         data["model"] = config.model.model_dump(mode="json")
         data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]

@@ -199,6 +199,15 @@ def run_record(
             ]
         ),
     }
+    # Checks of expect blocks that failed (session.check_run): the run task fails on them.
+    failed = [
+        f"{item.get('kind')}: {item.get('detail')}"
+        for m in instance.conversation
+        for item in (m.message_metadata or {}).get("checks") or []
+        if isinstance(item, dict) and not item.get("passed")
+    ]
+    if failed:
+        record["failed_checks"] = failed
     records = sorted({layout.replay_record(key) for key in instance.llm_records})
     return json.dumps(record, indent=1) + "\n", records
 
