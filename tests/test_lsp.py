@@ -466,18 +466,38 @@ def test_answer_lens_asks_before_running_the_models_code(project, lsp_client):
 
         client.answer = "Don't run"  # the user refuses the model's code
         result = client.request("workspace/executeCommand", answer)
-    assert "error" not in result, result
-    assert result["message"] == "appended 2 messages to sessions/q.md"
-    [question] = [r for r in client.server_requests if r["method"] == "window/showMessageRequest"]
-    assert "printf 'a\\nb\\n' | wc -l" in question["params"]["message"]
-    text = (root / "sessions" / "q.md").read_text(encoding="utf-8")
-    assert text.startswith(QUESTION)
-    assert "> Let me count." in text and NOT_RUN in text and "> Two lines." in text
-    logged = client.logged()
-    assert "Let me count." in logged and "Two lines." in logged
-    assert "appended 2 messages to sessions/q.md" in logged
-    # The model was told the code did not run.
-    assert NOT_RUN in json.dumps(server.requests[1]["messages"])
+        assert "error" not in result, result
+        assert result["message"] == "appended 2 messages to sessions/q.md"
+        [question] = [
+            r for r in client.server_requests if r["method"] == "window/showMessageRequest"
+        ]
+        assert "printf 'a\\nb\\n' | wc -l" in question["params"]["message"]
+        text = (root / "sessions" / "q.md").read_text(encoding="utf-8")
+        assert text.startswith(QUESTION)
+        assert "> Let me count." in text and NOT_RUN in text and "> Two lines." in text
+        logged = client.logged()
+        assert "Let me count." in logged and "Two lines." in logged
+        assert "appended 2 messages to sessions/q.md" in logged
+        # The model was told the code did not run.
+        assert NOT_RUN in json.dumps(server.requests[1]["messages"])
+
+        # The editor reloads the file; the reply's first message now has Regenerate.
+        client.replace(uri, text)
+        lenses = client.request("textDocument/codeLens", {"textDocument": {"uri": uri}})
+        [regenerate] = [
+            (lens["range"]["start"]["line"], lens["command"])
+            for lens in lenses
+            if lens["command"]["title"] == "Regenerate"
+        ]
+        assert regenerate[0] == lines_of(text, "## assistant")
+        server.reply("It prints two lines.")
+        result = client.request("workspace/executeCommand", regenerate[1])
+        assert result["message"] == "replaced the last answer in sessions/q.md with 1 message", (
+            result
+        )
+        after = (root / "sessions" / "q.md").read_text(encoding="utf-8")
+        assert after.startswith(QUESTION) and after.count("## assistant") == 1
+        assert "> It prints two lines." in after and "Let me count." not in after
 
 
 def test_other_commands_do_not_load_pygls_and_a_missing_pygls_is_one_error(tmp_path):
