@@ -20,7 +20,7 @@ from domarkx.errors import DomarkxError
 from domarkx.lsp.document import Document
 from domarkx.parsing.blocks import FencedCode, blocks
 from domarkx.parsing.fences import parse_info
-from domarkx.parsing.macros import MACRO_PATTERN
+from domarkx.parsing.macros import find_macros
 from domarkx.parsing.markdown import ROLE_ALIASES, load_json, load_yaml, split_front_matter
 from domarkx.session.files import document_root
 from domarkx.session.snapshot import SnapshotManager
@@ -112,7 +112,7 @@ def macro_at(doc: Document, line: int, column: int) -> Macro | None:
     if not 0 <= line < len(doc.lines) or "domarkx://" not in doc.lines[line]:
         return None
     text = doc.lines[line]
-    for match in MACRO_PATTERN.finditer(text):
+    for match in find_macros(text):
         start = match.start()
         if not start <= column <= match.end():
             continue
