@@ -155,6 +155,47 @@ def test_no_private_name_is_used_across_modules() -> None:
     assert found == [], "private names used outside their module:\n" + "\n".join(sorted(found))
 
 
+def defined_names(module: Module) -> set[str]:
+    """The names ``module`` defines: functions, classes, assigned names and attributes."""
+    names: set[str] = set()
+    for node in ast.walk(tree(module)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def test_no_private_member_of_another_modules_object_is_used() -> None:
+    """``box._describe(...)`` where ``_describe`` is defined in another module of the package.
+
+    Objects are not typed here: a private name defined in another module of the
+    package, and not in this one, is taken to be that module's.
+    """
+    own = {name: defined_names(module) for name, module in modules().items()}
+    everywhere: dict[str, set[str]] = {}
+    for name, names in own.items():
+        for defined in names:
+            if is_private(defined):
+                everywhere.setdefault(defined, set()).add(name)
+    found = []
+    for module in modules().values():
+        for node in ast.walk(tree(module)):
+            if (
+                isinstance(node, ast.Attribute)
+                and is_private(node.attr)
+                and node.attr in everywhere
+                and node.attr not in own[module.name]
+            ):
+                owners = ", ".join(sorted(everywhere[node.attr]))
+                found.append(f"{module.where}:{node.lineno}: .{node.attr} (defined in {owners})")
+    assert found == [], "private members used outside their module:\n" + "\n".join(sorted(found))
+
+
 def function_level_imports(module: Module) -> Iterator[ast.Import | ast.ImportFrom]:
     for node in ast.walk(tree(module)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
