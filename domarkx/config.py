@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from domarkx.errors import DomarkxError
+from domarkx.toml_lines import key_line
 
 CONFIG_FILE = "domarkx.toml"
 PYPROJECT = "pyproject.toml"
@@ -38,6 +39,28 @@ DEFAULT_MEMORY = "2g"
 DEFAULT_EXPANSION = "10m"
 
 _MEMORY = re.compile(r"^([0-9]+)\s*([kmg]?)b?$", re.IGNORECASE)
+# Docker refuses a smaller memory limit; 0 would mean "no limit" to it.
+MIN_MEMORY = 6 << 20
+# The capabilities a configuration may give back: Docker's default set less NET_RAW
+# (raw sockets). Any other (SYS_ADMIN, NET_ADMIN, DAC_READ_SEARCH, SYS_PTRACE, ALL...)
+# lets code in the container reach the host's kernel or files; it is refused outright.
+SAFE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
 _CAPABILITY = re.compile(r"^(CAP_)?[A-Z][A-Z_]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -112,8 +135,14 @@ class DockerSettings(BaseModel):
     @classmethod
     def _capabilities(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not _CAPABILITY.match(name):
+            if not _CAPABILITY.match(name.upper()):
                 raise ValueError(f"{name!r} is not a capability name (e.g. CHOWN)")
+            bare = name.upper().removeprefix("CAP_")
+            if bare not in SAFE_CAPABILITIES:
+                raise ValueError(
+                    f"{name!r} is not given back to a sandbox: it would reach past the "
+                    f"container (allowed: {', '.join(sorted(SAFE_CAPABILITIES))})"
+                )
         return value
 
     @field_validator("memory")
@@ -121,7 +150,30 @@ class DockerSettings(BaseModel):
     def _memory(cls, value: str) -> str:
         if not _MEMORY.match(value.strip()):
             raise ValueError("must be a size such as 512m or 2g")
+        if size_in_bytes(value) < MIN_MEMORY:
+            raise ValueError("must be at least 6m (Docker reads 0 as no limit at all)")
         return value.strip().lower()
+
+
+class EngineSettings(BaseModel):
+    """Which engines the project's sessions may use."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed: list[str] | None = Field(
+        default=None,
+        description='The engines a session may name (e.g. `["docker"]`); unset: any.',
+    )
+
+
+class IncludeSettings(BaseModel):
+    """Files an include may read although they look like secrets (dotfiles, key files)."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Paths (globs, relative to the project root) an include may read, "
+        'e.g. `[".github/*.yml"]`.',
+    )
 
 
 class LimitSettings(BaseModel):
@@ -139,17 +191,6 @@ class LimitSettings(BaseModel):
         if not _MEMORY.match(value.strip()):
             raise ValueError("must be a size such as 512k or 10m")
         return value.strip().lower()
-
-
-class IncludeSettings(BaseModel):
-    """Files an include may read although they look like secrets (dotfiles, key files)."""
-
-    model_config = ConfigDict(extra="forbid")
-    allow: list[str] = Field(
-        default_factory=list,
-        description="Paths (globs, relative to the project root) an include may read, "
-        'e.g. `[".github/*.yml"]`.',
-    )
 
 
 class CacheSettings(BaseModel):
@@ -230,16 +271,109 @@ class ProjectConfig(BaseModel):
     docker: DockerSettings = Field(default_factory=DockerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
-    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    engines: EngineSettings = Field(default_factory=EngineSettings)
     includes: IncludeSettings = Field(default_factory=IncludeSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The session-config of a new document that `domarkx chat NEW.md -m TEXT` "
+        "writes (e.g. `model`, `engine`).",
+    )
 
     # Where the settings were read (None: no configuration, the defaults).
     _source: Path | None = PrivateAttr(default=None)
     _root: Path | None = PrivateAttr(default=None)
+    # The grants of an untrusted file that were left out (empty: trusted, or none made).
+    _ignored: tuple[str, ...] = PrivateAttr(default=())
+    _digest: str | None = PrivateAttr(default=None)
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """The grants the file makes that are ignored until the user trusts it."""
+        return self._ignored
+
+    @property
+    def digest(self) -> str | None:
+        """The digest ``domarkx trust`` records for the file's settings (None: no file)."""
+        return self._digest
+
+    def trust_note(self) -> str:
+        """The one line that says what is ignored and how to accept it ('' when nothing is)."""
+        if not self._ignored:
+            return ""
+        return (
+            f"{self.describe()} is not trusted, so its grants are ignored "
+            f"({'; '.join(self._ignored)}); `domarkx trust` accepts it"
+        )
+
+    def grants(self) -> list[str]:
+        """What this configuration grants beyond the defaults, one phrase each."""
+        found = []
+        if self.approve == "auto":
+            found.append('approve = "auto"')
+        found += [
+            f"endpoint {name} ({e.base_url}" + (f", key {e.api_key_env})" if e.api_key_env else ")")
+            for name, e in sorted(self.endpoints.items())
+        ]
+        docker = self.docker
+        if docker.networks:
+            found.append(f"docker networks {', '.join(docker.networks)}")
+        if docker.cap_add:
+            found.append(f"docker cap_add {', '.join(docker.cap_add)}")
+        if docker.pids_limit > DEFAULT_PIDS_LIMIT:
+            found.append(f"docker pids_limit {docker.pids_limit}")
+        if size_in_bytes(docker.memory) > size_in_bytes(DEFAULT_MEMORY):
+            found.append(f"docker memory {docker.memory}")
+        for name, default in _DOCKER_GRANTS.items():
+            if name in DockerSettings.model_fields and getattr(docker, name) != default:
+                found.append(f"docker {name} {getattr(docker, name)}")
+        if self.includes.allow:
+            found.append(f"includes of {', '.join(self.includes.allow)}")
+        if size_in_bytes(self.limits.expansion) > size_in_bytes(DEFAULT_EXPANSION):
+            found.append(f"limits expansion {self.limits.expansion}")
+        for table in _TABLE_GRANTS:
+            value = getattr(self, table, None)
+            if isinstance(value, BaseModel) and value != type(value)():
+                found.append(f"[{table}]")
+        return found
+
+    def untrusted(self) -> ProjectConfig:
+        """This configuration less its grants: what an untrusted file may still say.
+
+        Restrictions stay (``approve = "never"``, ``[engines] allowed``, lower
+        limits); grants go back to their defaults.
+        """
+        docker_update: dict[str, Any] = {
+            "networks": [],
+            "cap_add": [],
+            "pids_limit": min(self.docker.pids_limit, DEFAULT_PIDS_LIMIT),
+            "memory": min(self.docker.memory, DEFAULT_MEMORY, key=size_in_bytes),
+        }
+        for name, default in _DOCKER_GRANTS.items():
+            if name in DockerSettings.model_fields:
+                docker_update[name] = default
+        update: dict[str, Any] = {
+            "approve": "ask" if self.approve == "auto" else self.approve,
+            "endpoints": {},
+            "docker": self.docker.model_copy(update=docker_update),
+            "includes": IncludeSettings(),
+            "limits": LimitSettings(
+                expansion=min(self.limits.expansion, DEFAULT_EXPANSION, key=size_in_bytes)
+            ),
+        }
+        for table in _TABLE_GRANTS:
+            value = getattr(self, table, None)
+            if isinstance(value, BaseModel):
+                update[table] = type(value)()
+        stripped = self.model_copy(update=update)
+        stripped._source, stripped._root, stripped._digest = self._source, self._root, self._digest
+        stripped._ignored = tuple(self.grants())
+        return stripped
 
     def describe(self) -> str:
         """The file to edit, for hints."""
@@ -262,8 +396,22 @@ def load(root: str | os.PathLike[str]) -> ProjectConfig:
             return found[1]
     config = _read(folder)
     config._root = folder
+    if config.digest is not None and config.source is not None and config.grants():
+        from domarkx import trust
+
+        if not trust.is_trusted(config.source, config.digest):
+            config = config.untrusted()
+            _tell_once(config.trust_note())
     with _lock:
         _cache[folder] = (signature, config)
+    return config
+
+
+def read(root: str | os.PathLike[str]) -> ProjectConfig:
+    """The configuration at ``root`` as its file says, grants included, trusted or not
+    (``domarkx trust`` shows what it accepts); not cached."""
+    config = _read(Path(root))
+    config._root = Path(root)
     return config
 
 
@@ -271,6 +419,26 @@ def forget() -> None:
     """Drop what was read (each command starts afresh)."""
     with _lock:
         _cache.clear()
+        _told.clear()
+
+
+# Grants beyond the defaults in other tables: a Docker engine elsewhere (``host``), a
+# shared cache whose results a build would take (``[cache]``).
+_DOCKER_GRANTS: dict[str, Any] = {"host": None}
+_TABLE_GRANTS = ("cache",)
+
+_told: set[str] = set()
+
+
+def _tell_once(note: str) -> None:
+    """Say ``note`` on stderr once per command (a build reads the file in many threads)."""
+    import sys
+
+    with _lock:
+        if note in _told:
+            return
+        _told.add(note)
+    print(f"domarkx: note: {note}", file=sys.stderr, flush=True)
 
 
 def _signature(folder: Path) -> tuple[Any, ...]:
@@ -324,7 +492,21 @@ def _read(folder: Path) -> ProjectConfig:
             "commented domarkx.toml)",
         ) from None
     config._source = path
+    from domarkx.trust import settings_digest
+
+    config._digest = settings_digest(_plain(data))
     return config
+
+
+def _plain(data: Any) -> Any:
+    """TOML's values as JSON's (dates as their ISO text), for the digest."""
+    if isinstance(data, dict):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    if isinstance(data, (str, int, float, bool)) or data is None:
+        return data
+    return str(data)
 
 
 def _text(path: Path) -> str | None:
@@ -356,52 +538,3 @@ def _parse(text: str, path: Path) -> dict[str, Any]:
             line=line,
             hint="see https://toml.io for the syntax",
         ) from None
-
-
-# --- where a key is written --------------------------------------------------------------
-
-_TABLE = re.compile(r"^\s*\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(
-    r"^\s*(?P<key>(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*="
-)
-
-
-def _split_key(text: str) -> tuple[str, ...]:
-    parts = re.findall(r"[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'", text)
-    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
-
-
-def key_line(text: str, path: tuple[str, ...]) -> int | None:
-    """The 1-based line that sets the key at ``path`` (or its nearest written parent).
-
-    tomllib keeps no positions, so the lines are scanned: table headers and
-    ``key = value`` lines (dotted keys included), skipping multi-line strings.
-    A key that is missing (a required one) gives the line of its table.
-    """
-    best: tuple[int, int] | None = None  # (matched length, line)
-    table: tuple[str, ...] = ()
-    in_string: str | None = None
-    for number, line in enumerate(text.split("\n"), 1):
-        if in_string is not None:
-            if line.count(in_string) % 2 == 1:
-                in_string = None
-            continue
-        header = _TABLE.match(line)
-        if header is not None:
-            table = _split_key(header.group("name"))
-            full = table
-        else:
-            key = _KEY.match(line)
-            if key is None:
-                continue
-            full = table + _split_key(key.group("key"))
-            rest = line[key.end() :]
-            for quote in ('"""', "'''"):
-                if rest.count(quote) % 2 == 1:
-                    in_string = quote
-        matched = 0
-        while matched < min(len(full), len(path)) and full[matched] == path[matched]:
-            matched += 1
-        if matched == len(full) and (best is None or matched > best[0]):
-            best = (matched, number)
-    return best[1] if best is not None and best[0] > 0 else None

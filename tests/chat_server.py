@@ -36,6 +36,9 @@ class Response:
     usage: dict[str, int] | None = None  # default: prompt 1, completion 1
     model: str | None = None  # the model the server says answered (default: the request's)
     headers: dict[str, str] | None = None  # extra response headers (``retry-after-ms``...)
+    # A broken answer with status 200 (see FAULTS): what a proxy, a captive portal or a
+    # crashing server sends.
+    fault: str | None = None
 
     def finish_reason(self) -> str:
         return "tool_calls" if self.tool_calls else "stop"
@@ -44,6 +47,12 @@ class Response:
         usage = dict(self.usage or {"prompt_tokens": 1, "completion_tokens": 1})
         usage.setdefault("total_tokens", sum(usage.values()))
         return usage
+
+
+# "cut": the stream stops after some text, before finish_reason; "bad_event": an event
+# that is not JSON; "not_sse": a JSON completion where events were asked for; "html": a
+# web page; "no_finish": a JSON completion whose finish_reason is null.
+FAULTS = ("cut", "bad_event", "not_sse", "html", "no_finish")
 
 
 class ChatServer:
@@ -163,7 +172,9 @@ class _Handler(BaseHTTPRequestHandler):
         response = self.chat.next_response()
         if response.delay:
             time.sleep(response.delay)
-        if response.status != 200:
+        if response.fault is not None:
+            self._fault(body, response)
+        elif response.status != 200:
             error = {"message": response.error, "type": "test_error", "code": response.status}
             self._json(response.status, {"error": error}, response.headers)
         elif body.get("stream"):
@@ -217,6 +228,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(usage_chunk)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def _fault(self, body: dict[str, Any], response: Response) -> None:
+        fault = response.fault
+        if fault == "html":
+            page = b"<!doctype html><html><body><h1>Sign in to the network</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+        elif fault in ("not_sse", "no_finish"):
+            completion = _completion(body, response)
+            if fault == "no_finish":
+                completion["choices"][0]["finish_reason"] = None
+            self._json(200, completion)
+        elif fault in ("cut", "bad_event"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self._event(_chunk(body, response, {"role": "assistant", "content": ""}, None))
+            self._event(_chunk(body, response, {"content": response.text[:5]}, None))
+            if fault == "bad_event":
+                self.wfile.write(b"data: {this is not json\n\n")
+                self._event(_chunk(body, response, {"content": response.text[5:]}, None))
+                self._event(_chunk(body, response, {}, response.finish_reason()))
+                self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()  # "cut": the connection closes here (HTTP/1.0)
+        else:
+            raise ValueError(f"unknown fault {fault!r}: one of {FAULTS}")
 
     def _event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")

@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING
 from domarkx.cli.options import Args, Subparsers, add_command, open_store, parse_params
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from domarkx.cli.chat_terminal import Terminal
-    from domarkx.data.models import Message
+    from domarkx.data.models import Message, SessionSnapshot
+    from domarkx.data.store import Store
     from domarkx.session.chat import ChatSession
 
 
@@ -21,11 +25,15 @@ def register(subparsers: Subparsers) -> None:
         description="When FILE ends with a user message (or -m adds one), run it with its model "
         "and append the new messages to FILE, keeping every byte that was there. On a terminal, "
         "with nothing to answer, ask for messages one after the other (one sandbox for the "
-        "whole chat). See docs/chat.md.",
+        "whole chat). A FILE that does not exist yet is made from [defaults] of the project's "
+        "domarkx.toml. See docs/chat.md.",
     )
     parser.add_argument("file", metavar="FILE", help="the session document (Markdown)")
     parser.add_argument(
-        "-m", "--message", metavar="TEXT", help="append TEXT as a new `## user` message first"
+        "-m",
+        "--message",
+        metavar="TEXT",
+        help="append TEXT as a new `## user` message first (`-m -`: read it from standard input)",
     )
     parser.add_argument(
         "--regenerate",
@@ -39,15 +47,25 @@ def register(subparsers: Subparsers) -> None:
         help="run the model's code on this machine without asking (local_shell)",
     )
     parser.add_argument(
+        "--model", metavar="NAME", help="ask this model for this chat (the document keeps its own)"
+    )
+    parser.add_argument(
+        "--system",
+        metavar="TEXT",
+        help="the system message for this chat (not written to the document)",
+    )
+    parser.add_argument(
         "--param", action="append", metavar="K=V", help="value of a parameter macro (repeatable)"
     )
 
 
 def run(args: Args) -> int:
+    import sys
     from pathlib import Path
 
     from domarkx.cli.chat_terminal import HELP, Terminal
     from domarkx.errors import UsageError
+    from domarkx.llm.provider import events
     from domarkx.session.approval import for_project
     from domarkx.session.chat import ChatSession
 
@@ -56,13 +74,24 @@ def run(args: Args) -> int:
             "--regenerate answers the last user message again; it takes no -m",
             hint="run `domarkx chat FILE -m TEXT` for a new question",
         )
-    if args.message is not None and not args.message.strip():
-        raise UsageError("-m needs the text of the message", hint='write e.g. -m "What next?"')
+    message = args.message
+    if message == "-":
+        message = sys.stdin.read()
+    if message is not None and not message.strip():
+        raise UsageError(
+            "-m needs the text of the message"
+            + (" (standard input was empty)" * (args.message == "-")),
+            hint='write e.g. -m "What next?"',
+        )
+    path = Path(args.file)
+    # The document's project (its configuration, store, replay records), not the current
+    # folder's: `domarkx chat proj/sessions/f.md` from anywhere.
+    store = open_store(path)
+    created = _create(store, path) if not path.exists() and message is not None else None
     terminal = Terminal()
-    store = open_store()
     session = ChatSession(
         store,
-        Path(args.file),
+        path,
         # --yes (or DOMARKX_YES), else `approve` of the project's configuration, asking
         # on a terminal: the same grant as `domarkx run` and `domarkx build`.
         approval=for_project(store.root, yes=args.yes),
@@ -70,19 +99,22 @@ def run(args: Args) -> int:
         regenerate=args.regenerate,
         stream=terminal.write,
         on_message=terminal.show_message,
+        adjust=_for_this_chat(args.model, args.system),
     )
-    session.prepare(args.message)
-    converse = not session.pending
-    if converse:
-        if not terminal.interactive:
-            raise UsageError(
-                f"{session.display} does not end with a user message, and without a terminal "
-                "there is nobody to ask for one",
-                hint="pass the question with -m TEXT, or end the document with a `## user` message",
-            )
-        terminal.check_prompt()
+    watching = events.set(terminal.events)
     failed = True
     try:
+        session.prepare(message)
+        converse = not session.pending
+        if converse:
+            if not terminal.interactive:
+                raise UsageError(
+                    f"{session.display} does not end with a user message, and without a "
+                    "terminal there is nobody to ask for one",
+                    hint="pass the question with -m TEXT, or end the document with a "
+                    "`## user` message",
+                )
+            terminal.check_prompt()
         session.start()
         if converse:
             terminal.note(f"chat with {session.display}; {HELP}")
@@ -91,10 +123,91 @@ def run(args: Args) -> int:
         else:
             _report(terminal, session, session.answer(), replaced=args.regenerate)
         failed = False
+    except KeyboardInterrupt:
+        terminal.events.stop()
+        if session.instance is not None:
+            ident = session.instance.instance_id[:12]
+            terminal.note(
+                f"interrupted: nothing more was written to {session.display}; instance {ident} "
+                f"keeps the conversation with your question (`domarkx export {ident}` shows it)"
+            )
+        raise
     finally:
+        terminal.events.stop()
+        events.reset(watching)
         terminal.end_turn()
         session.close(failed=failed)
+        if created is not None and failed:
+            _remove_if_unchanged(path, created)
     return 0
+
+
+def _for_this_chat(
+    model: str | None, system: str | None
+) -> Callable[[SessionSnapshot], SessionSnapshot] | None:
+    """``--model``/``--system`` as a change to each import of the document (None: none)."""
+    if model is None and system is None:
+        return None
+
+    def adjust(snapshot: SessionSnapshot) -> SessionSnapshot:
+        from domarkx.data.models import ExecutionConfig, Message, ModelSettings, TextBlock
+
+        update: dict[str, object] = {}
+        if model is not None:
+            config = snapshot.config()
+            settings = config.model or ModelSettings()
+            settings = settings.model_copy(update={"name": model})
+            update["execution_config"] = ExecutionConfig.model_validate(
+                {**config.model_dump(exclude_unset=True), "model": settings.model_dump()}
+            )
+        if system is not None:
+            conversation = list(snapshot.conversation)
+            if conversation and conversation[0].role == "system":
+                conversation = conversation[1:]
+            head = Message(role="system", content=[TextBlock(value=system)])
+            update["conversation"] = [head, *conversation]
+        return snapshot.model_copy(update=update)
+
+    return adjust
+
+
+def _create(store: Store, path: Path) -> bytes:
+    """A new session document at ``path`` from ``[defaults]`` of the project's configuration."""
+    import os
+
+    import yaml
+
+    from domarkx import config
+    from domarkx.errors import UsageError
+
+    settings = config.load(store.root)
+    if not settings.defaults.get("model"):
+        raise UsageError(
+            f"{path} does not exist, and the project's configuration has no [defaults] model "
+            "to start a new session with",
+            hint=f"add to {settings.describe()}:\n    [defaults.model]\n"
+            '    endpoint = "NAME"   # or base_url = "http://127.0.0.1:8080/v1"\n'
+            '    name = "MODEL"\nor write the document yourself (docs/chat.md)',
+        )
+    body = yaml.safe_dump(settings.defaults, sort_keys=False, allow_unicode=True)
+    text = f"```yaml session-config\n{body}```\n".encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return b""  # made meanwhile: it is the user's
+    with os.fdopen(fd, "wb") as f:
+        f.write(text)
+    return text
+
+
+def _remove_if_unchanged(path: Path, created: bytes) -> None:
+    """A document this chat made and could not answer goes again (nothing half-made stays)."""
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        if created and path.read_bytes() == created:
+            path.unlink()
 
 
 def _report(

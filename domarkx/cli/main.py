@@ -33,6 +33,7 @@ COMMANDS = (
     "schema",
     "migrate",
     "lsp",
+    "trust",
     "test",
 )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from domarkx.errors import UsageError
@@ -19,10 +21,17 @@ Args: TypeAlias = argparse.Namespace
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 
 
-def open_store() -> Store:
+def open_store(document: str | os.PathLike[str] | None = None) -> Store:
+    """The store of the project that holds ``document`` (found from its folder upwards),
+    else of the current folder's project (tools-chat-trust spec, section 3)."""
     from domarkx.data.store import Store
 
-    return Store.discover()
+    if document is None:
+        return Store.discover()
+    folder = os.path.dirname(os.path.abspath(document))
+    while folder and not os.path.isdir(folder):  # a document not written yet
+        folder = os.path.dirname(folder)
+    return Store.discover(Path(folder))
 
 
 def parse_params(values: Iterable[str] | None) -> dict[str, str]:
@@ -60,4 +69,12 @@ def add_command(
         name, help=help, description=description or help
     )
     parser.set_defaults(handler=handler)
+    # `domarkx chat F --debug` as well as `domarkx --debug chat F` (SUPPRESS: the
+    # option before the command keeps its value when this one is not given).
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the Python traceback of an error",
+    )
     return parser

@@ -14,6 +14,7 @@ them with ``root``, so they work from any current folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,12 +30,46 @@ SESSION_SUFFIX = ".md"
 STAGES = ("parse", "expand", "snapshot", "run", "export")
 
 
+def check_store_inside(root: str) -> None:
+    """A ``.domarkx/`` (or a folder in it) that links outside ``root`` is refused.
+
+    A checkout could ship ``.domarkx -> ~/`` or ``.domarkx/exports -> ~/.config``
+    and have builds write there. ``DOMARKX_HOME`` is the way to put the store
+    elsewhere; a link is followed only while it stays inside the project.
+    """
+    store = os.path.join(root, STORE_DIR)
+    if not os.path.lexists(store):
+        return
+    real_root = os.path.realpath(root)
+    paths = [store]
+    with contextlib.suppress(OSError):
+        paths += [os.path.join(store, name) for name in os.listdir(store)]
+    for path in paths:
+        if os.path.islink(path) and not _inside(os.path.realpath(path), real_root):
+            from domarkx.errors import StoreError  # only to refuse (doit loads this module)
+
+            raise StoreError(
+                f"{path} is a link to {os.path.realpath(path)}, outside the project: "
+                "domarkx would write there",
+                hint=f"remove the link (a store elsewhere is set with {HOME_ENV})",
+            )
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def find_root(start: str | None = None) -> str:
     """The nearest folder (from ``start`` up) holding dodo.py, sessions/ or .domarkx/."""
     here = os.path.abspath(start or os.getcwd())
     folder = here
+    # The user's home folder is a project only when a command starts there: a `~/.domarkx`
+    # left by one such command must not make every loose document below ~ part of a
+    # project whose files (~/.ssh, ~/.aws) it could then include.
+    user_home = os.path.expanduser("~")
     while True:
-        if any(os.path.exists(os.path.join(folder, marker)) for marker in PROJECT_MARKERS):
+        markers = folder != user_home or folder == here
+        if markers and any(os.path.exists(os.path.join(folder, m)) for m in PROJECT_MARKERS):
             return folder
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -83,6 +118,7 @@ class Layout:
         root = os.path.abspath(root or os.getcwd())
         env = os.environ.get(HOME_ENV)
         if not env:
+            check_store_inside(root)
             return cls(root)
         home = os.path.abspath(env)
         relative = os.path.relpath(home, root)

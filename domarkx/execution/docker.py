@@ -48,7 +48,7 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
-from domarkx.config import ProjectConfig, size_in_bytes
+from domarkx.config import MIN_MEMORY, ProjectConfig, size_in_bytes
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
 from domarkx.execution import docker_host
@@ -281,6 +281,8 @@ class DockerEngine(Engine):
     def refusal(cls, config: ExecutionConfig, project: ProjectConfig) -> Refusal | None:
         """A network other than ``none`` needs the project's grant (``[docker] networks``)."""
         network = config.network or "none"
+        if (engine := super().refusal(config, project)) is not None:
+            return engine  # `[engines] allowed` of the project
         if network == "none" or network in project.docker.networks:
             return None
         return Refusal(
@@ -305,7 +307,8 @@ class DockerEngine(Engine):
         memory = size_in_bytes(project.docker.memory)
         if self.config.memory:
             try:
-                memory = min(memory, size_in_bytes(self.config.memory))
+                # Docker reads 0 as "no limit": a session may lower the limit, never lift it.
+                memory = min(memory, max(size_in_bytes(self.config.memory), MIN_MEMORY))
             except ValueError:
                 raise EngineError(
                     f"memory {self.config.memory!r} is not a size",

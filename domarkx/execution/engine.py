@@ -105,8 +105,19 @@ class Engine(abc.ABC):
         """What ``config`` asks for that ``project`` does not grant (None: nothing).
 
         Checked before a sandbox is made, so the error can name the session-config line.
+        Subclasses that refuse more call this first: it checks ``[engines] allowed``.
         """
-        return None
+        allowed = project.engines.allowed
+        if allowed is None or cls.name in allowed:
+            return None
+        return Refusal(
+            "engine",
+            f"session-config asks for the {cls.name} engine, and the project allows only "
+            f"{', '.join(allowed) or 'none'}",
+            f"set `engine: {allowed[0]}` in session-config"
+            if allowed
+            else f"see [engines] in {project.describe()}",
+        )
 
     @abc.abstractmethod
     def start(self) -> dict[str, Any]:

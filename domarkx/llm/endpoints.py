@@ -3,13 +3,17 @@
 A session document may name ``base_url`` and ``api_key_env``, or an endpoint
 of the project's configuration by name (``model: {endpoint: deepseek}``). The
 value of a key variable is sent only to an endpoint that the configuration
-lists with that variable (tools-chat-trust spec, section 3). Anything else is
-a refusal: an ``LLMError`` that the replay cache raises instead of calling the
-model, so a recorded reply still replays offline and nothing is ever sent.
+lists with that variable (tools-chat-trust spec, section 3), and a request at
+all goes only to a listed endpoint or to a loopback address (section 3.2: the
+conversation holds included files, so the request carries them). Anything
+else is a refusal: an ``LLMError`` that the replay cache raises instead of
+calling the model, so a recorded reply still replays offline and nothing is
+ever sent.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -41,6 +45,36 @@ def same_url(a: str, b: str) -> bool:
     )
 
 
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bad_url(url: str) -> str | None:
+    """Why ``url`` cannot be a base URL (None: it can)."""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        return "holds a space or a control character"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as err:
+        return f"is not a URL ({err})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
 def resolve(
     settings: ModelSettings,
     project: ProjectConfig,
@@ -50,9 +84,19 @@ def resolve(
 ) -> Access:
     """The access ``settings`` get in ``project``; ``locate(key)`` finds a setting's line."""
     config_file = project.describe()
+    untrusted = f"; or, if you trust {config_file} as it is, run `domarkx trust`"
 
     def refuse(key: str, message: str, hint: str) -> Access:
+        if project.ignored:
+            hint += untrusted
         return Access(settings, LLMError(message, file=session, line=locate(key), hint=hint))
+
+    if settings.base_url is not None and (why := bad_url(settings.base_url)) is not None:
+        return refuse(
+            "base_url",
+            f"model.base_url {settings.base_url!r} {why}",
+            'write it as e.g. base_url: "https://api.deepseek.com/v1"',
+        )
 
     if settings.endpoint is not None:
         name = settings.endpoint
@@ -84,9 +128,21 @@ def resolve(
         update = {"base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env}
         return Access(settings.model_copy(update=update))
     variable = settings.api_key_env
-    if variable is None:
-        return Access(settings)  # no secret goes anywhere
     url = settings.base_url or DEFAULT_BASE_URL
+    if variable is None:
+        # No secret goes with it, but the conversation does: only to a server the user
+        # listed, or to this machine.
+        if settings.base_url is None and settings.provider != "openai":
+            return Access(settings)  # a plugin's own transport: its settings are its own
+        if is_loopback(url) or any(same_url(e.base_url, url) for e in project.endpoints.values()):
+            return Access(settings)
+        return refuse(
+            "base_url",
+            f"the session asks to send its conversation to {url}, which the project's "
+            "configuration does not list as an endpoint; nothing was sent",
+            f"if you trust that server with this project's sessions, add to {config_file}:\n"
+            f'    [endpoints.NAME]\n    base_url = "{url}"',
+        )
     for endpoint in project.endpoints.values():
         if endpoint.api_key_env == variable and same_url(endpoint.base_url, url):
             return Access(settings)

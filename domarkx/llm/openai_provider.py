@@ -9,26 +9,40 @@ Retries are the client's own (``max_retries``): 408, 409, 429, 5xx, timeouts
 and connection failures are retried ``DOMARKX_LLM_RETRIES`` times (default 4)
 with its exponential backoff (0.5 s doubled, at most 8 s, with jitter), or
 after the delay the server asks for in ``retry-after-ms`` / ``retry-after``.
-Each retry is told on stderr (``_RetryNotes``, a filter on the client's
+Each retry is told on stderr (``RetryNotes``, a filter on the client's
 logger), so a run waiting on a server that is down never looks hung.
+
+Only a complete reply is a reply (tools-chat-trust spec, section 1.2): a
+stream that ends without a ``finish_reason`` (cut off, not server-sent
+events), an event that is not JSON, or a body that is not the protocol's JSON
+(an HTML page with status 200) is retried as the client retries, then raised
+as one ``LLMError``; it is never returned, so never appended nor recorded.
+``model.timeout`` bounds the whole reply, not only the gap between bytes, and
+a reply larger than ``MAX_REPLY_BYTES`` is refused.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import random
 import sys
 import threading
+import time
 from typing import Any
 
 from domarkx.errors import LLMError
-from domarkx.llm.provider import Provider, Stream
+from domarkx.llm.openai_errors import RetryNotes, asking, cause, hint_for, server_message
+from domarkx.llm.provider import Provider, Stream, events
 from domarkx.llm.reply import Reply, ToolCall
 
 DEFAULT_RETRIES = 4
 DEFAULT_TIMEOUT = 120.0
 # Local servers (llama.cpp, Ollama, vLLM) want no key, but the client insists on one.
 PLACEHOLDER_KEY = "no-key"
+# A reply's text, reasoning and tool-call arguments together, at most (10 MB).
+MAX_REPLY_BYTES = 10 * 1024 * 1024
+# The client's backoff, for the retries of a broken reply: 0.5 s doubled, at most 8 s.
+_BACKOFF_START, _BACKOFF_MAX = 0.5, 8.0
 
 
 def _env_number(name: str, default: float, kind: type = float) -> Any:
@@ -80,9 +94,19 @@ class OpenAIProvider(Provider):
             return PLACEHOLDER_KEY
         key = os.environ.get(variable, "").strip()
         if not key:
+            where = (
+                f"`api_key_env` of [endpoints.{self.settings.endpoint}] in domarkx.toml"
+                if self.settings.endpoint is not None
+                else "`model.api_key_env` in session-config"
+            )
             raise LLMError(
                 f"the API key variable {variable} is not set (model {self.settings.name!r})",
-                hint=f"export {variable}=<your key>, or change `model.api_key_env` in session-config",
+                hint=f"export {variable}=<your key>, or change {where}",
+            )
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+            raise LLMError(
+                f"the API key in {variable} holds a control character (a line break?)",
+                hint=f"export {variable} again with the key alone",
             )
         return key
 
@@ -101,7 +125,8 @@ class OpenAIProvider(Provider):
             name, colon, _ = line.partition(":")
             if colon and name.strip():
                 names.append(name.strip())
-        return {name: openai.Omit() for name in names}
+        # The key's own header is the client's to set (to the placeholder here).
+        return {name: openai.Omit() for name in names if name.lower() != "authorization"}
 
     def timeout(self) -> float:
         """Seconds one request may take (``model.timeout``, default 120)."""
@@ -128,24 +153,51 @@ class OpenAIProvider(Provider):
             )
         openai = _import_openai()
         attempts = retries() + 1
-        client = _client(
-            openai,
-            self.api_key(),
-            self.settings.base_url,
-            self.timeout(),
-            self.withheld_headers(openai),
-            attempts - 1,
-        )
-        _RetryNotes.install()
-        _asking.where = str(client.base_url).rstrip("/")
-        _asking.cause = "no answer"
         try:
-            return self._once(openai, client, messages, stream, tools)
+            client = _client(
+                openai,
+                self.api_key(),
+                self.settings.base_url,
+                self.timeout(),
+                self.withheld_headers(openai),
+                attempts - 1,
+            )
+        except (ValueError, TypeError) as err:  # the client refuses a header or the URL
+            raise LLMError(
+                f"the openai client cannot be set up: {err}",
+                hint="check `model.base_url`, and OPENAI_CUSTOM_HEADERS in your environment",
+            ) from None
+        RetryNotes.install()
+        where = asking.where = str(client.base_url).rstrip("/")
+        asking.cause = "no answer"
+        asking.tries = 1
+        try:
+            broken = 0
+            while True:
+                try:
+                    return self._once(openai, client, messages, stream, tools)
+                except _Broken as failure:
+                    # The client retries what it sees fail; a broken reply came with
+                    # status 200, so it is asked again here, with the client's backoff.
+                    broken += 1
+                    if broken >= attempts:
+                        raise _Transient(failure.error) from None
+                    delay = min(_BACKOFF_START * 2 ** (broken - 1), _BACKOFF_MAX)
+                    delay *= 1 - 0.25 * random.random()
+                    print(
+                        f"domarkx: the model server at {where}: {failure.reason}; nothing of it "
+                        f"is kept; retrying in {delay:.2g} s (try {broken + 1} of {attempts})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    time.sleep(delay)
+                    asking.tries += 1
         except _Transient as failure:
-            tries = f" (tried {attempts} time{'s' if attempts > 1 else ''})"
-            raise LLMError(failure.error.message + tries, hint=failure.error.hint) from None
+            tries = int(getattr(asking, "tries", attempts))
+            note = f" (tried {tries} time{'s' if tries > 1 else ''})"
+            raise LLMError(failure.error.message + note, hint=failure.error.hint) from None
         finally:
-            _asking.where = None
+            asking.where = None
 
     def _once(
         self,
@@ -166,16 +218,24 @@ class OpenAIProvider(Provider):
             # Other generation parameters (top_p, max_tokens, seed...) go as they are.
             request["extra_body"] = params
         where = str(client.base_url).rstrip("/")
+        deadline = time.monotonic() + self.timeout()
+        broken_body: tuple[type[Exception], ...] = (ValueError, *_transport_errors())
         try:
             if stream is None:
                 response = client.chat.completions.create(**request)
-                if not response.choices:
-                    raise LLMError(f"the model server at {where} returned no choices")
-                return _reply_of(response)
+                return _reply_of(response, where)
             chunks = client.chat.completions.create(
                 **request, stream=True, stream_options={"include_usage": True}
             )
-            return _StreamedReply().read(chunks, stream)
+            return _StreamedReply(where, deadline, self.timeout()).read(chunks, stream)
+        except broken_body as exc:
+            # An event that is not JSON, or the connection lost in the middle of the body.
+            reason = "sent an event that is not JSON"
+            if not isinstance(exc, ValueError):
+                reason = (
+                    f"lost the connection in the middle of the reply ({exc or type(exc).__name__})"
+                )
+            raise _Broken(where, reason) from None
         except openai.APITimeoutError:
             raise _Transient(
                 LLMError(
@@ -186,17 +246,17 @@ class OpenAIProvider(Provider):
         except openai.APIConnectionError as exc:
             raise _Transient(
                 LLMError(
-                    f"cannot reach the model server at {where}: {_cause(exc)}",
+                    f"cannot reach the model server at {where}: {cause(exc)}",
                     hint="check `model.base_url` and your network",
                 )
             ) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
             verb = "refused the request" if status < 500 else "failed"
-            message = f"the model server at {where} {verb} (HTTP {status}): {_server_message(exc)}"
+            message = f"the model server at {where} {verb} (HTTP {status}): {server_message(exc)}"
             if status == 429 or status >= 500:
                 raise _Transient(LLMError(message, hint="try again later")) from None
-            raise LLMError(message, hint=_hint_for(status, self.settings.api_key_env)) from None
+            raise LLMError(message, hint=hint_for(status, self.settings.api_key_env)) from None
         except openai.APIError as exc:
             raise LLMError(f"the model server at {where} gave an unusable answer: {exc}") from None
 
@@ -221,9 +281,36 @@ def _reasoning(message: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _reply_of(response: Any) -> Reply:
-    """A whole (non-streamed) completion as a ``Reply``."""
-    choice = response.choices[0]
+class _Broken(Exception):
+    """A reply that came with status 200 but is not a whole reply (retried, never kept)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = LLMError(
+            f"the model server at {where} {reason}; the reply was not kept",
+            hint="check that `model.base_url` is a chat-completions server "
+            "(it should serve /chat/completions), or try again later",
+        )
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """httpx's errors (the openai client's transport, loaded with it): a body cut short."""
+    httpx: Any = sys.modules.get("httpx")
+    return (httpx.HTTPError,) if httpx is not None else ()
+
+
+def _reply_of(response: Any, where: str) -> Reply:
+    """A whole (non-streamed) completion as a ``Reply``; ``_Broken`` when it is not one."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        # The client hands back the body as text when it is not JSON (an HTML page).
+        raise _Broken(where, "answered with something that is not a chat completion")
+    if not choices:
+        raise _Broken(where, "returned no choices")
+    choice = choices[0]
+    if choice.finish_reason is None or getattr(choice, "message", None) is None:
+        raise _Broken(where, "returned a reply without a finish_reason (cut off)")
     message = choice.message
     calls = tuple(
         ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
@@ -243,7 +330,11 @@ def _reply_of(response: Any) -> Reply:
 class _StreamedReply:
     """Puts a reply together from stream chunks: text, reasoning, tool calls by index."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str, deadline: float, timeout: float) -> None:
+        self.where = where
+        self.deadline = deadline
+        self.timeout = timeout
+        self.size = 0
         self.text: list[str] = []
         self.thought: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
@@ -251,8 +342,30 @@ class _StreamedReply:
         self.usage: dict[str, int] | None = None
         self.model: str | None = None
 
+    def _bounds(self, added: int) -> None:
+        """A reply past ``model.timeout`` or ``MAX_REPLY_BYTES`` is an error."""
+        self.size += added
+        if self.size > MAX_REPLY_BYTES:
+            raise LLMError(
+                f"the model server at {self.where} sent a reply of more than "
+                f"{MAX_REPLY_BYTES >> 20} MB; it was not kept",
+                hint="ask for a shorter answer (max_tokens in `model`)",
+            )
+        if time.monotonic() > self.deadline:
+            raise _Transient(
+                LLMError(
+                    f"the model server at {self.where} did not finish its reply within "
+                    f"{self.timeout:g} s; it was not kept",
+                    hint="raise `model.timeout` in session-config (it covers the whole reply)",
+                )
+            )
+
     def read(self, chunks: Any, stream: Stream) -> Reply:
+        watching = events.get()
         for chunk in chunks:
+            if not hasattr(chunk, "choices"):
+                raise _Broken(self.where, "sent an event that is not a completion chunk")
+            self._bounds(0)
             self.model = getattr(chunk, "model", None) or self.model
             if getattr(chunk, "usage", None) is not None:
                 self.usage = _usage(chunk.usage)
@@ -263,12 +376,16 @@ class _StreamedReply:
             delta = choice.delta
             if delta is None:
                 continue
-            if delta.content:
-                self.text.append(delta.content)
-                stream(delta.content)
             thought = _reasoning(delta)
             if thought:
+                self._bounds(len(thought))
                 self.thought.append(thought)
+                if watching is not None:
+                    watching.thought(thought)
+            if delta.content:
+                self._bounds(len(delta.content))
+                self.text.append(delta.content)
+                stream(delta.content)
             for part in delta.tool_calls or []:
                 # The first delta of a call carries its id and name; later ones add to
                 # its arguments. They are told apart by ``index``.
@@ -280,7 +397,13 @@ class _StreamedReply:
                     if function.name:
                         call["name"] += function.name
                     if function.arguments:
+                        self._bounds(len(function.arguments))
                         call["arguments"] += function.arguments
+        if self.finish_reason is None:
+            reason = "ended the stream before the reply was finished (no finish_reason)"
+            if not self.text and not self.calls and self.model is None:
+                reason = "answered with something that is not a stream of completion events"
+            raise _Broken(self.where, reason)
         return Reply(
             text="".join(self.text),
             tool_calls=tuple(
@@ -322,91 +445,3 @@ def _client(
                 default_headers=withheld or None,
             )
     return client
-
-
-# The request this thread is making: the server's URL, and why the last try failed.
-_asking = threading.local()
-
-
-class _RetryNotes(logging.Filter):
-    """Tells the user on stderr each time the client retries a request of domarkx's.
-
-    The ``openai`` client logs why a try failed (DEBUG) and that it retries
-    (INFO, "Retrying request in %f seconds (retry %i of %s)") on its logger
-    ``openai._base_client``. This filter on that logger reads those records
-    in the thread that makes the request, and passes on to the logging
-    handlers only what the logger's level let through before (``OPENAI_LOG``
-    still works as the client documents).
-    """
-
-    LOGGER = "openai._base_client"
-    _installed = False
-    _lock = threading.Lock()
-
-    def __init__(self, shown_from: int) -> None:
-        super().__init__()
-        self.shown_from = shown_from
-
-    @classmethod
-    def install(cls) -> None:
-        """Once per process: lower the logger's level to DEBUG and filter it."""
-        with cls._lock:
-            if cls._installed:
-                return
-            logger = logging.getLogger(cls.LOGGER)
-            shown_from = logger.getEffectiveLevel()
-            logger.setLevel(min(shown_from, logging.DEBUG))
-            logger.addFilter(cls(shown_from))
-            cls._installed = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        where = getattr(_asking, "where", None)
-        if where is not None and isinstance(record.msg, str):
-            args = record.args if isinstance(record.args, tuple) else ()
-            if record.msg.startswith("Encountered an HTTP status error") and args:
-                _asking.cause = f"HTTP {args[0]}"
-            elif record.msg.startswith("Encountered a timeout"):
-                _asking.cause = "no answer in time"
-            elif record.msg.startswith("Encountered exception") and args:
-                _asking.cause = f"cannot connect ({args[0]})"
-            elif record.msg.startswith("Retrying request"):
-                when = f" in {args[0]:.2g} s" if args and isinstance(args[0], float) else ""
-                count = ""
-                if len(args) == 3 and isinstance(args[1], int) and isinstance(args[2], int):
-                    count = f" (try {args[1] + 1} of {args[2] + 1})"
-                print(
-                    f"domarkx: the model server at {where}: {_asking.cause}; retrying{when}{count}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        return record.levelno >= self.shown_from
-
-
-def _cause(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    return str(cause) if cause is not None and str(cause) else str(exc)
-
-
-def _server_message(exc: Any) -> str:
-    """The server's own words: ``error.message`` of an OpenAI-style body, else the body."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-    if body:
-        return str(body)
-    response = getattr(exc, "response", None)
-    text = getattr(response, "text", "") if response is not None else ""
-    return text.strip()[:500] or str(exc)
-
-
-def _hint_for(status: int, api_key_env: str | None) -> str:
-    if status in (401, 403):
-        where = f"in {api_key_env}" if api_key_env else "(set `model.api_key_env`)"
-        return f"check the API key {where}"
-    if status == 404:
-        return "check `model.name` and `model.base_url` (the server should serve /chat/completions)"
-    return "check `model` in session-config and the messages of the session"

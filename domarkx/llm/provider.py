@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from domarkx import registry
@@ -26,6 +27,29 @@ GROUP = "domarkx.providers"
 TRANSPORT_KEYS = frozenset({"timeout"})
 
 Stream = Callable[[str], None]
+
+
+class ReplyEvents:
+    """What a terminal shows of a model call besides the reply's text (``domarkx chat``).
+
+    Set for the calls of one thread with ``events.set(...)``; providers and the
+    replay cache tell it, when set, that a request went out (``asking``: a spinner
+    until the first token), a piece of reasoning arrived (``thought``), or the
+    reply comes from a replay record (``replayed``). The defaults do nothing.
+    """
+
+    def asking(self, model: str | None) -> None:
+        """A request is sent to the model server; its reply has not started."""
+
+    def thought(self, text: str) -> None:
+        """A piece of the reply's reasoning (``reasoning_content``)."""
+
+    def replayed(self) -> None:
+        """The reply about to be streamed comes from a replay record."""
+
+
+# The events of the calls made in this context (None: nobody watches, as in a build).
+events: ContextVar[ReplyEvents | None] = ContextVar("domarkx_reply_events", default=None)
 
 
 class Provider(abc.ABC):

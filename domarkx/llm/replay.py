@@ -30,7 +30,7 @@ from typing import Any
 
 from domarkx.data import remote
 from domarkx.errors import LLMError
-from domarkx.llm.provider import Provider, Stream
+from domarkx.llm.provider import Provider, Stream, events
 from domarkx.llm.reply import Reply, as_reply
 
 ENV = "DOMARKX_LLM"
@@ -160,7 +160,8 @@ class ReplayCache:
         """The reply to ``messages`` and its record key (None for offline providers).
 
         ``context`` says which session and message asked, for the replay-miss error.
-        A replayed reply's text is passed to ``stream`` in one piece.
+        A replayed reply's text is passed to ``stream`` in one piece, after
+        ``ReplyEvents.replayed`` (``provider.events``) is told.
         """
         if provider.offline:
             return as_reply(provider.complete(messages, stream, tools)), None
@@ -171,6 +172,9 @@ class ReplayCache:
         if self.mode not in ("record", "live"):
             reply = self.lookup(key)
             if reply is not None:
+                watching = events.get()
+                if watching is not None:
+                    watching.replayed()  # the terminal says so: no model answered just now
                 if stream is not None and reply.text:
                     stream(reply.text)
                 return reply, key
@@ -183,6 +187,10 @@ class ReplayCache:
                 )
         if provider.refusal is not None:
             raise provider.refusal  # nothing is sent that the user did not grant
+        watching = events.get()
+        if watching is not None:
+            watching.asking(provider.model_name)
+        # A provider raises on a broken reply (cut off, not JSON): nothing is recorded.
         fresh = as_reply(provider.complete(messages, stream, tools))
         if self.mode == "live":
             return fresh, None  # asked again, nothing kept

@@ -33,6 +33,7 @@ MODES: tuple[Mode, ...] = ("ask", "auto", "never")
 # What a terminal prompt answers: run this one, refuse this one, run this and every next one.
 Answer = Literal["yes", "no", "always"]
 
+
 class ApprovalRequired(DomarkxError):
     """Model-written code needs the user's approval and there is no terminal to ask."""
 
@@ -100,6 +101,23 @@ def for_project(root: str | os.PathLike[str], *, yes: bool = False) -> Approval:
 
 _prompt_lock = threading.Lock()
 
+# Characters a terminal acts on instead of showing: C0 controls but tab and line
+# feed, DEL, C1 controls, and the bidirectional overrides and isolates that
+# reorder what is shown ("Trojan Source").
+_HIDDEN = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F)}
+_HIDDEN.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+_HIDDEN.update({0x0D: "\\r", 0x1B: "\\x1b", 0x08: "\\b", 0x07: "\\a"})
+_HIDDEN.update({c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def visible(text: str) -> str:
+    """``text`` with every character a terminal would act on shown as an escape (``\\x1b``).
+
+    What the user is asked to approve, and a model's reply streamed to a
+    terminal, must be what they see (tools-chat-trust spec, section 3.3).
+    """
+    return text.translate(_HIDDEN)
+
 
 def terminal_prompt(
     request: CodeRequest, stdin: TextIO | None = None, stderr: TextIO | None = None
@@ -112,11 +130,16 @@ def terminal_prompt(
     stderr = stderr or sys.stderr
     with _prompt_lock:
         stderr.write(
-            f"\n{request.session}: {request.where}: the model wants to run this "
-            f"{request.language} code on this machine ({request.engine} engine):\n"
+            visible(
+                f"\n{request.session}: {request.where}: the model wants to run this "
+                f"{request.language} code on this machine ({request.engine} engine):"
+            )
+            + "\n"
         )
         for line in request.code.split("\n"):
-            stderr.write(f"  | {line}\n")
+            # Escape sequences (colours, cursor moves, a carriage return) are shown, not
+            # obeyed: the code approved is the code that runs.
+            stderr.write(f"  | {visible(line)}\n")
         while True:
             stderr.write("run it? [y]es / [n]o / [a]lways: ")
             stderr.flush()

@@ -85,7 +85,10 @@ class ChatSession:
         regenerate: bool = False,
         stream: Callable[[str], None] | None = None,
         on_message: Callable[[Message], None] | None = None,
+        adjust: Callable[[SessionSnapshot], SessionSnapshot] | None = None,
     ) -> None:
+        # For this chat only (`--model`, `--system`): applied to every import of the text.
+        self.adjust = adjust
         self.store = store
         self.path = Path(path)
         self.display = display_path(self.path, store.root)
@@ -165,6 +168,8 @@ class ChatSession:
         parsed = self.snapshots.parse_text(decode_document(data, self.display), self.path)
         expanded, _ = self.snapshots.expand(parsed, self.params)
         snapshot = self.snapshots.build(expanded)
+        if self.adjust is not None:
+            snapshot = self.adjust(snapshot).with_id()
         if store:
             self.store.put_snapshot(snapshot)
         return snapshot
