@@ -202,6 +202,38 @@ def test_replies_are_shared_without_the_run_records(
         assert "Hello from the model." in exports(b)["ask.md"]
 
 
+def test_a_check_after_the_shards_has_nothing_left_to_run(
+    tmp_path: Path,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    with ChatServer() as chat:
+        chat.reply("Hello from the model.")
+        source = origin(tmp_path, s3_server, chat)
+        built: dict[str, str] = {}
+        for index in (1, 2):
+            clone = machine(tmp_path, source, f"shard{index}")
+            code, out, err = domarkx(
+                clone,
+                "build",
+                "--shard",
+                f"{index}/2",
+                env={**CREDENTIALS, "DOMARKX_TEST_KEY": "sk-test", "DOMARKX_CACHE_WRITE": "1"},
+            )
+            assert code == 0, out + err
+            built.update(exports(clone))
+        assert sorted(built) == ["ask.md", "code.md"]
+        assert runs(tmp_path) == 1 and len(chat.requests) == 1
+        # The last job: a checkout whose committed exports are the shards' work.
+        final = machine(tmp_path, source, "final")
+        make_files({".domarkx": {"exports": built}}, final)
+        code, out, err = domarkx(
+            final, "build", "--check", env={**CREDENTIALS, "DOMARKX_TEST_KEY": "sk-test"}
+        )
+        assert code == 0, out + err
+        assert "every export matches the build (2 sessions)" in out
+        assert runs(tmp_path) == 1 and len(chat.requests) == 1  # nothing ran, nobody was asked
+
+
 @pytest.mark.parametrize("write", [False, True])
 def test_only_a_writer_uploads(tmp_path: Path, s3_server: S3Server, write: bool) -> None:  # noqa: F811
     with ChatServer() as chat:
