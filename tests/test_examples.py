@@ -167,6 +167,7 @@ STATIC: dict[str, Callable[[Example], bool]] = {
         e.config.get("model", {}).get("provider") == "openai"
         and e.snapshot.conversation[-1].role == "user"
     ),
+    "checks": lambda e: any("expect" in b.flags for b in e.code("user")),
     "scripted-replies": lambda e: (
         e.config.get("model", {}).get("provider") == "scripted"
         and bool(e.snapshot.metadata.user_metadata.get("scripted_replies"))
@@ -231,6 +232,8 @@ def test_example_round_trips(name, examples, tmp_path):
     copy = tmp_path / "sessions" / path.relative_to(ROOT / "sessions")
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_text(exported, encoding="utf-8")
+    # The project's configuration goes along: a judge check names one of its endpoints.
+    shutil.copy(ROOT / "domarkx.toml", tmp_path / "domarkx.toml")
     store = Store(tmp_path / ".domarkx", tmp_path)
     again = SnapshotManager(store).import_file(copy).snapshot
     assert again.snapshot_id == snapshot.snapshot_id

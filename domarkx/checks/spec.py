@@ -306,6 +306,19 @@ def _item_lines(code: str) -> list[int]:
     return [item.start_mark.line for item in node.value]
 
 
+def written_config(root: Any) -> ProjectConfig:
+    """The project's configuration as its file says, trusted or not.
+
+    A check names an endpoint the file lists; whether the user's key may go there
+    (trust) is decided when the judge is asked, and a recorded verdict replays either way.
+    """
+    from domarkx import config as project_config
+
+    read = getattr(project_config, "read", None)  # present where configurations are trusted
+    found: ProjectConfig = read(root) if read is not None else project_config.load(root)
+    return found
+
+
 def validate_messages(
     conversation: list[Message],
     block_lines: list[list[int]] | None,

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 from domarkx.checks.evaluate import Grader, Result, RunCode, run_checks, turn_at
 from domarkx.checks.results import record
-from domarkx.checks.spec import Expect, expect_blocks, is_expect, validate_messages
+from domarkx.checks.spec import (
+    Expect,
+    expect_blocks,
+    is_expect,
+    validate_messages,
+    written_config,
+)
 from domarkx.data.models import Message, SessionSnapshot
 from domarkx.errors import DomarkxError
 
@@ -83,7 +89,9 @@ class TurnChecks:
 
         source = snapshot.metadata.source_file
         lines = expect_lines(Path(root) / source, snapshot.conversation)
-        expects = validate_messages(snapshot.conversation, lines, file=source, project=project)
+        expects = validate_messages(
+            snapshot.conversation, lines, file=source, project=written_config(root)
+        )
         return cls(expects, source, Judge(project, cache, session=source))
 
     def __bool__(self) -> bool:

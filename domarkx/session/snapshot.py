@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domarkx import config as project_config
-from domarkx.checks.spec import expect_blocks, validate_messages
+from domarkx.checks.spec import expect_blocks, validate_messages, written_config
 from domarkx.data.models import (
     ExecutionConfig,
     SessionSnapshot,
@@ -76,7 +76,7 @@ class SnapshotManager:
                 expanded.messages,
                 expanded.block_lines,
                 file=expanded.source_file,
-                project=project_config.load(self.store.root),
+                project=written_config(self.store.root),
             )
         snapshot = SessionSnapshot(
             metadata=SnapshotMetadata(
