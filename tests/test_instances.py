@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from domarkx.data.models import OutputBlock
 from domarkx.data.store import Store
 from domarkx.execution.engine import INSTANCE_LABEL
 from tests.dockerutil import (
@@ -437,3 +438,44 @@ def test_build_cache_puts_each_output_after_its_own_block(project):
     assert cached == fresh.replace("First words.", "Other words.")
     for word, code in (("one", "echo one"), ("two", "echo two"), ("three", 'print("three")')):
         assert f"{code}\n```\n\n```text output exit_code=0\n{word}\n```" in cached
+
+
+SETUP_FAILS = """\
+```bash setup-script
+echo preparing
+for i in 1 2 3 4 5 6 7; do echo "line $i" >&2; done
+echo "no such tool: frobnicate" >&2
+exit 3
+```
+
+## assistant
+
+```bash
+echo never
+```
+"""
+
+
+def test_a_failed_setup_script_fails_the_run_with_its_last_lines(project, cli):
+    project({"sessions/broken.md": SETUP_FAILS})
+    code, _, err = cli("import", "sessions/broken.md", "--tag", "broken")
+    assert code == 0, err
+    code, out, err = cli("run", "broken")
+    assert code == 1 and out == ""
+    first = err.splitlines()[0]
+    assert first.startswith("domarkx: error: sessions/broken.md:1: instance "), err
+    assert first.endswith("the setup script failed with exit status 3:"), err
+    # The last lines it wrote, indented under the error; not the ones before them.
+    assert "\n  line 4\n  line 5\n  line 6\n  line 7\n  no such tool: frobnicate\n" in err
+    assert "line 3" not in err and "Traceback" not in err
+
+    # The instance keeps the setup's output; no block ran after it.
+    store = Store(project() / ".domarkx", project())
+    (instance_id,) = store.instance_ids()
+    instance = store.get_instance(instance_id)
+    assert instance.status == "failed"
+    assert [o.text for o in instance.setup_output] == [
+        "preparing",
+        "\n".join([*(f"line {i}" for i in range(1, 8)), "no such tool: frobnicate"]),
+    ]
+    assert not any(isinstance(b, OutputBlock) for m in instance.conversation for b in m.content)

@@ -44,7 +44,10 @@ from domarkx.session.blocks import (
     runnable_blocks,
 )
 from domarkx.session.legacy import check_model_source, read_source
-from domarkx.session.locate import block_line, config_line, failed_block
+from domarkx.session.locate import block_line, config_line, failed_block, setup_line
+
+# How many of a failed setup script's last lines its error shows.
+SETUP_ERROR_LINES = 5
 
 if TYPE_CHECKING:
     from domarkx.session.check_run import CheckRun
@@ -207,9 +210,25 @@ class InstanceManager:
         snapshot = self.store.get_snapshot(self.store.resolve_snapshot(ref))
         instance = self.create(snapshot, engine)
         self.execute(instance, snapshot, keep=keep, stream=stream)
+        if instance.status == "failed" and any(
+            o.stream == "stdout" and (o.timed_out or o.exit_code != 0)
+            for o in instance.setup_output
+        ):
+            self.raise_setup_failed(instance, snapshot)
         if strict:
             self.raise_for_failures(instance)
         return instance
+
+    def raise_setup_failed(self, instance: SessionInstance, snapshot: SessionSnapshot) -> None:
+        """A setup script that failed fails the run: nothing of the session could run."""
+        source = snapshot.metadata.source_file
+        short = instance.instance_id[:12]
+        raise DomarkxError(
+            f"instance {short}: {instance.error}",
+            file=source,
+            line=setup_line(self.store.root, source),
+            hint=f"fix the setup script; `domarkx export {short}` shows its output",
+        )
 
     def execute(
         self,
@@ -296,6 +315,12 @@ class InstanceManager:
             instance.error = "the setup script failed" + (
                 " (timed out)" if result.timed_out else f" with exit status {result.exit_code}"
             )
+            # What it said last (stderr, else stdout): the error is readable where it is shown.
+            said = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            if said:
+                instance.error += ":\n" + "\n".join(
+                    f"  {line}" for line in said[-SETUP_ERROR_LINES:]
+                )
             return False
         return True
 

@@ -16,7 +16,7 @@ from domarkx.errors import DomarkxError
 from domarkx.parsing.blocks import FencedCode, blocks
 from domarkx.parsing.fences import parse_info
 from domarkx.parsing.source import split_front_matter
-from domarkx.session.legacy import config_key_line, read_source
+from domarkx.session.legacy import config_key_line, layout_of, read_source
 
 
 def block_line(source: Path, block: CodeBlock) -> int | None:
@@ -43,6 +43,15 @@ def config_line(root: str | Path, source_file: str, key: str) -> int | None:
     """
     text = read_source(Path(root), source_file)
     return config_key_line(text, key) if text is not None else None
+
+
+def setup_line(root: str | Path, source_file: str) -> int | None:
+    """The line of the setup-script's opening fence in ``source_file`` (None: not there)."""
+    text = read_source(Path(root), source_file)
+    if text is None:
+        return None
+    setup = layout_of(text).setup
+    return setup[0] + 1 if setup is not None else None
 
 
 def failed_block(conversation: list[Message]) -> tuple[int, CodeBlock, OutputBlock] | None:
