@@ -37,7 +37,7 @@ from typing import Any
 
 from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
 from domarkx.llm.reply import calls_in
-from domarkx.parsing.blocks import FencedCode, blocks, trim_blank_lines
+from domarkx.parsing.blocks import top_level_fences, trim_blank_lines
 from domarkx.parsing.fences import format_info, parse_info, write_fence
 from domarkx.parsing.macros import escape_macros
 
@@ -273,9 +273,7 @@ def parse_reply(text: str) -> list[TextBlock | CodeBlock]:
             found.append(TextBlock(value=escape_macros(value), quoted=True))
 
     position = 0
-    for block in blocks(lines):
-        if not isinstance(block, FencedCode):
-            continue
+    for block in top_level_fences(lines):
         info = parse_info(block.info)
         if info.special is not None:
             continue

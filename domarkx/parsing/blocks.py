@@ -95,6 +95,21 @@ def blocks(lines: list[str]) -> list[Block]:
     return _merge_text(found, lines)
 
 
+def top_level_fences(lines: list[str]) -> list[FencedCode]:
+    """The fenced code blocks of ``lines`` at the top level: ``blocks(lines)``'s fences.
+
+    Without a fence's characters there is none, and nothing is parsed.
+    """
+    if not any("```" in line or "~~~" in line for line in lines):
+        return []
+    tokens = _parser().parse("\n".join(lines))
+    return [
+        _fenced(lines, token.map[0], token.map[1])
+        for token in tokens
+        if token.type == "fence" and token.level == 0 and token.map is not None
+    ]
+
+
 def leading_blocks(lines: list[str]) -> list[Block]:
     """``blocks(lines)`` up to the first level-2 heading (that heading included, if any).
 
