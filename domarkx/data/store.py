@@ -185,6 +185,11 @@ class Store:
     def untag(self, name: str) -> None:
         self._tag_path(name).unlink(missing_ok=True)
 
+    def retag(self, name: str, snapshot_id: str) -> None:
+        """Point tag ``name`` at ``snapshot_id``, unless it does already or cannot be a tag."""
+        if valid_tag(name) and self.tagged(name) != snapshot_id:
+            self.tag(name, snapshot_id)
+
     def tagged(self, name: str) -> str | None:
         """The snapshot id tag ``name`` points at, or None (without listing every tag)."""
         try:

@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 from doit.exceptions import TaskFailed
 
 from domarkx import overlap
-from domarkx.data.atomic import write_atomic, write_if_changed
+from domarkx.data.atomic import write_if_changed
 from domarkx.data.layout import Layout
 from domarkx.errors import DomarkxError
 from domarkx.pipeline import workers
 from domarkx.pipeline.params import CommandLineParams
 from domarkx.pipeline.stages import (
-    BUILD_VERSION,
     MACRO_MARK,
     Result,
     expand_output,
@@ -45,6 +44,7 @@ from domarkx.pipeline.stages import (
     read,
     run_record,
     store_of,
+    write_snapshot_out,
 )
 from domarkx.signals import die_with_parent
 
@@ -187,23 +187,18 @@ def _write_list(path: str, items: list[str]) -> None:
 def snapshot(layout: Layout, name: str) -> None:
     """Store the snapshot (content-addressed), tag it ``<name>``, write its id."""
     data = read(layout, layout.expand_out(name))
-    store = store_of(layout)
     result = _kept(layout, name)
-    if result is not None and result.expanded == data and result.snapshot is not None:
-        snapshot_id, text = result.snapshot
-        path = store.snapshot_path(snapshot_id)
-        # Same content, same id: an existing snapshot file stays as first written.
-        if not os.path.exists(path):
-            write_atomic(path, text)
+    if (
+        result is not None
+        and result.expanded == data
+        and result.snapshot is not None
+        and os.path.exists(store_of(layout).snapshot_path(result.snapshot))
+    ):
+        snapshot_id = result.snapshot  # a worker stored it from this very expansion
     else:
         _drop(layout, name)
-        snapshot_id, _ = make_snapshot(layout, data)
-    # The tag check (~1 us) spares loading the store's tag rules otherwise.
-    from domarkx.data.store import valid_tag
-
-    if valid_tag(name) and store.tagged(name) != snapshot_id:
-        store.tag(name, snapshot_id)
-    write_if_changed(layout.abs(layout.snapshot_out(name)), f"{snapshot_id}\n{BUILD_VERSION}\n")
+        snapshot_id = make_snapshot(layout, data)
+    write_snapshot_out(layout, name, snapshot_id)
 
 
 @_stage
@@ -221,7 +216,7 @@ def run(layout: Layout, name: str, task: Any) -> None:
         result is not None
         and result.snapshot is not None
         and result.run is not None
-        and result.snapshot[0] == snapshot_id
+        and result.snapshot == snapshot_id
     ):
         _raise_for_checks(layout, name, result.run[0])
         _write_run(layout, name, task, *result.run)

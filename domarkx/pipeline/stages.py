@@ -157,14 +157,20 @@ def make_expand(
     return output, included
 
 
-def make_snapshot(layout: Layout, expanded: bytes) -> tuple[str, str]:
-    """Store the snapshot of an expand cache (content-addressed); its id and file."""
+def make_snapshot(layout: Layout, expanded: bytes) -> str:
+    """Store the snapshot of an expand cache (content-addressed); its id."""
     session = _expanded_model().model_validate_json(expanded).session
     manager = _manager(layout)
     built = manager.build(session)
     if not os.path.exists(manager.store.snapshot_path(built.snapshot_id)):
         manager.store.put_snapshot(built)
-    return built.snapshot_id, built.to_json()
+    return built.snapshot_id
+
+
+def write_snapshot_out(layout: Layout, name: str, snapshot_id: str) -> None:
+    """Tag the snapshot ``<name>`` and write the snapshot stage's output (its id)."""
+    store_of(layout).retag(name, snapshot_id)
+    write_if_changed(layout.abs(layout.snapshot_out(name)), f"{snapshot_id}\n{BUILD_VERSION}\n")
 
 
 def make_run(
@@ -242,7 +248,7 @@ class Result:
 
     stamp: tuple[int, int] | None  # the document's mtime and size when it was read
     expanded: bytes | None = None  # the expand cache it wrote
-    snapshot: tuple[str, str] | None = None  # the snapshot's id and file, stored
+    snapshot: str | None = None  # the snapshot's id (stored, tagged, its id file written)
     run: tuple[str, list[str]] | None = None  # the run cache file and its replay records
     export: str | None = None  # the export's text
 
@@ -250,9 +256,10 @@ class Result:
 def build_one(layout: Layout, name: str, wanted: int) -> Result:
     """Take one session as far as ``wanted`` (stage bits) and the caches allow.
 
-    The same ``make_*`` functions as the tasks. The parse and expand caches
-    are written here, as their tasks write them; the snapshot and instance go
-    into the store (content-addressed: the same content is the same file).
+    The same functions as the tasks. The parse, expand and snapshot stages'
+    outputs are written here, as their tasks write them (a task then finds
+    them as it would write them); the snapshot and instance go into the
+    store (content-addressed: the same content is the same file).
     The run cache and the export are left to their tasks, which check that
     they were made from their input. Nothing runs here: a session with code
     to run (or a model to ask) is its run task's.
@@ -271,12 +278,14 @@ def build_one(layout: Layout, name: str, wanted: int) -> Result:
     if not wanted & SNAPSHOT:
         return Result(stamp, output)
     snapshot = make_snapshot(layout, output)
+    # The task's output too: creating files is a good part of a cold build's cost.
+    write_snapshot_out(layout, name, snapshot)
     if not wanted & RUN:
         return Result(stamp, output, snapshot)
-    instance = make_run(layout, snapshot[0], name, cached_only=True)
+    instance = make_run(layout, snapshot, name, cached_only=True)
     if instance is None or instance.status == "failed":
         return Result(stamp, output, snapshot)  # it runs: its task does that
-    run = run_record(layout, snapshot[0], instance)
+    run = run_record(layout, snapshot, instance)
     if not wanted & EXPORT:
         return Result(stamp, output, snapshot, run)
     return Result(stamp, output, snapshot, run, instance_text(store_of(layout), instance))
