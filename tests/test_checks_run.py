@@ -363,3 +363,49 @@ def test_a_failed_check_fails_its_sessions_run_task_and_the_build_goes_on(projec
     assert code == 0, out + err
     exported = (exports / "checked.md").read_text()
     assert '"checks": [' in exported and '"kind": "sh"' in exported
+
+
+def test_checks_of_the_turn_before_the_models_run_before_the_model_answers(project, cli):
+    document = """\
+    ```yaml session-config
+    timeout: 10
+    model: {{provider: openai, name: test-model, endpoint: test, max_turns: 3}}
+    ```
+
+    ## user
+
+    > Make a.txt.
+
+    ```yaml expect
+    - sh: test -f a.txt && ! test -f b.txt
+    ```
+
+    ## assistant
+
+    ```bash
+    echo a > a.txt
+    ```
+
+    ## user
+
+    > Now make b.txt.
+
+    ```yaml expect
+    - sh: test -f b.txt
+    ```
+    """
+    with ChatServer() as server:
+        project(
+            {
+                "sessions/two.md": document.format(),
+                "domarkx.toml": CONFIG.format(base_url=server.base_url),
+            }
+        )
+        server.reply("```bash\necho b > b.txt\n```", "Done.")
+        code, out, err = cli("test")
+    assert code == 0, out + err
+    assert out.splitlines() == [
+        "sessions/two.md:11: sh: passed",
+        "sessions/two.md:25: sh: passed",
+        "2 checks in 1 session: 2 passed, 0 failed",
+    ]

@@ -42,14 +42,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    paths = list(config.getoption("domarkx") or []) + list(config.getini("domarkx_paths") or [])
+    here = Path(config.invocation_params.dir)
+    paths = [here / p for p in config.getoption("domarkx") or []]
+    paths += [Path(config.rootpath) / p for p in config.getini("domarkx_paths") or []]
     if not paths:
         return
     from domarkx.data.store import Store
 
     store = Store.discover(Path(config.rootpath))
     seen: set[Path] = set()
-    for path in cmd_test.session_files(store, [str(_in_root(config, p)) for p in paths]):
+    for path in cmd_test.session_files(store, [str(p) for p in paths]):
         path = path.resolve()
         if path in seen or not cmd_test.has_expect_block(path):
             continue
@@ -60,11 +62,6 @@ def pytest_collection_modifyitems(
             else str(path)
         )
         items.append(SessionItem.from_parent(session, name=name, path=path, nodeid=name))
-
-
-def _in_root(config: pytest.Config, path: str) -> Path:
-    found = Path(path)
-    return found if found.is_absolute() else Path(config.invocation_params.dir) / found
 
 
 class ChecksFailed(Exception):

@@ -296,6 +296,8 @@ class InstanceManager:
                 checks.before(instance, sandbox, ref.message)
             if not self.run_block(instance, snapshot, sandbox, ref):
                 return False
+        if checks is not None:  # every turn followed by a user message is over now
+            checks.before(instance, sandbox, len(instance.conversation))
         return True
 
     def run_setup(
