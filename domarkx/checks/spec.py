@@ -226,7 +226,10 @@ def _validate(check: Check, at: int | None, fail: Any, project: ProjectConfig | 
     elif kind == "max-tokens" and arg < 1:
         raise fail("max-tokens: the limit must be at least 1", at, "write max-tokens: 400")
     elif kind == "json-schema":
-        schema_error = schema_problem(arg)
+        try:
+            schema_error = schema_problem(arg)
+        except DocumentError as err:  # no jsonschema package: say so at the check's line
+            raise fail(f"json-schema: {err.message}", at, err.hint or "") from None
         if schema_error is not None:
             raise fail(f"json-schema: {schema_error}", at, "see https://json-schema.org")
     elif kind == "judge":
