@@ -180,3 +180,39 @@ def test_ordinary_files_that_look_alike_are_included(project, cli):
     code, _, err = cli("import", "sessions/main.md")
     assert (code, err) == (0, ""), err
     assert stored(root)
+
+
+def test_an_untrusted_configuration_lowers_bounds_but_grants_nothing(project, cli, monkeypatch):
+    monkeypatch.delenv("DOMARKX_TRUST")
+    eleven = "\n\n".join(["[@b](domarkx://include?path=big.md)"] * 11)
+    root = project(
+        {
+            **SECRETS,
+            "sessions/big.md": "y" * (1 << 20),
+            "sessions/main.md": f"## user\n\n{eleven}\n",
+            "sessions/env.md": "## user\n\n[@e](domarkx://include?path=../.env)\n",
+            "domarkx.toml": '[limits]\nexpansion = "20m"\n\n[includes]\nallow = [".env"]\n',
+        }
+    )
+    code, _, err = cli("import", "sessions/main.md")
+    assert code == 1 and "past 10 MB" in err and "domarkx trust" in err
+    code, _, err = cli("import", "sessions/env.md")
+    assert code == 1 and "`.env` is a dotfile" in err and "hunter2" not in err
+    # Trusted, both grants hold.
+    code, _, err = cli("import", "sessions/main.md", env={"DOMARKX_TRUST": "1"})
+    assert (code, err) == (0, "")
+    code, _, err = cli("import", "sessions/env.md", env={"DOMARKX_TRUST": "1"})
+    assert (code, err) == (0, "")
+    # A lower bound needs no trust.
+    (root / "domarkx.toml").write_text('[limits]\nexpansion = "2m"\n')
+    code, _, err = cli("import", "sessions/main.md")
+    assert code == 1 and "past 2 MB" in err
+
+
+def test_a_document_without_macros_does_not_read_the_configuration(project, cli):
+    project({"sessions/a.md": "## user\n\nhi\n", "domarkx.toml": "network = 1\n"})
+    code, _, err = cli("import", "sessions/a.md")
+    assert (code, err) == (0, "")
+    (Path("sessions") / "b.md").write_text("## user\n\n[@x](domarkx://set?value=1)\n")
+    code, _, err = cli("import", "sessions/b.md")
+    assert code == 1 and "domarkx.toml:1: network: unknown key" in err

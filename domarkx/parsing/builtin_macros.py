@@ -32,7 +32,7 @@ def include(call: MacroCall) -> Expansion:
             hint="include only files inside the project",
         )
     secret = _secret_part(target, root, Path(os.path.normpath(call.file.parent / raw)))
-    if secret is not None and not allowed(secret[2], call.expander.include_allow):
+    if secret is not None and not allowed(secret[2], call.expander.settings()[0]):
         part, kind, path = secret
         raise call.error(
             f"include `{raw}` refused: `{part}` is a {kind}, which may hold secrets",

@@ -12,14 +12,14 @@ from __future__ import annotations
 import bisect
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from domarkx import registry
-from domarkx.config import DEFAULT_EXPANSION, size_in_bytes
+from domarkx.config import DEFAULT_EXPANSION, ProjectConfig, size_in_bytes
 from domarkx.data.models import Message, TextBlock
 from domarkx.errors import DocumentError, DomarkxError, MacroError, PluginError
 from domarkx.parsing.blocks import code_line_ranges, is_open_at_end, quote, trim_blank_lines
@@ -219,13 +219,23 @@ class MacroExpander:
     # The folder that included files must lie in (real paths); None: ``root``.
     # See domarkx.session.files.
     confine: Path | None = None
-    # Patterns (paths from ``root``) of dotfiles and key files that includes may read
-    # (``[includes] allow``); see ``builtin_macros.include``.
-    include_allow: tuple[str, ...] = ()
-    # The most characters that macros may produce for one document (spec 3.2).
-    max_expansion: int = DEFAULT_MAX_EXPANSION
-    # The characters produced so far.
+    # The project's configuration, read when a macro first needs it (a document
+    # without macros does not depend on it); None: the defaults.
+    project: Callable[[], ProjectConfig] | None = None
+    # The characters macros produced so far (``[limits] expansion`` bounds them).
     produced: int = 0
+    _settings: tuple[tuple[str, ...], int] | None = field(default=None, init=False, repr=False)
+
+    def settings(self) -> tuple[tuple[str, ...], int]:
+        """The project's ``[includes] allow`` patterns and ``[limits] expansion`` in bytes."""
+        if self._settings is None:
+            if self.project is None:
+                self._settings = ((), DEFAULT_MAX_EXPANSION)
+            else:
+                found = self.project()
+                limit = size_in_bytes(found.limits.expansion)
+                self._settings = (tuple(found.includes.allow), limit)
+        return self._settings
 
     def display(self, path: Path) -> str:
         try:
@@ -338,9 +348,10 @@ class MacroExpander:
         what was counted: nested includes cannot multiply it past the bound.
         """
         self.produced += size
-        if self.produced > self.max_expansion:
+        limit = self.settings()[1]
+        if self.produced > limit:
             raise call.error(
-                f"macros expand this document past {_size(self.max_expansion)} "
+                f"macros expand this document past {_size(limit)} "
                 f"(at `[@{call.text}](domarkx://{call.command})`)",
                 hint="include or set less text, or raise `expansion` under `[limits]` "
                 "in domarkx.toml",

@@ -54,13 +54,11 @@ class SnapshotManager:
 
         ``params`` is only asked for names (it may be a mapping that cannot list them).
         """
-        project = project_config.load(self.store.root)
         expander = MacroExpander(
             root=self.store.root,
             params=params if params is not None else {},
             confine=document_root(parsed.source_path, self.store.root),
-            include_allow=tuple(project.includes.allow),
-            max_expansion=project_config.size_in_bytes(project.limits.expansion),
+            project=lambda: project_config.load(self.store.root),
         )
         expanded = expander.expand_session(parsed)
         included = sorted(display_path(p, self.store.root) for p in expander.included)
