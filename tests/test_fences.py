@@ -142,6 +142,8 @@ REPLY_LINES = st.sampled_from(
         *["```", "```bash", "```python name=x.py run", "~~~", "````", "```text output"],
         *["```json msg-metadata", "```yaml session-config", "  ```sh", "    ```", "-->"],
         *["[@x](domarkx://date)", "<div>", "tab\there", "a\rb", "caf\u00e9", "   indented"],
+        *["  [@x](domarkx://date)", "    [@x](domarkx://date)", "- [@x](domarkx://date)"],
+        *["1. step", "   ```bash", "> ```", "    ~~~"],
     ]
 )
 
