@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from domarkx.data.models import CodeBlock, TextBlock
 from domarkx.data.store import Store
 from domarkx.llm.messages import parse_reply
-from domarkx.parsing.macros import MACRO_PATTERN, escape_macros, find_macros
+from domarkx.parsing.macro_links import MACRO_PATTERN, escape_macros, find_macros
 from domarkx.parsing.markdown import MarkdownParser, config_sources, parse_body
 from domarkx.session.snapshot import SnapshotManager
 

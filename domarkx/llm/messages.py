@@ -39,7 +39,7 @@ from domarkx.data.models import CodeBlock, Message, OutputBlock, TextBlock
 from domarkx.llm.reply import calls_in
 from domarkx.parsing.blocks import top_level_fences, trim_blank_lines
 from domarkx.parsing.fences import format_info, parse_info, write_fence
-from domarkx.parsing.macros import escape_macros
+from domarkx.parsing.macro_links import escape_macros
 
 OUTPUT_HEADER = "Output of the code block"
 TOOL_HEADER = "Tool result:"

@@ -20,7 +20,7 @@ from domarkx.errors import DomarkxError
 from domarkx.lsp.document import Document
 from domarkx.parsing.blocks import FencedCode, blocks
 from domarkx.parsing.fences import parse_info
-from domarkx.parsing.macros import find_macros
+from domarkx.parsing.macro_links import find_macros
 from domarkx.parsing.markdown import ROLE_ALIASES, load_json, load_yaml, split_front_matter
 from domarkx.session.files import document_root
 from domarkx.session.snapshot import SnapshotManager
