@@ -97,7 +97,8 @@ def build(folder: Path, write: bool = False) -> float:
     )
     elapsed = time.perf_counter() - started
     if done.returncode != 0 or "warning" in done.stderr:
-        raise RuntimeError(f"build in {folder} ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        raise RuntimeError(f"build in {folder} ({done.returncode}), its last lines:\n{tail}")
     return elapsed
 
 
