@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.chat_server import ChatServer, Response
-from tests.support import OWN_STORE, doit, domarkx, new_project, session, spawn
+from tests.support import OWN_STORE, doit, domarkx, new_project, process_env, session, spawn
 
 SESSIONS = 4
 DELAY = 1.5  # seconds the server takes per answer
@@ -365,3 +367,45 @@ def test_listing_the_tasks_of_a_project_never_built_writes_nothing(tmp_path):
     assert code == 0
     assert not (root / ".domarkx" / "cache" / "parse").exists()
     assert not (root / ".domarkx" / "snapshots").exists()
+
+
+IMPORTS_DODO = """\
+import sys
+import dodo
+dodo.DOIT_CONFIG  # what doit reads first: the settings of the build
+print("settings", flush=True)
+sys.stdin.readline()
+tasks = list(dodo.task_sessions())  # what doit does next: generate the tasks
+print(len(tasks), flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="worker processes need 2 cores")
+def test_importing_the_dodo_and_reading_its_settings_start_no_process(tmp_path):
+    files = {f"sessions/s{n:03}.md": session(f"Question {n}") for n in range(150)}
+    root = new_project(tmp_path / "p", files)
+    process = subprocess.Popen(
+        [sys.executable, "-c", IMPORTS_DODO],
+        cwd=root,
+        env=process_env({**OWN_STORE, "DOMARKX_PREBUILD": "1"}),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert process.stdout.readline() == "settings\n"
+        assert children_of(process.pid) == set()
+        process.stdin.write("\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == f"{5 * 150 + 5}\n"
+        # Generating the tasks of a cold build is what starts its workers.
+        assert len(children_of(process.pid)) >= 2
+        process.stdin.write("\n")
+        process.stdin.flush()
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        process.wait()
+    assert not list((root / ".domarkx").glob("cache/parse/**/*.json"))

@@ -4,7 +4,7 @@ doit's thread runner lets the sessions that wait for a model wait together
 (``overlap.py``), but every task it runs crosses between threads: a cold
 build of 1,000 sessions that asks no model takes ~35% longer with it than
 with doit's serial runner. So when a build has many sessions to parse
-(``prebuild.MIN_SESSIONS``), ``tasks.doit_config`` keeps the thread runner
+(``workers.MIN_SESSIONS``), ``tasks.doit_config`` keeps the thread runner
 only if a session may ask a model, which is known without parsing:
 
 - the ``parse`` stage leaves an empty file ``cache/model/<name>.asks`` for each
@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from domarkx.data.layout import Layout
-from domarkx.parsing.markdown import config_sources
 
 # ``model:`` (YAML) or ``"model":`` (JSON): a key, when what comes before it allows
 # (``_names_model``). Led by a literal, the search skips through a text quickly.
@@ -88,6 +87,10 @@ def text_may_ask(text: str) -> bool:
     # out by this search alone, without reading their blocks.
     if "session-config" not in text or not _names_model(text):
         return False
+    # The parser and the pydantic models (~150 ms): loaded only for a document that
+    # may name a model, never by a no-op build or an edit, which load this module.
+    from domarkx.parsing.markdown import config_sources
+
     return any(_names_model(code) for code in config_sources(text))
 
 

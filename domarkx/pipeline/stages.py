@@ -55,12 +55,17 @@ BUILD_VERSION = f"{__version__} cache-{CACHE_FORMAT}"
 _VERSION_JSON = json.dumps(BUILD_VERSION).encode()
 
 # What the stages import when they first run (~250 ms): a worker imports them
-# before it waits for the run to start (``prepare``).
+# before it waits for the run to start (``prepare``). The libraries that those
+# modules import only once a document is read or an export rendered are named
+# too: their import would otherwise fall after the start of the run.
 STAGE_MODULES = (
     "domarkx.session.snapshot",
     "domarkx.session.instance",
     "domarkx.session.export",
     "domarkx.pipeline.run_cache",
+    "markdown_it",
+    "yaml",
+    "jinja2",
 )
 
 
@@ -74,6 +79,11 @@ def prepare() -> None:
     """Import what the stages use (a worker does it before the run starts)."""
     for module in STAGE_MODULES:
         importlib.import_module(module)
+    # The engines (loaded with ``STAGE_MODULES`` above): the run stage's first look-up
+    # of the default engine scans the installed engines' entry points.
+    from domarkx.execution.engine import engine_class
+
+    engine_class("local_shell")
 
 
 def store_of(layout: Layout) -> Store:
