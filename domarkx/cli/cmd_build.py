@@ -14,10 +14,14 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from domarkx import overlap
 from domarkx.cli.options import Args, Subparsers, add_command, parse_params
+from domarkx.data import lock
+from domarkx.data.layout import Layout, find_root
+from domarkx.errors import DomarkxError
+from domarkx.pipeline import shard
 
 if TYPE_CHECKING:
-    from domarkx.data.layout import Layout
     from domarkx.pipeline.shard import Shard
 
 # doit's exit status for a bad command line or dodo.py (no such task, ...).
@@ -106,10 +110,7 @@ def doit_argv(args: Args, tasks: list[str]) -> list[str]:
 
 
 def run(args: Args) -> int:
-    from domarkx import overlap
-    from domarkx.data import lock
-    from domarkx.data.layout import Layout, find_root
-    from domarkx.errors import DomarkxError
+    # doit and the build (~90 ms): loaded when the command runs, not at every start.
     from domarkx.pipeline.loader import BuildLoader, run_doit
 
     overlap.concurrency()  # a bad DOMARKX_LLM_CONCURRENCY is reported before anything runs
@@ -137,8 +138,6 @@ def run(args: Args) -> int:
 
 def _shard(args: Args) -> Shard | None:
     """The shard ``--shard`` names (None: every session); a bad one is an error (exit 1) now."""
-    from domarkx.pipeline import shard
-
     if args.shard is None:
         if args.shard_count is not None:
             raise shard.ShardError("--shard-count goes with --shard auto")
@@ -149,25 +148,24 @@ def _shard(args: Args) -> Shard | None:
 @contextlib.contextmanager
 def _sharded(chosen: Shard | None) -> Iterator[None]:
     """The shard for the build's task list (``DOMARKX_SHARD``), in this process and its own."""
-    from domarkx.pipeline.shard import ENV
-
     if chosen is None:
         yield
         return
-    before = os.environ.get(ENV)
-    os.environ[ENV] = str(chosen)
+    before = os.environ.get(shard.ENV)
+    os.environ[shard.ENV] = str(chosen)
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop(ENV, None)
+            os.environ.pop(shard.ENV, None)
         else:
-            os.environ[ENV] = before
+            os.environ[shard.ENV] = before
 
 
 @contextlib.contextmanager
 def _granted(yes: bool) -> Iterator[None]:
     """``--yes`` for the build's tasks, in this process and the ones it starts."""
+    # The approval rules and the models (~100 ms): not for every `domarkx` start.
     from domarkx.session.approval import YES_ENV
 
     if not yes:
@@ -185,7 +183,7 @@ def _granted(yes: bool) -> Iterator[None]:
 
 
 def _check(layout: Layout, chosen: Shard | None = None) -> int:
-    from domarkx.pipeline.check import check_exports
+    from domarkx.pipeline.check import check_exports  # the build's modules, as in ``run``
 
     names = layout.session_names()
     if chosen is not None:
