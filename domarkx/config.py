@@ -256,6 +256,24 @@ class ChecksSettings(BaseModel):
     )
 
 
+class LayerSettings(BaseModel):
+    """Turn layers (``[layers]``): see docs/engines.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_size: str = Field(
+        default="2g",
+        description="The most space the project's layers take, e.g. `500m`; the least "
+        "recently used go first.",
+    )
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _MEMORY.match(value.strip()):
+            raise ValueError("must be a size such as 500m or 2g")
+        return value.strip().lower()
+
+
 class ProjectConfig(BaseModel):
     """``domarkx.toml`` (or ``[tool.domarkx]``): the user's grants for this project."""
 
@@ -271,6 +289,7 @@ class ProjectConfig(BaseModel):
     docker: DockerSettings = Field(default_factory=DockerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
+    layers: LayerSettings = Field(default_factory=LayerSettings)
 
     engines: EngineSettings = Field(default_factory=EngineSettings)
     includes: IncludeSettings = Field(default_factory=IncludeSettings)

@@ -227,6 +227,24 @@ class Layout:
     def replay_dir(self) -> str:
         return f"{self.home}/replay"
 
+    @property
+    def layers_dir(self) -> str:
+        """Turn layers (``data.layers``): one folder per layer key."""
+        return f"{self.home}/layers"
+
+    def layer_dir(self, key: str) -> str:
+        return f"{self.home}/layers/{key[:2]}/{key}"
+
+    @property
+    def layer_objects_dir(self) -> str:
+        """The content of the files local-shell layers keep, by digest."""
+        return f"{self.home}/layers/_objects"
+
+    @property
+    def layer_tmp_dir(self) -> str:
+        """Layers being written; renamed into place only when whole."""
+        return f"{self.home}/layers/_tmp"
+
     def snapshot_file(self, snapshot_id: str) -> str:
         return f"{self.home}/snapshots/{snapshot_id}.json"
 

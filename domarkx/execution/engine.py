@@ -75,9 +75,9 @@ class BlockResult:
         return self.exit_code == 0 and not self.timed_out and not self.refused
 
     @classmethod
-    def not_run(cls) -> BlockResult:
-        """The result of a block the user refused: no exit status, its text says why."""
-        return cls(stdout=NOT_RUN, stderr="", exit_code=None, duration=0.0, refused=True)
+    def not_run(cls, why: str = NOT_RUN) -> BlockResult:
+        """The result of a refused block: no exit status, its text (``NOT_RUN_TEXTS``) says why."""
+        return cls(stdout=why, stderr="", exit_code=None, duration=0.0, refused=True)
 
 
 class Engine(abc.ABC):
@@ -135,6 +135,56 @@ class Engine(abc.ABC):
     def stop(self) -> None:
         """Destroy the sandbox and everything it started. Safe to call twice."""
 
+    # Layers (domarkx.session.layers): an engine that can save its sandbox after a
+    # message and start a new sandbox from what it saved sets this and implements
+    # the methods below; for any other engine every run starts from scratch.
+    layers_supported: ClassVar[bool] = False
+
+    def run_internal(
+        self, language: str, code: str, timeout: float, count: int | None = None
+    ) -> BlockResult:
+        """Run domarkx's own block (saving or restoring state): not one of the session's.
+
+        ``count`` (Python) sets how many of the session's blocks ran before the next one.
+        """
+        raise NotImplementedError
+
+    def state_root(self) -> str | None:
+        """The sandbox's folder where each sandbox has its own (None: the same in all)."""
+        return None
+
+    def live_languages(self) -> list[str]:
+        """The languages whose persistent process is running now."""
+        return []
+
+    def python_blocks(self) -> int:
+        """How many of the session's blocks the running Python process has run."""
+        return 0
+
+    def background_processes(self) -> list[str]:
+        """Why the sandbox cannot be saved whole: processes left running (empty: none)."""
+        return []
+
+    def save_files(self, objects: Path) -> tuple[dict[str, Any], int, list[str]]:
+        """Keep the sandbox's files: a JSON-able handle, its size in bytes, and the
+        reasons it is not whole (empty: whole). ``objects``: where a content-addressed
+        copy may go."""
+        raise NotImplementedError
+
+    def use_files(self, files: dict[str, Any], objects: Path) -> None:
+        """Before ``start``: the sandbox starts with the files ``save_files`` kept."""
+        raise NotImplementedError
+
+    @classmethod
+    def files_missing(cls, files: dict[str, Any], objects: Path) -> str | None:
+        """Why the files ``save_files`` kept are gone (None: they are there)."""
+        return None
+
+    @classmethod
+    def forget_files(cls, files: dict[str, Any], host: str | None = None) -> None:
+        """Remove what ``save_files`` kept outside ``objects`` (a committed image)."""
+        return None
+
     @classmethod
     def supports(cls, language: str) -> bool:
         """Whether this engine can run blocks of ``language`` (an info-string word).
@@ -166,6 +216,16 @@ class Engine(abc.ABC):
             "workdir": config.workdir,
             "image": config.image,
             "network": config.network,
+        }
+
+    @classmethod
+    def layer_settings(cls, config: ExecutionConfig) -> dict[str, Any]:
+        """The settings a sandbox's state depends on (part of layer 0's key)."""
+        return {
+            **cls.settings_key(config),
+            "memory": config.memory,
+            "cpus": config.cpus,
+            "timeout": config.timeout,
         }
 
     def __enter__(self) -> Engine:

@@ -44,6 +44,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from domarkx.data.layer_files import missing_objects, restore_tree, save_tree
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
 from domarkx.execution.engine import BlockResult, Engine, canonical_language
@@ -174,19 +175,31 @@ class _LanguageProcess:
             except OSError:
                 self._pidfd = None
         self.pending: dict[int, bytes] = {1: b"", 2: b""}
+        self.blocks = 0  # the session's blocks this process ran (not domarkx's own)
 
-    def payload(self, code: str) -> bytes:
+    def payload(self, code: str, count: int | None = None) -> bytes:
         if self.language == "python":
-            return python_payload(code)
+            return python_payload(code, count)
         return shell_payload(code, self.token)
 
-    def run(self, code: str, timeout: float | None) -> tuple[BlockCapture, str]:
-        """Run one block; the outcome is ``done``, ``exited`` or ``timeout``."""
+    def run(
+        self, code: str, timeout: float | None, internal: bool = False, count: int | None = None
+    ) -> tuple[BlockCapture, str]:
+        """Run one block; the outcome is ``done``, ``exited`` or ``timeout``.
+
+        ``internal``: domarkx's own block (a layer's save or restore), not counted.
+        """
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         capture = BlockCapture(self.token, self.pending)
+        if internal and self.language == "python":
+            count = self.blocks if count is None else count
+        elif not internal:
+            self.blocks += 1
+        if count is not None:
+            self.blocks = count
         try:
-            view = memoryview(self.payload(code))
+            view = memoryview(self.payload(code, count if internal else None))
             while view:
                 n = os.write(self._stdin, view)
                 view = view[n:]
@@ -273,6 +286,10 @@ class LocalShellEngine(Engine):
         self._started = False
         self._stopped = False
         self._spawned = False
+        # Layers: the files to start from (use_files), and the digests of files already
+        # in the store by (path, size, mtime, inode), so a save hashes only what changed.
+        self._base_files: tuple[dict[str, Any], Path] | None = None
+        self._hashes: dict[str, tuple[tuple[int, int, int], str]] = {}
 
     # -- lifecycle
 
@@ -290,6 +307,9 @@ class LocalShellEngine(Engine):
             cwd.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EngineError(f"cannot create the sandbox folder {cwd}: {exc.strerror}") from exc
+        if self._base_files is not None and not self._started:
+            files, objects = self._base_files
+            restore_tree(files.get("tree") or [], objects, self.workdir, self._hashes)
         self._started = True
         return {"workdir": str(cwd), "pid": os.getpid(), "sandbox": self.sandbox_id}
 
@@ -326,6 +346,21 @@ class LocalShellEngine(Engine):
         return lang == "python"
 
     def run(self, language: str, code: str, timeout: float | None = None) -> BlockResult:
+        return self._run(language, code, timeout)
+
+    def run_internal(
+        self, language: str, code: str, timeout: float, count: int | None = None
+    ) -> BlockResult:
+        return self._run(language, code, timeout, internal=True, count=count)
+
+    def _run(
+        self,
+        language: str,
+        code: str,
+        timeout: float | None,
+        internal: bool = False,
+        count: int | None = None,
+    ) -> BlockResult:
         lang = canonical_language(language)
         if lang is None:
             raise EngineError(
@@ -340,7 +375,7 @@ class LocalShellEngine(Engine):
             timeout = self.config.timeout
         start = time.monotonic()
         proc = self._process(lang)
-        capture, outcome = proc.run(code, timeout)
+        capture, outcome = proc.run(code, timeout, internal, count)
         if outcome == "done":
             out, err = capture.text()
             return BlockResult(out, err, capture.status, time.monotonic() - start)
@@ -354,6 +389,46 @@ class LocalShellEngine(Engine):
         proc.close()
         out, err = capture.text()
         return BlockResult(out, err, exit_status(proc.proc.returncode), time.monotonic() - start)
+
+    # -- layers (domarkx.session.layers)
+
+    layers_supported = True
+
+    def state_root(self) -> str | None:
+        return str(self.workdir)
+
+    def live_languages(self) -> list[str]:
+        return [lang for lang, p in self._procs.items() if p.proc.poll() is None]
+
+    def python_blocks(self) -> int:
+        proc = self._procs.get("python")
+        return proc.blocks if proc is not None else 0
+
+    def background_processes(self) -> list[str]:
+        if not self._spawned:
+            return []
+        own = {p.proc.pid for p in self._procs.values()}
+        found = []
+        for pid in sorted(set(pids_with_env(sandbox_needle(self.sandbox_id))) - own):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue  # it ended meanwhile
+            if command:  # a zombie has none, and holds nothing
+                found.append(f"a background process is still running ({command[:80]})")
+        return found
+
+    def save_files(self, objects: Path) -> tuple[dict[str, Any], int, list[str]]:
+        manifest, size, reasons = save_tree(self.workdir, objects, self._hashes)
+        return {"tree": manifest}, size, reasons
+
+    def use_files(self, files: dict[str, Any], objects: Path) -> None:
+        self._base_files = (files, objects)
+
+    @classmethod
+    def files_missing(cls, files: dict[str, Any], objects: Path) -> str | None:
+        return missing_objects(files.get("tree") or [], objects)
 
     def _process(self, lang: str) -> _LanguageProcess:
         proc = self._procs.get(lang)

@@ -16,7 +16,8 @@
   ``eval`` sees it; ``command`` keeps a syntax error from ending a POSIX
   ``sh``; stdin is ``/dev/null`` so that a block reading stdin cannot swallow
   the next block.
-- Python blocks are sent length-prefixed (``python_payload``) to a small
+- Python blocks are sent length-prefixed (``python_payload``; a header
+  ``LEN =N`` marks domarkx's own block, which sets the block number) to a small
   driver that ``exec``\\s them in ``__main__``'s namespace, prints tracebacks
   (without its own frame) to stderr and reports 1 on an exception, 0
   otherwise. Tracebacks name the block ``<block-N>`` and show its source
@@ -64,10 +65,15 @@ def __domarkx_driver():
         header = ctl.readline()
         if not header:
             return
-        code = ctl.read(int(header)).decode("utf-8", "surrogateescape")
-        count += 1
-        filename = "<block-%d>" % count
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        size, _, mode = header.decode().partition(" ")
+        code = ctl.read(int(size)).decode("utf-8", "surrogateescape")
+        if mode:  # "=N": domarkx's own block; the next block of the session is N + 1
+            count = int(mode.strip()[1:])
+            filename = "<domarkx>"
+        else:
+            count += 1
+            filename = "<block-%d>" % count
+            linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         status = 0
         try:
             exec(compile(code, filename, "exec"), ns)
@@ -117,9 +123,16 @@ def shell_payload(code: str, token: str) -> bytes:
     return line.encode("utf-8", "surrogateescape")
 
 
-def python_payload(code: str) -> bytes:
-    """A block for ``PYTHON_DRIVER``: its length in bytes on a line, then the code."""
+def python_payload(code: str, count: int | None = None) -> bytes:
+    """A block for ``PYTHON_DRIVER``: its length in bytes on a line, then the code.
+
+    With ``count``, the block is domarkx's own (saving or restoring a layer): it is
+    not numbered, and the session's next block is numbered ``count + 1``, so that
+    tracebacks read the same whether or not domarkx ran blocks of its own between.
+    """
     data = code.encode("utf-8", "surrogateescape")
+    if count is not None:
+        return b"%d =%d\n" % (len(data), count) + data
     return b"%d\n" % len(data) + data
 
 

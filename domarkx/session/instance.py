@@ -18,6 +18,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from domarkx.execution.engine import (
 )
 from domarkx.llm.reply import needs_model
 from domarkx.session import cleanup, owners
+from domarkx.session import layers as turn_layers
 from domarkx.session.approval import Approval, for_project
 from domarkx.session.blocks import (
     BlockRef,
@@ -77,6 +79,7 @@ class InstanceManager:
         # Which sample of a check's `samples` this run asks for (session.check_run): 0 is
         # the run itself; each other sample has replay records of its own.
         self.sample = 0
+        self.layer_runs: dict[str, turn_layers.LayerRun | None] = {}  # by instance id
 
     @property
     def approval(self) -> Approval:
@@ -177,10 +180,10 @@ class InstanceManager:
         cls = engine_class(instance.engine)
         workdir = self.store.instance_dir(instance.instance_id) / "work"
         labels = {INSTANCE_LABEL: instance.instance_id, PROJECT_LABEL: self.store.project_id}
-        engine = cls(config, workdir, labels=labels)
-        engine.project = project_config.load(self.store.root)
-        try:
-            handle = engine.start()
+        try:  # from the deepest layer the document shares with an earlier run, if any
+            make = partial(cls, config, workdir, labels=labels)
+            layers, engine, handle = turn_layers.start_sandbox(self.store, snapshot, make)
+            self.layer_runs[instance.instance_id] = layers
         except BaseException as err:
             if isinstance(err, EngineError) and err.key is not None:
                 self.point_at_config(err, snapshot, err.key)
@@ -277,6 +280,7 @@ class InstanceManager:
             instance.sandbox["alive"] = False
         instance.finished_at = now()
         self.store.put_instance(instance)
+        self.layer_runs.pop(instance.instance_id, None)
 
     def run_document(
         self,
@@ -289,9 +293,11 @@ class InstanceManager:
 
         ``checks`` run after each turn that has them, before the next turn's code.
         """
-        if not self.run_setup(instance, snapshot, sandbox):
+        layers = self.layer_runs.get(instance.instance_id)  # started from a layer: skip to it
+        resumed = layers is not None and layers.begin(instance, sandbox, self.store)
+        if not resumed and not self.run_setup(instance, snapshot, sandbox):
             return False
-        for ref in runnable_blocks(instance.conversation, sandbox):
+        for ref in turn_layers.to_run(layers, instance, sandbox):
             if checks is not None:
                 checks.before(instance, sandbox, ref.message)
             if not self.run_block(instance, snapshot, sandbox, ref):
@@ -381,6 +387,8 @@ class InstanceManager:
             sample=self.sample,
         )
         turn.run(instance, stream)
+        if (layers := self.layer_runs.get(instance.instance_id)) is not None:
+            layers.after_model(instance, sandbox, snapshot.snapshot_id in self.refused)
 
     def checks_for(self, snapshot: SessionSnapshot) -> CheckRun | None:
         """The run's checks (``expect`` blocks of user messages); None when it has none."""
