@@ -35,7 +35,7 @@ def run(args: Args) -> int:
     # The command's own modules (pydantic models, engines): loaded when it runs,
     # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.approval import for_project
-    from domarkx.session.instance import InstanceManager
+    from domarkx.session.instance import InstanceManager  # (the same)
 
     store = open_store()
     approval = for_project(store.root, yes=args.yes)
