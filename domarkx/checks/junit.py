@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from domarkx.checks.results import Outcome
+from domarkx.data.atomic import write_atomic
 
 
 @dataclass
@@ -105,8 +106,6 @@ def to_xml(reports: list[SessionReport]) -> ET.Element:
 
 def write(path: Path, reports: list[SessionReport]) -> None:
     """Write the JUnit XML file atomically."""
-    from domarkx.data.atomic import write_atomic
-
     tree = to_xml(reports)
     ET.indent(tree)
     text = ET.tostring(tree, encoding="unicode", xml_declaration=False)

@@ -22,10 +22,14 @@ document's line of the check.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from domarkx import config as project_config
 from domarkx.data.models import CodeBlock, Message
 from domarkx.errors import DocumentError
 from domarkx.parsing.data import load_yaml
@@ -78,8 +82,6 @@ class Expect:
 
     def required(self) -> int:
         """How many samples must pass every check."""
-        import math
-
         return max(1, math.ceil(self.pass_rate * self.samples - 1e-9))
 
 
@@ -291,8 +293,6 @@ def judge_problem(check: Check, at: int | None, fail: Any, project: ProjectConfi
 
 def _item_lines(code: str) -> list[int]:
     """The 0-based line of each check item inside the block's text (YAML's own marks)."""
-    import yaml
-
     try:
         node = yaml.compose(code, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
@@ -315,8 +315,6 @@ def written_config(root: Any) -> ProjectConfig:
     A check names an endpoint the file lists; whether the user's key may go there
     (trust) is decided when the judge is asked, and a recorded verdict replays either way.
     """
-    from domarkx import config as project_config
-
     read = getattr(project_config, "read", None)  # present where configurations are trusted
     found: ProjectConfig = read(root) if read is not None else project_config.load(root)
     return found

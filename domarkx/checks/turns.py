@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domarkx.checks.evaluate import Grader, Result, RunCode, run_checks, turn_at
+from domarkx.checks.judge import Judge
 from domarkx.checks.results import record
 from domarkx.checks.spec import (
     Expect,
@@ -23,6 +24,9 @@ from domarkx.checks.spec import (
 )
 from domarkx.data.models import Message, SessionSnapshot
 from domarkx.errors import DomarkxError
+from domarkx.parsing.blocks import FencedCode, blocks
+from domarkx.parsing.fences import parse_info
+from domarkx.parsing.source import split_front_matter
 
 if TYPE_CHECKING:
     from domarkx.config import ProjectConfig
@@ -43,10 +47,6 @@ def expect_lines(source: Path, conversation: list[Message]) -> list[list[int]] |
     Only the expect blocks' entries matter (others are 0). None when the source
     cannot be read; a block not found there (from an include) has no line.
     """
-    from domarkx.parsing.blocks import FencedCode, blocks
-    from domarkx.parsing.fences import parse_info
-    from domarkx.parsing.source import split_front_matter
-
     try:
         text = source.read_text(encoding="utf-8", errors="replace")
         _, lines, _ = split_front_matter(text, str(source))
@@ -85,8 +85,6 @@ class TurnChecks:
         project: ProjectConfig,
         cache: ReplayCache,
     ) -> TurnChecks:
-        from domarkx.checks.judge import Judge
-
         source = snapshot.metadata.source_file
         lines = expect_lines(Path(root) / source, snapshot.conversation)
         expects = validate_messages(

@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 
-from domarkx.cli import cmd_test
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("domarkx", "domarkx session checks")
@@ -47,13 +45,15 @@ def pytest_collection_modifyitems(
     paths += [Path(config.rootpath) / p for p in config.getini("domarkx_paths") or []]
     if not paths:
         return
-    from domarkx.data.store import Store
+    # reason: pytest loads this plugin in every run; the session stack only for --domarkx
+    from domarkx.cli import testing
+    from domarkx.data.store import Store  # reason: (as above)
 
     store = Store.discover(Path(config.rootpath))
     seen: set[Path] = set()
-    for path in cmd_test.session_files(store, [str(p) for p in paths]):
+    for path in testing.session_files(store, [str(p) for p in paths]):
         path = path.resolve()
-        if path in seen or not cmd_test.has_expect_block(path):
+        if path in seen or not testing.has_expect_block(path):
             continue
         seen.add(path)
         name = (
@@ -72,11 +72,13 @@ class SessionItem(pytest.Item):
     """One session document with checks."""
 
     def runtest(self) -> None:
-        from domarkx.data.store import Store
+        # reason: pytest loads this plugin in every run; the session stack only for --domarkx
+        from domarkx.cli import testing
+        from domarkx.data.store import Store  # reason: (as above)
 
         store = Store.discover(self.path.parent)
         live = self.config.getoption("domarkx_live")
-        report = cmd_test.test_session(
+        report = testing.test_session(
             store, self.path, replay_mode="live" if live else None, force=True
         )
         assert report is not None

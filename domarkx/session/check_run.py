@@ -24,6 +24,7 @@ from domarkx.checks.spec import Expect
 from domarkx.checks.turns import TurnChecks, has_checks
 from domarkx.data.models import SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
+from domarkx.errors import DomarkxError
 from domarkx.execution.engine import Engine
 from domarkx.llm.replay import ReplayCache
 from domarkx.session.approval import Approval
@@ -127,8 +128,6 @@ class CheckRun:
 
 def sample_run(manager: Runs, snapshot: SessionSnapshot, sample: int) -> SessionInstance:
     """Run ``snapshot`` again as sample ``sample``, in a sandbox of its own; its instance."""
-    from domarkx.errors import DomarkxError
-
     make = cast("Callable[..., Runs]", type(manager))
     other = make(manager.store, approval=manager.approval, replay_mode=manager.replay_mode)
     other.sample = sample
