@@ -35,6 +35,9 @@ class ToolResultLike(Protocol):
     @property
     def is_error(self) -> bool: ...
 
+    @property
+    def final(self) -> bool: ...
+
 
 class Tools(Protocol):
     """What the loop needs of the tools on offer (``domarkx.llm.tools.ToolBox``)."""
@@ -89,8 +92,8 @@ def llm_turns(
     try:
         provider = provider_for(settings, front_matter)
         provider.refusal = refusal
-        if waiting:
-            _answer_calls(conversation, index, waiting, tools, on_change)
+        if waiting and _answer_calls(conversation, index, waiting, tools, on_change):
+            return keys
         offered = tools.definitions() if tools is not None else []
         for _ in range(settings.max_turns):
             messages = to_chat_messages(conversation)
@@ -110,10 +113,10 @@ def llm_turns(
             on_change()
             ran = _run_code(conversation, len(conversation) - 1, execute, on_change, on_outputs)
             if reply.tool_calls:
-                _answer_calls(
+                final = _answer_calls(
                     conversation, len(conversation) - 1, list(reply.tool_calls), tools, on_change
                 )
-                ran = True
+                ran = not final  # attempt_completion: its result is the final answer
             if not ran:
                 break
         else:
@@ -154,21 +157,31 @@ def _answer_calls(
     calls: list[ToolCall],
     tools: Tools | None,
     on_change: Callable[[], None],
-) -> None:
-    """Run ``calls`` (of message ``index``) in order; append one ``tool`` message each."""
+) -> bool:
+    """Run ``calls`` (of message ``index``) in order; append one ``tool`` message each.
+
+    True when one of them ended the loop (``attempt_completion``): its ``tool``
+    message says ``final: true``, and the conversation wants no reply after it.
+    """
+    final = False
     for call in calls:
         where = f"message {index + 1} (assistant), tool call {call.id} ({call.name})"
+        ends = False
         if tools is None:
             text, is_error = f"unknown tool `{call.name}`; this session offers no tools", True
         else:
             result = tools.call(call, where)
-            text, is_error = result.text, result.is_error
+            text, is_error, ends = result.text, result.is_error, result.final
+            final = final or ends
         metadata: dict[str, Any] = {"tool_call_id": call.id, "name": call.name}
         if is_error:
             metadata["is_error"] = True
+        if ends:
+            metadata["final"] = True
         content: list[Any] = [TextBlock(value=text, quoted=True)] if text.strip() else []
         conversation.append(Message(role="tool", message_metadata=metadata, content=content))
         on_change()
+    return final
 
 
 def _run_code(

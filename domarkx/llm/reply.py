@@ -141,8 +141,19 @@ def answered_ids(metadata: dict[str, Any] | None) -> list[str]:
 
 
 def wants_reply(conversation: list[Message]) -> bool:
-    """Whether the conversation waits for the model: it ends with ``user`` or a ``tool`` result."""
-    return bool(conversation) and conversation[-1].role in ("user", "tool")
+    """Whether the conversation waits for the model: it ends with ``user`` or a ``tool`` result.
+
+    Not after the final answer: a ``tool`` result of ``attempt_completion``
+    (``final: true`` in its metadata) among the results it ends with.
+    """
+    if not conversation or conversation[-1].role not in ("user", "tool"):
+        return False
+    for message in reversed(conversation):
+        if message.role != "tool":
+            break
+        if (message.message_metadata or {}).get("final") is True:
+            return False
+    return True
 
 
 def pending_calls(conversation: list[Message]) -> tuple[int, list[ToolCall]]:

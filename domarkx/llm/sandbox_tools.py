@@ -15,7 +15,9 @@ The protocol (docs/engines.md, "Tools"): every answer is one line on stdout,
 ``MARK`` followed by the ``repr`` of a dict of plain values.
 
 - ``describe(globals(), names)``: ``{"tools": [function, ...], "problems":
-  {name: why}}``; ``names`` None reads the older format's ``tools = [f, g]``.
+  {name: why}, "builtins": {name: built-in}}``; ``names`` None reads the older
+  format's ``tools = [f, g]``; ``builtins`` names the functions that stand for a
+  built-in tool (the older format's imports, ``domarkx.llm.sandbox_builtins``).
   Each function is ``{"name", "description", "parameters"}``.
 - ``call(name, arguments)``: ``{"ok": bool, "output": printed text, "result":
   the returned value if plain (str, numbers, lists, dicts...) else its repr,
@@ -240,6 +242,7 @@ def describe(namespace: dict[str, typing.Any], names: list[typing.Any] | None) -
     """Answer with the schemas of ``names`` (functions of ``namespace``), or of ``tools``."""
     found: list[typing.Any] = []
     problems: dict[str, typing.Any] = {}
+    builtins: dict[str, str] = {}  # name -> the built-in tool a function stands for
     if names is None:
         declared = namespace.get("tools")
         pairs = []
@@ -264,7 +267,10 @@ def describe(namespace: dict[str, typing.Any], names: list[typing.Any] | None) -
             continue
         registry[name] = (function, spec["parameters"])
         found.append(spec)
-    _emit({"tools": found, "problems": problems})
+        builtin = getattr(function, "__domarkx_tool__", None)
+        if isinstance(builtin, str):
+            builtins[name] = builtin
+    _emit({"tools": found, "problems": problems, "builtins": builtins})
 
 
 def call(name: str, values: dict[str, typing.Any]) -> None:

@@ -5,6 +5,9 @@ Two kinds (docs/llm.md, "Tools"):
 - the built-ins ``bash`` and ``python``: the call's ``code`` runs in the
   session's sandbox like a code block the model wrote (same engine call, same
   approval rule: ``run_code`` is the caller's, and it asks);
+- the built-ins of ``domarkx.llm.builtin_tools``: the file and command tools
+  (in the sandbox, with the same approval rule), ``attempt_completion`` (ends
+  the loop), and the session tools that run on the host (given by the caller);
 - functions of the session's Python setup script: their schemas are derived and
   the calls made inside the sandbox's Python, through the small helper of
   ``domarkx.llm.sandbox_tools`` (``python`` runs one block there). They are the
@@ -21,7 +24,8 @@ from typing import Any
 from domarkx.data.models import NOT_RUN, OutputBlock
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import BlockResult
-from domarkx.llm import sandbox_tools
+from domarkx.llm import builtin_tools, sandbox_tools
+from domarkx.llm.builtin_tools import FINAL, Approve, HostTool, HostToolError
 from domarkx.llm.messages import render_outputs
 from domarkx.llm.reply import ToolCall
 
@@ -57,6 +61,7 @@ class ToolResult:
 
     text: str
     is_error: bool = False
+    final: bool = False  # attempt_completion: the loop ends with this result
 
 
 class ToolDeclarationError(DomarkxError):
@@ -70,6 +75,12 @@ class ToolBox:
     functions: list[dict[str, Any]] = field(default_factory=list)  # {name, description, parameters}
     run_code: RunCode | None = None
     python: RunPython | None = None
+    # The session tools, which run on the host (``domarkx.session.agents``); None: none.
+    host: dict[str, HostTool] | None = None
+    # Asks the user's grant for a built-in file tool's call (None: granted).
+    approve: Approve | None = None
+    # Tool name -> the built-in it stands for (the older format's imported functions).
+    routes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def declare(
@@ -79,6 +90,8 @@ class ToolBox:
         setup_code: str | None,
         run_code: RunCode,
         python: RunPython,
+        host: dict[str, HostTool] | None = None,
+        approve: Approve | None = None,
     ) -> ToolBox:
         """The tools ``names`` (session-config) or, when None, the setup script's ``tools``.
 
@@ -86,24 +99,33 @@ class ToolBox:
         or it is not Python). A name that is neither built in nor a function of it
         raises ``ToolDeclarationError``.
         """
-        box = cls(run_code=run_code, python=python)
+        box = cls(run_code=run_code, python=python, host=host, approve=approve)
         if names is None:
             if setup_code is None or "tools" not in setup_code:
                 return box
             box.functions = box._describe(None, strict=False)
             return box
-        wanted = [n for n in names if n not in BUILTINS]
+        known = box.known()
+        wanted = [n for n in names if n not in known]
         if wanted and setup_code is None:
             raise ToolDeclarationError(
                 f"`tools` names {', '.join(f'`{n}`' for n in wanted)}, which "
-                f"{'is' if len(wanted) == 1 else 'are'} not built in (bash, python), and "
+                f"{'is' if len(wanted) == 1 else 'are'} not built in ({', '.join(known)}), and "
                 "the session has no Python setup-script to define "
                 f"{'it' if len(wanted) == 1 else 'them'}",
                 hint="define the function in a ```python setup-script``` block, or use bash/python",
             )
         described = {f["name"]: f for f in box._describe(wanted, strict=True)} if wanted else {}
-        box.functions = [BUILTINS[n] if n in BUILTINS else described[n] for n in names]
+        box.functions = [known[n] if n in known else described[n] for n in names]
+        box.routes.update({n: n for n in names if n in known and n not in BUILTINS})
         return box
+
+    def known(self) -> dict[str, dict[str, Any]]:
+        """The built-in tools' schemas by name (the session tools only when on offer)."""
+        found = dict(BUILTINS)
+        found.update(builtin_tools.SANDBOX)
+        found.update({name: tool.spec for name, tool in (self.host or {}).items()})
+        return found
 
     def _describe(self, names: list[str] | None, *, strict: bool) -> list[dict[str, Any]]:
         assert self.python is not None
@@ -120,8 +142,10 @@ class ToolBox:
             name, why = next(iter(problems.items()))
             raise ToolDeclarationError(
                 f"`tools` names `{name}`, which is no tool: {why}",
-                hint="name bash, python, or a function that the Python setup-script defines",
+                hint="name a built-in tool (docs/llm.md), or a function that the Python "
+                "setup-script defines",
             )
+        self.routes.update(answer.get("builtins") or {})
         return list(answer.get("tools") or [])
 
     @property
@@ -147,13 +171,54 @@ class ToolBox:
             return ToolResult(f"the arguments do not fit `{call.name}`: {problem}", True)
         if call.name in BUILTINS and spec is BUILTINS[call.name]:
             return self._run_builtin(call.name, arguments["code"], where)
+        if call.name in self.routes:
+            return self._run_routed(self.routes[call.name], arguments, where)
         return self._run_function(call, arguments)
+
+    def _run_routed(self, builtin: str, arguments: dict[str, Any], where: str) -> ToolResult:
+        """A call of a built-in tool (by its name, or an older import's function)."""
+        if builtin == FINAL:
+            return ToolResult(str(arguments.get("result", "")), False, final=True)
+        if builtin == "execute_command":
+            return self._run_builtin("bash", str(arguments.get("command", "")), where)
+        if builtin in builtin_tools.HOST_NAMES:
+            tool = (self.host or {}).get(builtin)
+            if tool is None:
+                return ToolResult(
+                    f"`{builtin}` runs on the host, and this run offers no session tools", True
+                )
+            try:
+                return ToolResult(tool.run(arguments))
+            except HostToolError as err:
+                return ToolResult(str(err), True)
+        if builtin not in builtin_tools.SANDBOX:
+            return ToolResult(f"`{builtin}` is not a built-in tool", True)
+        if self.approve is not None and not self.approve(
+            "python", builtin_tools.shown_call(builtin, arguments), where
+        ):
+            return ToolResult(NOT_RUN, True)  # the user said no
+        assert self.python is not None
+        # The helper goes with every call: a restarted Python process has lost it.
+        result = self.python(
+            builtin_tools.install_code() + builtin_tools.call_code(builtin, arguments)
+        )
+        answer, before = sandbox_tools.answer_of(result.stdout)
+        if answer is None:
+            why = "timed out" if result.timed_out else f"exit status {result.exit_code}"
+            detail = (before + result.stderr).strip()
+            return ToolResult(
+                f"the call did not complete ({why})" + (f":\n{detail}" if detail else ""), True
+            )
+        if not answer.get("ok"):
+            return ToolResult(str(answer.get("error") or "the call failed"), True)
+        return ToolResult(str(answer.get("result") or ""), False)
 
     def _run_builtin(self, language: str, code: str, where: str) -> ToolResult:
         assert self.run_code is not None
         outputs = self.run_code(language, code, where)
-        if any(o.refused for o in outputs):
-            return ToolResult(NOT_RUN, True)  # the user said no
+        refused = next((o for o in outputs if o.refused), None)
+        if refused is not None:  # the user, or the configuration, said no
+            return ToolResult(refused.text or NOT_RUN, True)
         failed = any(o.timed_out or o.exit_code not in (0, None) for o in outputs)
         return ToolResult(render_outputs(outputs), failed)
 

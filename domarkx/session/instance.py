@@ -33,6 +33,7 @@ from domarkx.execution.engine import (
     canonical_language,
     engine_class,
 )
+from domarkx.llm import builtin_tools
 from domarkx.llm.reply import needs_model
 from domarkx.session import cleanup, owners
 from domarkx.session import layers as turn_layers
@@ -79,6 +80,9 @@ class InstanceManager:
         # Which sample of a check's `samples` this run asks for (session.check_run): 0 is
         # the run itself; each other sample has replay records of its own.
         self.sample = 0
+        # The session tools a model may call (``domarkx.session.agents``), given by the
+        # command that runs the session; None: the run offers none.
+        self.host_tools: dict[str, builtin_tools.HostTool] | None = None
         self.layer_runs: dict[str, turn_layers.LayerRun | None] = {}  # by instance id
 
     @property
@@ -314,6 +318,9 @@ class InstanceManager:
             return True
         config = snapshot.config()
         language = canonical_language(setup.language) or setup.language
+        if language == "python" and builtin_tools.uses_older_imports(setup.code):
+            # The older format's `from domarkx.tools... import ...` resolve to the built-ins.
+            sandbox.run("python", builtin_tools.install_code(), config.timeout)
         result = sandbox.run(language, setup.code, config.timeout)
         instance.setup_output = outputs_of(result)
         self.store.append_setup_output(instance.instance_id, instance.setup_output)
@@ -385,6 +392,7 @@ class InstanceManager:
             on_refusal=lambda: self.refused.add(snapshot.snapshot_id),
             replay_mode=self.replay_mode,
             sample=self.sample,
+            host_tools=self.host_tools,
         )
         turn.run(instance, stream)
         if (layers := self.layer_runs.get(instance.instance_id)) is not None:

@@ -16,6 +16,7 @@ from domarkx.data.models import CodeBlock, OutputBlock, SessionInstance, Session
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError, LLMError
 from domarkx.execution.engine import BlockResult, Engine, canonical_language
+from domarkx.llm.builtin_tools import HostTool
 from domarkx.llm.endpoints import Access, resolve
 from domarkx.llm.loop import llm_turns
 from domarkx.llm.replay import ReplayCache
@@ -38,6 +39,7 @@ class ModelTurn:
         on_refusal: Callable[[], None],
         replay_mode: str | None = None,
         sample: int = 0,
+        host_tools: dict[str, HostTool] | None = None,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -47,6 +49,7 @@ class ModelTurn:
         self.replay_mode = replay_mode
         self.sample = sample  # a check's sample N > 0 has replay records of its own
         self.source = snapshot.metadata.source_file
+        self.host_tools = host_tools  # the session tools on offer (run on the host)
 
     def config_line(self, key: str) -> int | None:
         return config_line(self.store.root, self.source, key)
@@ -65,6 +68,20 @@ class ModelTurn:
             return outputs_of(BlockResult.not_run())
         return outputs_of(self.sandbox.run(language, code, self.snapshot.config().timeout))
 
+    def approve_call(self, language: str, shown: str, where: str) -> bool:
+        """The user's grant for a built-in file tool's call (``shown`` as the user sees it)."""
+        request = CodeRequest(
+            session=self.source,
+            where=where,
+            engine=self.sandbox.name,
+            language=language,
+            code=shown,
+        )
+        if self.approval.decide(request, isolated=self.sandbox.isolated):
+            return True
+        self.on_refusal()
+        return False
+
     def tools(self) -> ToolBox:
         """The run's tools: session-config's ``tools``, or the setup script's ``tools``."""
         config = self.snapshot.config()
@@ -77,6 +94,8 @@ class ModelTurn:
                 setup_code=setup.code if setup is not None and is_python else None,
                 run_code=self.run_code,
                 python=lambda code: sandbox.run("python", code, config.timeout),
+                host=self.host_tools,
+                approve=self.approve_call,
             )
         except ToolDeclarationError as err:
             raise ToolDeclarationError(
