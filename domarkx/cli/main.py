@@ -27,6 +27,7 @@ COMMANDS = (
     "stop",
     "rm",
     "prune",
+    "layers",
     "build",
     "watch",
     "init",

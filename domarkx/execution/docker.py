@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import secrets
-import selectors
 import time
 from collections.abc import Container
 from pathlib import Path
@@ -52,8 +51,10 @@ from domarkx.config import MIN_MEMORY, ProjectConfig, size_in_bytes
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
 from domarkx.execution import docker_host
+from domarkx.execution.docker_exec import ExecChannel
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
+    LAYER_LABEL,
     PROJECT_LABEL,
     SANDBOX_LABEL,
     BlockResult,
@@ -122,77 +123,6 @@ def _api_error(exc: Exception, doing: str) -> EngineError:
     return EngineError(f"docker could not {doing}: {' '.join(str(explanation).split())}")
 
 
-class _ExecChannel:
-    """One process in the container, fed on stdin, read from a multiplexed socket."""
-
-    def __init__(self, api: Any, container: str, cmd: list[str], marker: str) -> None:
-        self.api = api
-        self.marker = marker
-        self.exec_id = api.exec_create(
-            container,
-            cmd,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            environment=[f"{MARKER_VAR}={marker}"],
-        )["Id"]
-        # The returned object keeps the HTTP response alive (TLS closes with it).
-        self._handle = api.exec_start(self.exec_id, socket=True)
-        self.sock = getattr(self._handle, "_sock", self._handle)
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self.sock, selectors.EVENT_READ)
-        self._frames = bytearray()
-        self.eof = False
-        self.pending: dict[int, bytes] = {1: b"", 2: b""}
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read(self, capture: BlockCapture, wait: float | None) -> None:
-        """Wait up to ``wait`` seconds for data and feed whole frames to ``capture``."""
-        pending = getattr(self.sock, "pending", None)  # TLS may hold decrypted bytes
-        if not (pending and pending()) and not self._sel.select(wait):
-            return
-        try:
-            data = self.sock.recv(1 << 18)
-        except (ConnectionError, OSError):
-            data = b""
-        if not data:
-            self.eof = True
-            return
-        frames = self._frames
-        frames += data
-        pos = 0
-        while len(frames) - pos >= 8:
-            size = int.from_bytes(frames[pos + 4 : pos + 8], "big")
-            end = pos + 8 + size
-            if len(frames) < end:
-                break
-            stream = frames[pos]
-            if stream in (1, 2):
-                capture.feed(stream, bytes(frames[pos + 8 : end]))
-            pos = end
-        del frames[:pos]
-
-    def exit_code(self) -> int | None:
-        """The process's exit status, once Docker has seen it end."""
-        for _ in range(100):
-            info = self.api.exec_inspect(self.exec_id)
-            if not info.get("Running"):
-                code = info.get("ExitCode")
-                return None if code is None else int(code)
-            time.sleep(0.01)
-        return None
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._sel.close()
-        for closable in (self.sock, self._handle):
-            with contextlib.suppress(Exception):
-                closable.close()
-
-
 class DockerEngine(Engine):
     """Runs blocks in persistent processes inside one container per sandbox."""
 
@@ -206,9 +136,10 @@ class DockerEngine(Engine):
         self.sandbox_id = secrets.token_hex(8)
         self.container_id: str | None = None
         self._api: Any = None
-        self._channels: dict[str, tuple[_ExecChannel, str]] = {}
+        self._channels: dict[str, tuple[ExecChannel, str]] = {}
         self._has_python: bool | None = None
         self._stopped = False
+        self._layer_image: str | None = None  # start from this layer's image (use_files)
 
     # -- lifecycle
 
@@ -232,7 +163,7 @@ class DockerEngine(Engine):
             raise EngineError("this sandbox was stopped", hint="create a new engine to run again")
         if self.container_id is not None:
             return self.handle()
-        image = self.config.image
+        image = self._layer_image or self.config.image
         if not image:
             raise EngineError(
                 "the docker engine needs an image",
@@ -386,6 +317,21 @@ class DockerEngine(Engine):
     # -- blocks
 
     def run(self, language: str, code: str, timeout: float | None = None) -> BlockResult:
+        return self._run(language, code, timeout)
+
+    def run_internal(
+        self, language: str, code: str, timeout: float, count: int | None = None
+    ) -> BlockResult:
+        return self._run(language, code, timeout, internal=True, count=count)
+
+    def _run(
+        self,
+        language: str,
+        code: str,
+        timeout: float | None,
+        internal: bool = False,
+        count: int | None = None,
+    ) -> BlockResult:
         lang = canonical_language(language)
         if lang is None:
             raise EngineError(
@@ -397,7 +343,16 @@ class DockerEngine(Engine):
         self.start()
         start = time.monotonic()
         channel, token = self._channel(lang)
-        payload = python_payload(code) if lang == "python" else shell_payload(code, token)
+        if internal and lang == "python":
+            count = channel.blocks if count is None else count
+        elif not internal:
+            channel.blocks += 1
+        if count is not None:
+            channel.blocks = count
+        if lang == "python":
+            payload = python_payload(code, count if internal else None)
+        else:
+            payload = shell_payload(code, token)
         capture = BlockCapture(token, channel.pending)
         deadline = start + timeout
         try:
@@ -427,7 +382,7 @@ class DockerEngine(Engine):
     def _timed_out(
         self,
         lang: str,
-        channel: _ExecChannel,
+        channel: ExecChannel,
         capture: BlockCapture,
         timeout: float,
         start: float,
@@ -443,6 +398,70 @@ class DockerEngine(Engine):
             channel.close()
         return timed_out_result(capture, lang, timeout, start)
 
+    # -- layers (domarkx.session.layers): the file system as a committed image
+
+    layers_supported = True
+
+    def live_languages(self) -> list[str]:
+        return list(self._channels)
+
+    def python_blocks(self) -> int:
+        found = self._channels.get("python")
+        return found[0].blocks if found is not None else 0
+
+    def background_processes(self) -> list[str]:
+        if self.container_id is None:
+            return []
+        needle = f"{MARKER_VAR}={self.sandbox_id}:"
+        script = (
+            'for d in /proc/[0-9]*; do tr "\\0" "\\n" <"$d/environ" 2>/dev/null | '
+            'grep -q "^$1" && echo "${d#/proc/}"; done'
+        )
+        _, out = self._exec_wait(["sh", "-c", script, "sh", needle])
+        pids = out.decode(errors="replace").split()
+        extra = len(pids) - len(self._channels)
+        if extra > 0:
+            return [f"{extra} background process(es) still running in the container"]
+        return []
+
+    def save_files(self, objects: Path) -> tuple[dict[str, Any], int, list[str]]:
+        assert self.container_id is not None
+        project = self.labels.get(PROJECT_LABEL, "")
+        api = self._client()
+        try:
+            image = api.commit(
+                self.container_id,
+                repository="domarkx-layer",
+                tag=secrets.token_hex(8),
+                conf={"Labels": {LAYER_LABEL: "1", PROJECT_LABEL: project}},
+            )["Id"]
+            size = api.inspect_image(image).get("Size", 0)
+            base = api.inspect_image(self._layer_image or self.config.image).get("Size", 0)
+        except Exception as exc:
+            return {}, 0, [f"docker could not commit the container: {exc}"]
+        return {"image": image}, max(0, int(size) - int(base)), []
+
+    def use_files(self, files: dict[str, Any], objects: Path) -> None:
+        self._layer_image = files.get("image")
+
+    @classmethod
+    def files_missing(cls, files: dict[str, Any], objects: Path) -> str | None:
+        image = files.get("image")
+        if not image:
+            return "the layer kept no image"
+        try:
+            connect().inspect_image(image)
+        except Exception:
+            return f"its image {image[7:19]} is gone"
+        return None
+
+    @classmethod
+    def forget_files(cls, files: dict[str, Any], host: str | None = None) -> None:
+        image = files.get("image")
+        if image:
+            with contextlib.suppress(Exception):
+                connect(host).remove_image(image, force=True)
+
     def _exec_wait(self, cmd: list[str]) -> tuple[int | None, bytes]:
         """Run a short command in the container to its end (not used per block)."""
         api = self._client()
@@ -453,7 +472,7 @@ class DockerEngine(Engine):
         except Exception as exc:
             raise _api_error(exc, f"run {cmd[0]} in container {self.container_id}") from exc
 
-    def _channel(self, lang: str) -> tuple[_ExecChannel, str]:
+    def _channel(self, lang: str) -> tuple[ExecChannel, str]:
         found = self._channels.get(lang)
         if found is not None:
             return found
@@ -473,7 +492,7 @@ class DockerEngine(Engine):
             cmd = SHELL_COMMAND
         marker = f"{self.sandbox_id}:{lang}:{secrets.token_hex(4)}"
         try:
-            channel = _ExecChannel(self._client(), self.container_id, cmd, marker)
+            channel = ExecChannel(self._client(), self.container_id, cmd, marker)
         except Exception as exc:
             raise _api_error(exc, f"start {cmd[0]} in container {self.container_id[:12]}") from exc
         self._channels[lang] = (channel, token)

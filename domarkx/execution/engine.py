@@ -42,6 +42,8 @@ INSTANCE_LABEL = "io.domarkx.instance"
 # Label naming the project (``layout.project_id`` of its store) that started a sandbox:
 # prune, stop and rm act only on their own project's sandboxes.
 PROJECT_LABEL = "io.domarkx.project"
+# Label of an image that holds a turn layer's files (with PROJECT_LABEL).
+LAYER_LABEL = "io.domarkx.layer"
 
 
 def canonical_language(language: str) -> str | None:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 from domarkx import registry
 from domarkx.data import lock
-from domarkx.data.models import SessionInstance
+from domarkx.data.models import SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError, EngineError, PluginError
 from domarkx.execution.engine import GROUP, engine_class
-from domarkx.session import owners
+from domarkx.session import layer_admin, owners
 from domarkx.session.blocks import now
 
 
@@ -155,9 +155,19 @@ def prune(store: Store) -> list[str]:
             if snapshot_id not in referenced:
                 store.remove_snapshot(snapshot_id)
                 removed.append(snapshot_id)
+        removed += layer_admin.prune(store, kept_snapshots(store))  # layers none of them uses
         removed += prune_sandboxes(store)
         owners.forget(store.home, gone)
         return removed
+
+
+def kept_snapshots(store: Store) -> list[SessionSnapshot]:
+    """The snapshots left after a prune, readable ones only."""
+    found = []
+    for snapshot_id in store.snapshot_ids():
+        with contextlib.suppress(DomarkxError):
+            found.append(store.get_snapshot(snapshot_id))
+    return found
 
 
 class LiveInstances:
