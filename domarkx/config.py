@@ -274,6 +274,16 @@ class LayerSettings(BaseModel):
         return value.strip().lower()
 
 
+class AgentSettings(BaseModel):
+    """Sessions that message sessions (``[agents]``): see docs/llm.md, Agents."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_depth: int = Field(default=3, ge=1, description="How deep send_message may nest.")
+    max_messages: int = Field(
+        default=20, ge=1, description="How many messages one command's sessions may send."
+    )
+
+
 class ProjectConfig(BaseModel):
     """``domarkx.toml`` (or ``[tool.domarkx]``): the user's grants for this project."""
 
@@ -294,6 +304,7 @@ class ProjectConfig(BaseModel):
     engines: EngineSettings = Field(default_factory=EngineSettings)
     includes: IncludeSettings = Field(default_factory=IncludeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
     defaults: dict[str, Any] = Field(
         default_factory=dict,
         description="The session-config of a new document that `domarkx chat NEW.md -m TEXT` "

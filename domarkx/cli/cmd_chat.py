@@ -66,6 +66,7 @@ def run(args: Args) -> int:
     from domarkx.cli.chat_terminal import HELP, Terminal
     from domarkx.errors import UsageError
     from domarkx.llm.provider import events
+    from domarkx.session.agents import Agents
     from domarkx.session.approval import for_project
     from domarkx.session.chat import ChatSession
 
@@ -89,12 +90,15 @@ def run(args: Args) -> int:
     store = open_store(path)
     created = _create(store, path) if not path.exists() and message is not None else None
     terminal = Terminal()
+    # --yes (or DOMARKX_YES), else `approve` of the project's configuration, asking
+    # on a terminal: the same grant as `domarkx run` and `domarkx build`.
+    approval = for_project(store.root, yes=args.yes)
     session = ChatSession(
         store,
         path,
-        # --yes (or DOMARKX_YES), else `approve` of the project's configuration, asking
-        # on a terminal: the same grant as `domarkx run` and `domarkx build`.
-        approval=for_project(store.root, yes=args.yes),
+        approval=approval,
+        # The session tools (send_message...): other sessions answer with the same grant.
+        host_tools=Agents(store, approval, (path,)).tools(),
         params=parse_params(args.param),
         regenerate=args.regenerate,
         stream=terminal.write,

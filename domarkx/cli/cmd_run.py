@@ -34,6 +34,7 @@ def register(subparsers: Subparsers) -> None:
 def run(args: Args) -> int:
     # The command's own modules (pydantic models, engines): loaded when it runs,
     # not by every `domarkx` start (`--help`, other commands).
+    from domarkx.session.agents import Agents  # (the same)
     from domarkx.session.approval import for_project
     from domarkx.session.instance import InstanceManager  # (the same)
 
@@ -47,6 +48,7 @@ def run(args: Args) -> int:
         ).loop()
     else:
         manager = InstanceManager(store, approval=approval)
+        manager.host_tools = Agents(store, approval).tools()  # send_message and the rest
         stream = _terminal_stream()
         try:
             instance = manager.run(

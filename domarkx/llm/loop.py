@@ -22,6 +22,7 @@ from domarkx.llm.messages import parse_reply, to_chat_messages
 from domarkx.llm.provider import Provider, Stream, provider_for
 from domarkx.llm.replay import ReplayCache
 from domarkx.llm.reply import Reply, ToolCall, pending_calls, wants_reply
+from domarkx.parsing.macro_links import escape_macros
 
 Execute = Callable[[CodeBlock], list[OutputBlock] | None]
 # Told that the outputs of block ``index`` of message ``message`` are now these.
@@ -178,7 +179,10 @@ def _answer_calls(
             metadata["is_error"] = True
         if ends:
             metadata["final"] = True
-        content: list[Any] = [TextBlock(value=text, quoted=True)] if text.strip() else []
+        # Any text, a rendered session included: a macro in it stays text when read back.
+        content: list[Any] = (
+            [TextBlock(value=escape_macros(text), quoted=True)] if text.strip() else []
+        )
         conversation.append(Message(role="tool", message_metadata=metadata, content=content))
         on_change()
     return final

@@ -191,6 +191,8 @@ class ToolBox:
                 return ToolResult(tool.run(arguments))
             except HostToolError as err:
                 return ToolResult(str(err), True)
+            except OSError as err:  # a file of sessions/ that cannot be read or written
+                return ToolResult(f"`{builtin}` failed: {err}", True)
         if builtin not in builtin_tools.SANDBOX:
             return ToolResult(f"`{builtin}` is not a built-in tool", True)
         if self.approve is not None and not self.approve(

@@ -26,6 +26,7 @@ from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSn
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import Engine
+from domarkx.llm.builtin_tools import HostTool
 from domarkx.llm.messages import parse_reply
 from domarkx.llm.replay import ENV, mode_from_env
 from domarkx.llm.reply import needs_model
@@ -86,6 +87,7 @@ class ChatSession:
         stream: Callable[[str], None] | None = None,
         on_message: Callable[[Message], None] | None = None,
         adjust: Callable[[SessionSnapshot], SessionSnapshot] | None = None,
+        host_tools: dict[str, HostTool] | None = None,
     ) -> None:
         # For this chat only (`--model`, `--system`): applied to every import of the text.
         self.adjust = adjust
@@ -99,6 +101,7 @@ class ChatSession:
         self.manager = InstanceManager(
             store, approval=approval, replay_mode="record" if regenerate else None
         )
+        self.manager.host_tools = host_tools  # the session tools (domarkx.session.agents)
         # The reply's text as it arrives, and each new message once it is complete
         # (with the outputs of its code): what a terminal shows of the turn.
         self.stream = stream
