@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from domarkx.data.source import read_regular
 from domarkx.errors import DomarkxError
 from domarkx.parsing.macros import Expansion, MacroCall
+from domarkx.parsing.source import decode_document
 
 
 def include(call: MacroCall) -> Expansion:
@@ -54,8 +55,6 @@ def include(call: MacroCall) -> Expansion:
     except OSError as err:
         raise call.error(f"cannot read included file `{raw}`: {err.strerror}") from None
     call.depends_on(target)
-    from domarkx.parsing.source import decode_document
-
     try:
         text = decode_document(data, call.expander.display(target))
     except DomarkxError as err:
