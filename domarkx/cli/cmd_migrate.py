@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from domarkx.cli.options import Args, Subparsers, add_command
+from domarkx.cli.options import Args, Subparsers, add_command, open_store
 from domarkx.data.atomic import write_atomic
 from domarkx.errors import DocumentError
 
@@ -26,9 +26,13 @@ def register(subparsers: Subparsers) -> None:
 def run(args: Args) -> int:
     # The command's own modules (pydantic models, engines): loaded when it runs,
     # not by every `domarkx` start (`--help`, other commands).
+    from domarkx.session.files import check_document
     from domarkx.session.legacy import migrate_text
 
-    path = Path(args.file)
+    # The document's project decides what may be read and written: a link leading
+    # outside it is refused, one inside it is followed (the file it names is rewritten).
+    check_document(args.file, open_store(args.file).root, args.file)
+    path = Path(args.file).resolve()
     try:
         data = path.read_bytes()
     except OSError as err:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domarkx.cli.options import Args, Subparsers, add_command, open_store
+
+if TYPE_CHECKING:
+    from domarkx.data.store import Store
 
 
 def register(subparsers: Subparsers) -> None:
@@ -16,7 +22,11 @@ def register(subparsers: Subparsers) -> None:
         description="Create an instance of REF, run its setup script and code blocks, ask the "
         "model for a turn when the session ends with a user message, then destroy the sandbox.",
     )
-    parser.add_argument("ref", metavar="REF", help="snapshot: tag, id, or unique id prefix")
+    parser.add_argument(
+        "ref",
+        metavar="REF",
+        help="snapshot: tag, id, or unique id prefix; or a session document (imported first)",
+    )
     parser.add_argument("-i", "--interactive", action="store_true", help="step through blocks")
     parser.add_argument("--engine", metavar="E", help="override session-config's engine")
     parser.add_argument("--keep", action="store_true", help="leave the sandbox up afterwards")
@@ -38,13 +48,13 @@ def run(args: Args) -> int:
     from domarkx.session.approval import for_project
     from domarkx.session.instance import InstanceManager  # (the same)
 
-    store = open_store()
+    store, ref = _store_and_snapshot(args.ref)
     approval = for_project(store.root, yes=args.yes)
     if args.interactive:
         from domarkx.cli.interactive import InteractiveRun  # prompt_toolkit: asked for only
 
         instance = InteractiveRun(
-            store, args.ref, engine=args.engine, keep=args.keep, approval=approval
+            store, ref, engine=args.engine, keep=args.keep, approval=approval
         ).loop()
     else:
         manager = InstanceManager(store, approval=approval)
@@ -52,7 +62,7 @@ def run(args: Args) -> int:
         stream = _terminal_stream()
         try:
             instance = manager.run(
-                args.ref, engine=args.engine, keep=args.keep, strict=False, stream=stream
+                ref, engine=args.engine, keep=args.keep, strict=False, stream=stream
             )
         finally:
             if stream is not None:
@@ -65,6 +75,18 @@ def run(args: Args) -> int:
     if instance.status == "failed" and instance.error:
         print(f"domarkx: warning: {instance.error}", file=sys.stderr)
     return 0
+
+
+def _store_and_snapshot(ref: str) -> tuple[Store, str]:
+    """The store and the snapshot ``ref`` names: a document (a file that exists) is
+    imported into its own project first, as ``domarkx import`` would; its snapshot runs."""
+    from domarkx.session.snapshot import SnapshotManager  # (the same as run's)
+
+    if not os.path.isfile(ref):
+        return open_store(), ref
+    store = open_store(ref)
+    result = SnapshotManager(store).import_file(Path(ref))
+    return store, result.snapshot.snapshot_id
 
 
 class _TerminalStream:
