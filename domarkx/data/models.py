@@ -8,6 +8,7 @@ published (``domarkx schema``) and validated on load.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,6 +17,8 @@ from pydantic_core import to_json
 from domarkx.data.digest import digest
 
 SNAPSHOT_VERSION = "1.0"
+# A Docker memory size (`session-config`'s `memory`): digits, then b, k, m or g.
+MEMORY_SIZE = re.compile(r"^[0-9]+\s*[kmg]?b?$", re.IGNORECASE)
 ROLES = ("system", "user", "assistant", "tool")
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -165,6 +168,22 @@ class ExecutionConfig(BaseModel):
         # YAML's `true` would otherwise be read as 1.
         if isinstance(value, bool):
             raise ValueError("a number, not true or false")
+        return value
+
+    @field_validator("engine", "image")
+    @classmethod
+    def _a_name(cls, value: str | None) -> str | None:
+        # An empty name would fail only when the run starts, far from its line.
+        if value is not None and not value.strip():
+            raise ValueError("empty; name one, or leave the key out for the default")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _a_size(cls, value: str | None) -> str | None:
+        # Docker's sizes: a number with b, k, m or g (powers of 1024).
+        if value is not None and MEMORY_SIZE.match(value.strip()) is None:
+            raise ValueError(f"{value!r} is not a size; write e.g. 256m or 2g")
         return value
 
 
