@@ -137,8 +137,8 @@ def main() -> int:
         print(f"{'document':<46} import migrate run")
         for document in documents:
             row = measure(document, server, args.engine)
-            for i in range(3):
-                totals[i] += row[i]
+            for i, flag in enumerate(row[:3]):
+                totals[i] += bool(flag)
             marks = "  ".join(f"{'yes' if v else 'no':<6}" for v in row[:3])
             print(f"{document.name:<46} {marks}  {row[3] if args.verbose or not row[2] else ''}")
     print(

@@ -27,7 +27,7 @@ def run(args: Args) -> int:
     # The command's own modules (pydantic models, engines): loaded when it runs,
     # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.files import check_document
-    from domarkx.session.legacy import migrate_text
+    from domarkx.session.legacy import changes_of, migrate_text
 
     # The document's project decides what may be read and written: a link leading
     # outside it is refused, one inside it is followed (the file it names is rewritten).
@@ -46,5 +46,6 @@ def run(args: Args) -> int:
         print(f"{args.file}: nothing to migrate", file=sys.stderr)
         return 0
     write_atomic(path, migrated)
-    print(f"{args.file}: migrated", file=sys.stderr)
+    for change in changes_of(text):  # what changed, one line each
+        print(f"{args.file}: migrated {change}", file=sys.stderr)
     return 0

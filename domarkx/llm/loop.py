@@ -179,10 +179,10 @@ def _answer_calls(
             metadata["is_error"] = True
         if ends:
             metadata["final"] = True
-        # Any text, a rendered session included: a macro in it stays text when read back.
-        content: list[Any] = (
-            [TextBlock(value=escape_macros(text), quoted=True)] if text.strip() else []
-        )
+        # Any text, a rendered session included, reads back the same: a macro in it stays
+        # text, and the line ends a quoted block does not keep are not kept.
+        text = escape_macros(text.rstrip("\n"))
+        content: list[Any] = [TextBlock(value=text, quoted=True)] if text.strip() else []
         conversation.append(Message(role="tool", message_metadata=metadata, content=content))
         on_change()
     return final

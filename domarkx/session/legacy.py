@@ -49,6 +49,7 @@ class Layout:
     config: tuple[int, int, str] | None = None  # fence start, fence end, language
     setup: tuple[int, int, str] | None = None
     legacy_headings: list[int] = field(default_factory=list)
+    conversation: int | None = None  # the `## Conversation` heading of old templates
 
 
 def find_client(code: str) -> Client | None:
@@ -124,6 +125,8 @@ def layout_of(text: str) -> Layout:
             seen_role = True
             if block.text.strip().lower() == LEGACY_ROLE:
                 layout.legacy_headings.append(block.start)
+            elif block.text.strip().lower() == "conversation" and layout.conversation is None:
+                layout.conversation = block.start
         elif isinstance(block, FencedCode) and not seen_role:
             info = parse_info(block.info)
             place = (block.start, block.end, info.language)
@@ -198,6 +201,8 @@ def migrate_text(text: str) -> str:
 
     for index in layout.legacy_headings:
         edits[index] = [re.sub(r"(?i)\bunknow\b", "tool", lines[index], count=1)]
+    if layout.conversation is not None:
+        edits.update(conversation_edits(lines, layout.conversation))
 
     client = None
     if layout.setup is not None and layout.setup[2].lower() in ("python", "python3", "py"):
@@ -270,3 +275,57 @@ def _body_with_model(body: str, language: str, model: dict[str, Any]) -> str | N
     if "\n" not in gap:
         return before + ", " + item + gap + body[brace:]
     return before + ",\n" + indent + item + gap + body[brace:]
+
+
+# `**User**: text` lines of the older templates' `## Conversation` section.
+SPEAKER = re.compile(r"^\*\*(user|assistant|system|tool)\*\*\s*:\s?(.*)$", re.IGNORECASE)
+# Older placeholders: `{name}` and `[@name]()`, both a parameter.
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}|\[@([A-Za-z_][A-Za-z0-9_]*)\]\(\)")
+
+
+def conversation_edits(lines: list[str], heading: int) -> dict[int, list[str] | None]:
+    """The `## Conversation` section as messages: each `**Role**: text` line starts a
+    `## role` message whose text (and the lines after it) is quoted; `{name}` and
+    `[@name]()` become parameter macros. The heading goes."""
+    edits: dict[int, list[str] | None] = {heading: None}
+    index = heading + 1
+    while index < len(lines) and not lines[index].startswith("#"):
+        line = lines[index]
+        found = SPEAKER.match(line)
+        text = PLACEHOLDER.sub(
+            lambda m: f"[@{m.group(1) or m.group(2)}](domarkx://{m.group(1) or m.group(2)})",
+            found.group(2) if found else line,
+        )
+        if found:
+            edits[index] = [f"## {found.group(1).lower()}", "", f"> {text}".rstrip()]
+        elif index == heading + 1 and not line.strip():
+            edits[index] = None
+        elif any(k < index and v and v[0].startswith("## ") for k, v in edits.items() if v):
+            edits[index] = [f"> {text}".rstrip() if line.strip() else ">"]
+        index += 1
+    while edits.get(index - 1) == [">"]:  # trailing blank lines stay blank
+        edits[index - 1] = [""]
+        index -= 1
+    return edits
+
+
+def changes_of(text: str) -> list[str]:
+    """What ``migrate_text`` changes in ``text``, one phrase each (empty: nothing)."""
+    layout = layout_of(text)
+    found = []
+    if layout.legacy_headings:
+        count = len(layout.legacy_headings)
+        found.append(f"{count} `## unknow` heading{'s' * (count > 1)} -> `## tool`")
+    if layout.setup is not None and layout.setup[2].lower() in ("python", "python3", "py"):
+        start, end, _ = layout.setup
+        if find_client("\n".join(text.split("\n")[start + 1 : end - 1])) is not None:
+            found.append("the setup script's model `client` -> session-config `model`")
+    if layout.conversation is not None:
+        lines = text.split("\n")
+        count = sum(
+            1
+            for line in lines[layout.conversation + 1 :]
+            if SPEAKER.match(line) and not line.startswith("#")
+        )
+        found.append(f"`## Conversation` -> {count} message{'s' * (count != 1)} (`## role`)")
+    return found
