@@ -104,3 +104,27 @@ def test_what_a_change_touches(root, tmp_path):
     assert watcher.affected([str(root / "sessions/.b.md.swp")]) == (set(), set())
     assert watcher.affected([str(root / "shared/intro.md")]) == ({"c"}, set())
     assert watcher.watched_paths() == [str(root / "sessions"), str(root / "shared")]
+
+
+def test_watch_does_not_report_an_editors_temporary_files(root):
+    watch = WatchProcess(root)
+    try:
+        watch.expect("watching sessions")
+        sessions = root / "sessions"
+        # What vim, emacs and others write beside the file they save, in one batch with it.
+        for name in ("4913", "b.md~", ".#b.md", ".b.md.swp", "#b.md#"):
+            (sessions / name).write_text("editor's own\n")
+        save(sessions / "b.md", session("B, saved by an editor"))
+        line = watch.expect("changed")
+        for name in ("4913", "b.md~", ".#b.md", ".b.md.swp", "#b.md#"):
+            (sessions / name).unlink(missing_ok=True)
+        time.sleep(0.5)  # the deletions' batch: nothing to say about it
+        (sessions / "a.md").write_text(session("A again"))
+        last = watch.expect("sessions/a.md changed")
+    finally:
+        assert watch.stop() == 0
+    assert line.split(" ", 1)[1].startswith("sessions/b.md changed:"), line
+    assert "rebuilt b" in line
+    shown = "\n".join([*watch.seen, last])
+    for name in ("4913", "b.md~", ".#b.md", ".b.md.swp", "#b.md#"):
+        assert name not in shown, shown

@@ -109,6 +109,14 @@ class Watcher:
                 self.includes.pop(name, None)
         return rebuild, removed
 
+    def touches(self, path: str) -> bool:
+        """Whether a change of ``path`` concerns a session: a session file or an include."""
+        path = os.path.abspath(path)
+        if self.layout.session_of(path) is not None:
+            return True
+        relative = os.path.relpath(path, self.layout.root).replace(os.sep, "/")
+        return relative in self._included_by()
+
     def _included_by(self) -> dict[str, set[str]]:
         result: dict[str, set[str]] = {}
         for name, files in self.includes.items():
@@ -181,7 +189,9 @@ class Watcher:
         if not paths:
             return None
         rebuild, removed = self.affected(paths)
-        shown = ", ".join(self._shown(sorted(paths)))
+        # Only the files that touch a session: an editor's own files saved beside it
+        # (``.#x.md``, ``x.md~``, ``.x.md.swp``, vim's ``4913``) are not news.
+        shown = ", ".join(self._shown(sorted(p for p in paths if self.touches(p))))
         for name in sorted(removed):
             self.echo(f"{_clock()} removed {self.layout.source(name)}")
         if not rebuild:
