@@ -23,9 +23,9 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    # The command's own modules (pydantic models, engines): loaded when it runs.
+    # reason: every command loads each command module; the session stack only for `layers`
     from domarkx.session.layer_admin import listing
-    from domarkx.session.snapshot import SnapshotManager
+    from domarkx.session.snapshot import SnapshotManager  # reason: as above
 
     path = Path(args.session)
     store = open_store(path if path.is_file() else None)
