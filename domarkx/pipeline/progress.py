@@ -83,9 +83,7 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(_ReaderGone(outstream), options)
         self.started = time.monotonic()
-        self.waited_before = _waited()
         self.executed: list[str] = []
-        self.succeeded = 0  # tasks finished without failing: doit saved their state
         self.uptodate = 0
         self.failed: list[tuple[str, str]] = []
         self.unmet = 0
@@ -126,9 +124,6 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     # ``task.actions`` is not read here because doit builds action objects on access.
     def skip_uptodate(self, task: Any) -> None:
         self.uptodate += 1
-
-    def add_success(self, task: Any) -> None:
-        self.succeeded += 1
 
     def skip_ignore(self, task: Any) -> None:
         self.uptodate += 1
@@ -172,7 +167,7 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
         would otherwise end ``doit`` with a traceback after this summary.
         """
         why = f" by {interrupt}" if isinstance(interrupt, signals.Terminated) else ""
-        done = self.succeeded  # not the tasks started: those still running saved nothing
+        done = len(self.executed) - len(self.failed)
         self.outstream.write(
             f"domarkx: interrupted{why}: {done} task(s) finished and saved; "
             "the next build goes on from there\n"
@@ -183,8 +178,7 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     # Results ------------------------------------------------------------------
     @property
     def seconds(self) -> float:
-        """Seconds since the build started, less the time it waited at approval prompts."""
-        return time.monotonic() - self.started - (_waited() - self.waited_before)
+        return time.monotonic() - self.started
 
     def summary(self) -> str:
         parts = []
@@ -247,7 +241,7 @@ class ProgressReporter(BuildReporter):
     def task_started(self, name: str) -> None:
         self.write(f".  {name}\n")
         self.current = name
-        self.task_began = time.monotonic() - _waited()
+        self.task_began = time.monotonic()
         self._paint()
 
     def skip_uptodate(self, task: Any) -> None:
@@ -256,7 +250,6 @@ class ProgressReporter(BuildReporter):
         self._paint()
 
     def add_success(self, task: Any) -> None:
-        super().add_success(task)
         self._finished(task.name, timed=True)
         self._paint()
 
@@ -272,7 +265,7 @@ class ProgressReporter(BuildReporter):
             self.stage_left[stage] -= 1
             if timed:
                 spent = self.stage_time.setdefault(stage, [0.0, 0])
-                spent[0] += time.monotonic() - _waited() - self.task_began
+                spent[0] += time.monotonic() - self.task_began
                 spent[1] += 1
         left = self.left_of.get(session)
         if left is not None:
@@ -344,10 +337,3 @@ def _columns() -> int:
 
 def _indent(text: str) -> str:
     return text.replace("\n", "\n    ")
-
-
-def _waited() -> float:
-    """Seconds this process spent at approval prompts. The prompt's module is read only
-    when a run has loaded it (a plain no-op ``doit`` loads no configuration): none before."""
-    approval = sys.modules.get("domarkx.session.approval")
-    return float(approval.waited()) if approval is not None else 0.0
