@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from domarkx.cli.main import main
-from domarkx.data.models import NOT_RUN
+from domarkx.data.models import NOT_RUN, NOT_RUN_BY_CONFIG
 from domarkx.data.store import Store
 from tests.support import doit, process_env
 
@@ -106,7 +106,7 @@ def test_approve_never_records_that_it_did_not_run(session, capsys):
     assert code == 0, err
     assert not marker.exists()
     code, exported, _ = run(capsys, "export", out.strip())
-    assert NOT_RUN in exported
+    assert NOT_RUN_BY_CONFIG in exported and NOT_RUN not in exported
 
 
 def test_a_document_cannot_grant_itself(session, capsys):

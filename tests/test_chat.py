@@ -314,7 +314,7 @@ def test_a_refusal_is_written_and_the_model_is_told(project, env, capsys):
             session.close()
     assert [r.code for r in asked] == ["rm -rf ~/stuff"]
     added = "\n".join(only_added(before, path.read_text(encoding="utf-8")))
-    assert f"```text output\n{NOT_RUN}\n```" in added
+    assert re.search(f"```text output code_sha256=[0-9a-f]{{16}}\n{NOT_RUN}\n```", added)
     assert NOT_RUN in server.requests[1]["messages"][-1]["content"]
 
 
@@ -467,7 +467,9 @@ def test_doit_after_a_chat_builds_the_new_state_offline(project, env, capsys):
         assert chat(capsys, "chat", "sessions/q.md", "--yes")[0] == 0
     assert marker.read_text() == "run\n"
 
-    built = doit(root, env={"DOMARKX_LLM": "replay", "DOMARKX_TEST_KEY": None})
+    # The model wrote that block: it runs again with the same grant as in the chat.
+    offline = {"DOMARKX_LLM": "replay", "DOMARKX_TEST_KEY": None, "DOMARKX_YES": "1"}
+    built = doit(root, env=offline)
     assert built.code == 0, built.err
     assert marker.read_text() == "run\nrun\n"  # the build ran the appended block again
     export = (root / ".domarkx" / "exports" / "q.md").read_text()
@@ -592,7 +594,7 @@ def test_a_no_on_the_terminal_is_written_as_the_result_and_the_model_is_told(pro
     assert not (root / "touched").exists()
     assert NOT_RUN in told
     added = "\n".join(only_added(talk, path.read_text(encoding="utf-8")))
-    assert f"```text output\n{NOT_RUN}\n```" in added and "> Touch it." in added
+    assert f"{NOT_RUN}\n```" in added and "> Touch it." in added
 
 
 def test_an_edit_between_two_turns_ends_the_chat_before_the_model_is_asked(project):

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from domarkx.cli.main import main
-from domarkx.data.models import NOT_RUN
+from domarkx.data.models import NOT_RUN_BY_CONFIG
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.session.approval import Approval, ApprovalRequired
@@ -212,7 +212,7 @@ def test_model_written_code_in_tool_calls_asks_for_approval(project, server):
     server.call(("bash", {"code": "touch made-by-model"}), ("add", {"a": 1})).reply("ok")
     instance, _ = run(root, approval=Approval(mode="never"))
     refused, added = tool_messages(instance)
-    assert text_of(refused) == NOT_RUN and refused.message_metadata["is_error"] is True
+    assert text_of(refused) == NOT_RUN_BY_CONFIG and refused.message_metadata["is_error"] is True
     assert text_of(added) == "1"  # the setup script's function is the user's code: no asking
     assert not list(root.rglob("made-by-model"))
 

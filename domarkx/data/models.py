@@ -50,9 +50,15 @@ class CodeBlock(BaseModel):
     )
 
 
-# The output of a code block the user refused to run: what the export shows, and
-# what the model is told. Read back from a document, it gives ``refused`` back.
+# The output of a code block that was refused: what the export shows, and what the
+# model is told. Read back from a document, either text gives ``refused`` back, and
+# the block never runs again until the user deletes that output or changes the code.
 NOT_RUN = "not run: the user did not approve running this code"
+# The same, when the project's configuration refuses all model-written code.
+NOT_RUN_BY_CONFIG = (
+    'not run: the configuration refuses model-written code on this machine (approve = "never")'
+)
+NOT_RUN_TEXTS = (NOT_RUN, NOT_RUN_BY_CONFIG)
 
 
 class OutputBlock(BaseModel):
@@ -72,13 +78,13 @@ class OutputBlock(BaseModel):
     refused: bool = Field(
         default=False,
         exclude=True,
-        description="The block did not run: the user refused it (the text says NOT_RUN). "
-        "Not written: reading the text back gives it.",
+        description="The block did not run: it was refused (the text is one of "
+        "NOT_RUN_TEXTS). Not written: reading the text back gives it.",
     )
 
     @model_validator(mode="after")
     def _refused_from_text(self) -> OutputBlock:
-        if not self.refused and self.exit_code is None and self.text == NOT_RUN:
+        if not self.refused and self.exit_code is None and self.text in NOT_RUN_TEXTS:
             self.refused = self.stream == "stdout"
         return self
 

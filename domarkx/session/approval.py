@@ -66,7 +66,8 @@ class Approval:
         if self.ask is None:
             raise ApprovalRequired(
                 f"{request.where}: the model wrote {request.language} code to run on this "
-                f"machine ({request.engine} engine), and nothing approves it",
+                f"machine ({request.engine} engine), and nothing approves it:\n"
+                + shown_code(request.code),
                 file=request.session,
                 hint='pass --yes (`DOMARKX_YES=1 doit` for doit), set approve = "auto" in '
                 "domarkx.toml, run it on a terminal to be asked, or use `engine: docker`",
@@ -117,6 +118,19 @@ def visible(text: str) -> str:
     terminal, must be what they see (tools-chat-trust spec, section 3.3).
     """
     return text.translate(_HIDDEN)
+
+
+# How many lines of refused code an error shows (a prompt shows them all).
+SHOWN_LINES = 20
+
+
+def shown_code(code: str) -> str:
+    """``code`` as an error shows it: indented lines, control characters visible."""
+    lines = code.split("\n")
+    shown = [f"  | {visible(line)}" for line in lines[:SHOWN_LINES]]
+    if len(lines) > SHOWN_LINES:
+        shown.append(f"  | ... ({len(lines) - SHOWN_LINES} more lines)")
+    return "\n".join(shown)
 
 
 def terminal_prompt(

@@ -297,10 +297,11 @@ class ChatSession:
         assert self.instance is not None
         ident = self.instance.instance_id[:12]
         if isinstance(err, ApprovalRequired):
-            # The run already names the instance that keeps the reply.
-            err.message += (
-                f" (nothing was written to {self.display}; the same command with --yes "
-                "answers from the replay record)"
+            # The run already names the instance that keeps the reply; the message ends
+            # with the code, so what chat adds goes to the hint.
+            err.hint = (
+                f"nothing was written to {self.display}; the same command with --yes "
+                f"answers from the replay record; {err.hint}"
             )
             return err
         if not received and not self.question:

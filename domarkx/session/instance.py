@@ -42,8 +42,12 @@ from domarkx.session.blocks import (
     BlockRef,
     attach_outputs,
     describe_block,
+    granted,
+    model_written,
+    not_run,
     now,
     outputs_of,
+    refused_before,
     runnable_blocks,
 )
 from domarkx.session.legacy import check_model_source, read_source
@@ -342,23 +346,32 @@ class InstanceManager:
     def run_block(
         self, instance: SessionInstance, snapshot: SessionSnapshot, sandbox: Engine, ref: BlockRef
     ) -> bool:
-        """Run one block, record its output; False when the run must stop here."""
+        """Run one block (not one whose "not run" holds; a model's with the user's grant),
+        record its output; False when the run must stop here."""
         config = snapshot.config()
         message = instance.conversation[ref.message]
         block = message.content[ref.index]
         assert isinstance(block, CodeBlock)
+        if refused_before(message, ref.index) is not None:
+            self._echo(f"{describe_block(instance.conversation, ref)}: not run (refused)")
+            return True
         language = canonical_language(block.language) or block.language
-        result = sandbox.run(language, block.code, config.timeout)
-        outputs = outputs_of(result)
+        if model_written(message) and not granted(
+            self.approval, instance, sandbox, ref, snapshot.metadata.source_file, self.store.root
+        ):
+            self.refused.add(snapshot.snapshot_id)  # not cached: a later grant runs it
+            result = not_run(self.approval.mode)
+        else:
+            result = sandbox.run(language, block.code, config.timeout)
+        outputs = outputs_of(result, code=block.code)
         instance.conversation[ref.message] = attach_outputs(message, ref.index, outputs)
         # One journal line, not the whole instance: a long run stays linear.
         self.store.append_outputs(instance.instance_id, ref.message, ref.index, outputs)
         if self.echo is not None:
-            self._echo(
-                f"{describe_block(instance.conversation, ref)}: "
-                + ("timed out" if result.timed_out else f"exit {result.exit_code}")
-            )
-        if result.ok or config.on_error == "continue":
+            status = "timed out" if result.timed_out else f"exit {result.exit_code}"
+            said = result.stdout if result.refused else status
+            self._echo(f"{describe_block(instance.conversation, ref)}: {said}")
+        if result.ok or result.refused or config.on_error == "continue":
             return True
         instance.status = "failed"
         instance.error = f"{describe_block(instance.conversation, ref)} " + (

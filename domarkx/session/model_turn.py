@@ -2,8 +2,8 @@
 
 The one path for "a model wants something run" (code-loop blocks and
 ``bash``/``python`` tool calls): the user's grant decides (``Approval``); a
-refusal is recorded as a refused block (``BlockResult.not_run``) and the model
-is told. The session's model settings reach a server only as the project's
+refusal is recorded as a refused block (``blocks.not_run``) and the model is
+told. The session's model settings reach a server only as the project's
 configuration lets them out (``domarkx.llm.endpoints``).
 """
 
@@ -15,14 +15,14 @@ from domarkx import config as project_config
 from domarkx.data.models import CodeBlock, OutputBlock, SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError, LLMError
-from domarkx.execution.engine import BlockResult, Engine, canonical_language
+from domarkx.execution.engine import Engine, canonical_language
 from domarkx.llm.builtin_tools import HostTool
 from domarkx.llm.endpoints import Access, resolve
 from domarkx.llm.loop import llm_turns
 from domarkx.llm.replay import ReplayCache
 from domarkx.llm.tools import ToolBox, ToolDeclarationError
 from domarkx.session.approval import Approval, ApprovalRequired, CodeRequest
-from domarkx.session.blocks import outputs_of, runnable
+from domarkx.session.blocks import not_run, outputs_of, runnable
 from domarkx.session.locate import config_line
 
 
@@ -65,7 +65,7 @@ class ModelTurn:
         )
         if not self.approval.decide(request, isolated=self.sandbox.isolated):
             self.on_refusal()
-            return outputs_of(BlockResult.not_run())
+            return outputs_of(not_run(self.approval.mode), code=code)
         return outputs_of(self.sandbox.run(language, code, self.snapshot.config().timeout))
 
     def approve_call(self, language: str, shown: str, where: str) -> bool:
