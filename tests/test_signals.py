@@ -296,3 +296,24 @@ def test_sigkill_of_a_parallel_build_leaves_no_worker_and_no_block(tmp_path):
     again = domarkx(root, "build", process=True)
     assert again.code == 0, again.out + again.err
     assert processes_running(marker, within=5) == []
+
+
+def test_an_interrupted_build_counts_only_the_tasks_it_saved(tmp_path):
+    from tests.support import saved_state
+
+    marker = secs("4")
+    root = new_project(tmp_path / "p", {"sessions/slow.md": local_session(f"sleep {marker}")})
+    proc = spawn(root, "domarkx", "build", env=OWN_STORE)
+    try:
+        assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out + err
+    [line] = [line for line in out.splitlines() if "interrupted by SIGTERM" in line]
+    said = int(line.split(": ")[2].split(" task")[0])
+    saved = [name for name in saved_state(root) if ":" in name and not name.startswith("_")]
+    assert "run:slow" not in saved  # it was running: nothing of it saved
+    assert said == len(saved), (line, saved)

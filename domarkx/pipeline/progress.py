@@ -83,7 +83,10 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(_ReaderGone(outstream), options)
         self.started = time.monotonic()
+        self.waited_before = _waited()
         self.executed: list[str] = []
+        self.started_tasks: set[str] = set()
+        self.succeeded = 0  # of those, finished without failing: doit saved their state
         self.uptodate = 0
         self.failed: list[tuple[str, str]] = []
         self.unmet = 0
@@ -115,6 +118,7 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     def execute_task(self, task: Any) -> None:
         if task.actions and task.name[0] != "_":
             self.executed.append(task.name)
+            self.started_tasks.add(task.name)
             self.task_started(task.name)
 
     def task_started(self, name: str) -> None:
@@ -124,6 +128,10 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     # ``task.actions`` is not read here because doit builds action objects on access.
     def skip_uptodate(self, task: Any) -> None:
         self.uptodate += 1
+
+    def add_success(self, task: Any) -> None:
+        if task.name in self.started_tasks:  # a task with actions, not a stage's group
+            self.succeeded += 1
 
     def skip_ignore(self, task: Any) -> None:
         self.uptodate += 1
@@ -167,7 +175,7 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
         would otherwise end ``doit`` with a traceback after this summary.
         """
         why = f" by {interrupt}" if isinstance(interrupt, signals.Terminated) else ""
-        done = len(self.executed) - len(self.failed)
+        done = self.succeeded  # not the tasks started: those still running saved nothing
         self.outstream.write(
             f"domarkx: interrupted{why}: {done} task(s) finished and saved; "
             "the next build goes on from there\n"
@@ -178,7 +186,8 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]  # doit has no types
     # Results ------------------------------------------------------------------
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        """Seconds since the build started, less the time it waited at approval prompts."""
+        return time.monotonic() - self.started - (_waited() - self.waited_before)
 
     def summary(self) -> str:
         parts = []
@@ -241,7 +250,7 @@ class ProgressReporter(BuildReporter):
     def task_started(self, name: str) -> None:
         self.write(f".  {name}\n")
         self.current = name
-        self.task_began = time.monotonic()
+        self.task_began = time.monotonic() - _waited()
         self._paint()
 
     def skip_uptodate(self, task: Any) -> None:
@@ -250,6 +259,7 @@ class ProgressReporter(BuildReporter):
         self._paint()
 
     def add_success(self, task: Any) -> None:
+        super().add_success(task)
         self._finished(task.name, timed=True)
         self._paint()
 
@@ -265,7 +275,7 @@ class ProgressReporter(BuildReporter):
             self.stage_left[stage] -= 1
             if timed:
                 spent = self.stage_time.setdefault(stage, [0.0, 0])
-                spent[0] += time.monotonic() - self.task_began
+                spent[0] += time.monotonic() - _waited() - self.task_began
                 spent[1] += 1
         left = self.left_of.get(session)
         if left is not None:
@@ -337,3 +347,10 @@ def _columns() -> int:
 
 def _indent(text: str) -> str:
     return text.replace("\n", "\n    ")
+
+
+def _waited() -> float:
+    """Seconds this process spent at approval prompts. The prompt's module is read only
+    when a run has loaded it (a plain no-op ``doit`` loads no configuration): none before."""
+    approval = sys.modules.get("domarkx.session.approval")
+    return float(approval.waited()) if approval is not None else 0.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,15 @@ def for_project(root: str | os.PathLike[str], *, yes: bool = False) -> Approval:
 
 
 _prompt_lock = threading.Lock()
+# Seconds spent at the prompt by this process so far: a build's elapsed time leaves
+# out the time it waited for the user (``waited``).
+_waited = [0.0]
+
+
+def waited() -> float:
+    """Seconds this process has spent waiting at the approval prompt, all prompts together."""
+    return _waited[0]
+
 
 # Characters a terminal acts on instead of showing: C0 controls but tab and line
 # feed, DEL, C1 controls, and the bidirectional overrides and isolates that
@@ -143,28 +153,37 @@ def terminal_prompt(
     stdin = stdin or sys.stdin
     stderr = stderr or sys.stderr
     with _prompt_lock:
-        stderr.write(
-            visible(
-                f"\n{request.session}: {request.where}: the model wants to run this "
-                f"{request.language} code on this machine ({request.engine} engine):"
-            )
-            + "\n"
+        shown_at = time.monotonic()
+        try:
+            return _prompt(request, stdin, stderr)
+        finally:
+            _waited[0] += time.monotonic() - shown_at
+
+
+def _prompt(request: CodeRequest, stdin: TextIO, stderr: TextIO) -> Answer:
+    """``terminal_prompt``'s question, asked under its lock."""
+    stderr.write(
+        visible(
+            f"\n{request.session}: {request.where}: the model wants to run this "
+            f"{request.language} code on this machine ({request.engine} engine):"
         )
-        for line in request.code.split("\n"):
-            # Escape sequences (colours, cursor moves, a carriage return) are shown, not
-            # obeyed: the code approved is the code that runs.
-            stderr.write(f"  | {visible(line)}\n")
-        while True:
-            stderr.write("run it? [y]es / [n]o / [a]lways: ")
-            stderr.flush()
-            answer = stdin.readline()
-            if not answer:
-                stderr.write("\n")
-                return "no"
-            word = answer.strip().lower()
-            if word in ("y", "yes"):
-                return "yes"
-            if word in ("n", "no"):
-                return "no"
-            if word in ("a", "always"):
-                return "always"
+        + "\n"
+    )
+    for line in request.code.split("\n"):
+        # Escape sequences (colours, cursor moves, a carriage return) are shown, not
+        # obeyed: the code approved is the code that runs.
+        stderr.write(f"  | {visible(line)}\n")
+    while True:
+        stderr.write("run it? [y]es / [n]o / [a]lways: ")
+        stderr.flush()
+        answer = stdin.readline()
+        if not answer:
+            stderr.write("\n")
+            return "no"
+        word = answer.strip().lower()
+        if word in ("y", "yes"):
+            return "yes"
+        if word in ("n", "no"):
+            return "no"
+        if word in ("a", "always"):
+            return "always"
