@@ -8,9 +8,12 @@ user trusts the file. The digest of its settings goes to the user's own
 
 from __future__ import annotations
 
+import os
 import sys
 
 from domarkx.cli.options import Args, Subparsers, add_command
+from domarkx.data.layout import find_root
+from domarkx.errors import DomarkxError
 
 
 def register(subparsers: Subparsers) -> None:
@@ -38,11 +41,10 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    import os
-
-    from domarkx import config, trust
-    from domarkx.data.layout import find_root
-    from domarkx.errors import DomarkxError
+    # reason: start-up; the configuration's models load pydantic (~120 ms CPU), which
+    # `domarkx --help` does not pay
+    from domarkx import config
+    from domarkx.config import trust  # reason: the same (it is part of the configuration)
 
     path = os.path.abspath(args.path)
     if not os.path.exists(path):

@@ -1,6 +1,6 @@
 """Which line of a TOML file sets a key: tomllib keeps no positions, so errors find them here.
 
-A root module beside ``config`` (the standard library only).
+The standard library only.
 """
 
 from __future__ import annotations

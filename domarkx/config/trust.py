@@ -9,15 +9,19 @@ unset); a file whose settings changed since is untrusted again.
 ``DOMARKX_TRUST=1`` trusts the checkout for one command (the repository's own
 CI).
 
-A root module (beside ``config``): it reads and writes one small TOML file
-with the standard library, and knows nothing of sessions.
+It reads and writes one small TOML file with the standard library, and knows
+nothing of sessions: ``domarkx.config.loading`` asks it about a project's file,
+``domarkx trust`` records one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,6 @@ class TrustFileError(Exception):
 
 def settings_digest(settings: Any) -> str:
     """SHA-256 of the settings' canonical JSON: comments and spacing may change freely."""
-    import hashlib
-
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -63,8 +65,6 @@ class Entry:
 
 def entries() -> list[Entry]:
     """The trusted files as recorded (none when the record does not exist)."""
-    import tomllib
-
     path = record_path()
     try:
         text = path.read_text(encoding="utf-8")
@@ -124,8 +124,6 @@ def set_trust(config_file: Path, digest: str | None) -> Path:
 
 def _write(path: Path, text: str) -> None:
     """Replace ``path`` whole (a temporary file beside it, then a rename), mode 600."""
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -1,35 +1,19 @@
-"""The project's configuration: what the user grants, which a session document can only ask for.
+"""The keys of the project's configuration, what each grants, and what is left of a file the
+user does not trust (``ProjectConfig.untrusted``).
 
-It lives in ``domarkx.toml`` at the project root or, when that file is
-absent, in the ``[tool.domarkx]`` table of the root's ``pyproject.toml``
-(as ruff reads ``ruff.toml`` before ``pyproject.toml``). A document is
-content that can be shared, included or generated; this file is the user's,
-so secrets, networks and running model-written code on this machine are
-granted here (or on the command line), never by a document.
-
-A wrong key or type is one ``ConfigError`` naming the file and the line of
-the offending key. The file is read once per command: ``load`` keeps what it
-read per root and reads again only when the file itself changed (a long
-``domarkx watch`` sees an edit).
+Every table of ``domarkx.toml`` is a model here; reading the file is
+``domarkx.config.loading``'s job.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-
-from domarkx.errors import DomarkxError
-from domarkx.toml_lines import key_line
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 CONFIG_FILE = "domarkx.toml"
-PYPROJECT = "pyproject.toml"
-# Where the settings sit inside pyproject.toml.
-PYPROJECT_TABLE = ("tool", "domarkx")
 
 # Defaults of the Docker sandbox's limits (``[docker]``), chosen to stop a fork
 # bomb or a runaway allocation without getting in the way of ordinary blocks.
@@ -72,10 +56,6 @@ def size_in_bytes(value: str) -> int:
         raise ValueError(f"{value!r} is not a size")
     units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     return int(match.group(1)) * units[match.group(2).lower()]
-
-
-class ConfigError(DomarkxError):
-    """The project's configuration file is malformed."""
 
 
 class Endpoint(BaseModel):
@@ -284,6 +264,12 @@ class AgentSettings(BaseModel):
     )
 
 
+# Grants beyond the defaults in other tables: a Docker engine elsewhere (``host``), a
+# shared cache whose results a build would take (``[cache]``).
+_DOCKER_GRANTS: dict[str, Any] = {"host": None}
+_TABLE_GRANTS = ("cache",)
+
+
 class ProjectConfig(BaseModel):
     """``domarkx.toml`` (or ``[tool.domarkx]``): the user's grants for this project."""
 
@@ -317,6 +303,14 @@ class ProjectConfig(BaseModel):
     # The grants of an untrusted file that were left out (empty: trusted, or none made).
     _ignored: tuple[str, ...] = PrivateAttr(default=())
     _digest: str | None = PrivateAttr(default=None)
+
+    def locate(
+        self, root: Path, source: Path | None = None, digest: str | None = None
+    ) -> ProjectConfig:
+        """Say where this configuration was read: the project at ``root``, the file
+        ``source`` (None: no file, the defaults) whose settings have ``digest``."""
+        self._root, self._source, self._digest = root, source, digest
+        return self
 
     @property
     def source(self) -> Path | None:
@@ -410,161 +404,3 @@ class ProjectConfig(BaseModel):
         if self._source is not None:
             return str(self._source)
         return str(self._root / CONFIG_FILE) if self._root is not None else CONFIG_FILE
-
-
-_cache: dict[Path, tuple[tuple[Any, ...], ProjectConfig]] = {}
-_lock = threading.Lock()
-
-
-def load(root: str | os.PathLike[str]) -> ProjectConfig:
-    """The configuration of the project at ``root`` (the defaults when it has none)."""
-    folder = Path(root)
-    signature = _signature(folder)
-    with _lock:
-        found = _cache.get(folder)
-        if found is not None and found[0] == signature:
-            return found[1]
-    config = _read(folder)
-    config._root = folder
-    if config.digest is not None and config.source is not None and config.grants():
-        from domarkx import trust
-
-        if not trust.is_trusted(config.source, config.digest):
-            config = config.untrusted()
-            _tell_once(config.trust_note())
-    with _lock:
-        _cache[folder] = (signature, config)
-    return config
-
-
-def read(root: str | os.PathLike[str]) -> ProjectConfig:
-    """The configuration at ``root`` as its file says, grants included, trusted or not
-    (``domarkx trust`` shows what it accepts); not cached."""
-    config = _read(Path(root))
-    config._root = Path(root)
-    return config
-
-
-def forget() -> None:
-    """Drop what was read (each command starts afresh)."""
-    with _lock:
-        _cache.clear()
-        _told.clear()
-
-
-# Grants beyond the defaults in other tables: a Docker engine elsewhere (``host``), a
-# shared cache whose results a build would take (``[cache]``).
-_DOCKER_GRANTS: dict[str, Any] = {"host": None}
-_TABLE_GRANTS = ("cache",)
-
-_told: set[str] = set()
-
-
-def _tell_once(note: str) -> None:
-    """Say ``note`` on stderr once per command (a build reads the file in many threads)."""
-    import sys
-
-    with _lock:
-        if note in _told:
-            return
-        _told.add(note)
-    print(f"domarkx: note: {note}", file=sys.stderr, flush=True)
-
-
-def _signature(folder: Path) -> tuple[Any, ...]:
-    parts: list[Any] = []
-    for name in (CONFIG_FILE, PYPROJECT):
-        try:
-            st = os.stat(folder / name)
-        except OSError:
-            parts.append(None)
-            continue
-        parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(parts)
-
-
-def _read(folder: Path) -> ProjectConfig:
-    path = folder / CONFIG_FILE
-    prefix: tuple[str, ...] = ()
-    text = _text(path)
-    data: Any = None
-    if text is not None:
-        data = _parse(text, path)
-    else:
-        path = folder / PYPROJECT
-        text = _text(path)
-        if text is None:
-            return ProjectConfig()
-        data = _parse(text, path)
-        for key in PYPROJECT_TABLE:
-            data = data.get(key) if isinstance(data, dict) else None
-        if data is None:
-            return ProjectConfig()
-        prefix = PYPROJECT_TABLE
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"[{'.'.join(prefix)}] must be a table", file=path, line=key_line(text, prefix)
-        )
-    try:
-        config = ProjectConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(str(part) for part in first["loc"])
-        where = ".".join(loc)
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        raise ConfigError(
-            f"{where}: {message}",
-            file=path,
-            line=key_line(text, prefix + loc),
-            hint="the keys are described in docs/security.md (`domarkx init` writes a "
-            "commented domarkx.toml)",
-        ) from None
-    config._source = path
-    from domarkx.trust import settings_digest
-
-    config._digest = settings_digest(_plain(data))
-    return config
-
-
-def _plain(data: Any) -> Any:
-    """TOML's values as JSON's (dates as their ISO text), for the digest."""
-    if isinstance(data, dict):
-        return {str(k): _plain(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_plain(v) for v in data]
-    if isinstance(data, (str, int, float, bool)) or data is None:
-        return data
-    return str(data)
-
-
-def _text(path: Path) -> str | None:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=path) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("is not UTF-8 text", file=path) from None
-
-
-def _parse(text: str, path: Path) -> dict[str, Any]:
-    import tomllib
-
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        message = str(err)
-        match = re.search(r"\(at line (\d+), column \d+\)", message)
-        line = int(match.group(1)) if match else None
-        reason = re.sub(r" \(at line.*", "", message)
-        raise ConfigError(
-            f"not valid TOML: {reason}",
-            file=path,
-            line=line,
-            hint="see https://toml.io for the syntax",
-        ) from None
