@@ -12,9 +12,12 @@ it anyway.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from domarkx.errors import DomarkxError
 
 _lock = threading.Lock()
 _state = threading.local()
@@ -56,8 +59,6 @@ CONCURRENCY_ENV = "DOMARKX_LLM_CONCURRENCY"
 
 def chosen() -> bool:
     """Whether the user set ``DOMARKX_LLM_CONCURRENCY`` (then it is used as it is)."""
-    import os
-
     return bool(os.environ.get(CONCURRENCY_ENV, "").strip())
 
 
@@ -66,8 +67,6 @@ def concurrency() -> int:
 
     Servers rate-limit; ``1`` runs the build one task at a time.
     """
-    import os
-
     raw = os.environ.get(CONCURRENCY_ENV, "").strip()
     if not raw:
         return DEFAULT_CONCURRENCY
@@ -76,8 +75,6 @@ def concurrency() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        from domarkx.errors import DomarkxError
-
         raise DomarkxError(
             f"{CONCURRENCY_ENV}={raw!r} is not a whole number >= 1",
             hint=f"unset {CONCURRENCY_ENV} or give the number of model requests at once",

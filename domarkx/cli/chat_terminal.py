@@ -22,8 +22,10 @@ from typing import Any, TextIO
 
 from domarkx.data.models import Message, OutputBlock
 from domarkx.errors import DomarkxError
+from domarkx.llm.messages import render_blocks
 from domarkx.llm.provider import ReplyEvents
 from domarkx.session.approval import visible
+from domarkx.session.export import fence, info_string
 
 PROMPT = "you> "
 CONTINUATION = "...> "
@@ -134,9 +136,6 @@ class Terminal:
 
     def show_message(self, message: Message) -> None:
         """A finished message: the tools it called, the outputs of its code, a tool's result."""
-        from domarkx.llm.messages import render_blocks
-        from domarkx.session.export import fence, info_string
-
         self.events.stop()
         self.events.end_thought()
         metadata = message.message_metadata or {}
@@ -204,8 +203,9 @@ class Terminal:
 
     def _prompt_session(self) -> Any:
         if self._session is None:
+            # reason: an optional dependency (domarkx[chat]), needed only on a terminal
             from prompt_toolkit import PromptSession
-            from prompt_toolkit.key_binding import KeyBindings
+            from prompt_toolkit.key_binding import KeyBindings  # reason: the same
 
             keys = KeyBindings()
 

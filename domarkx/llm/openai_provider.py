@@ -67,6 +67,7 @@ def retries() -> int:
 
 def _import_openai() -> Any:
     try:
+        # reason: an optional dependency (domarkx[openai]), and ~500 ms CPU to import
         import openai
     except ImportError:
         raise LLMError(

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from domarkx.data import remote
+from domarkx.data.atomic import write_atomic
+from domarkx.data.digest import digest
 from domarkx.errors import LLMError
 from domarkx.llm.provider import Provider, Stream, events
 from domarkx.llm.reply import Reply, as_reply
@@ -71,8 +73,6 @@ def canonical_request(
 
 def request_key(request: dict[str, Any]) -> str:
     """SHA-256 of the request's canonical JSON (sorted keys, no spaces, UTF-8)."""
-    from domarkx.data.digest import digest
-
     return digest(request)
 
 
@@ -133,8 +133,6 @@ class ReplayCache:
 
     def store(self, key: str, request: dict[str, Any], reply: Reply) -> Path:
         """Write the record of ``key`` atomically (temporary file, then rename)."""
-        from domarkx.data.atomic import write_atomic
-
         path = self.path_for(key)
         record = {
             "format": RECORD_FORMAT,
