@@ -177,7 +177,7 @@ class Terminal:
     def check_prompt(self) -> None:
         """prompt_toolkit is there (the ``chat`` extra), before any sandbox starts."""
         try:
-            import prompt_toolkit  # noqa: F401
+            import prompt_toolkit  # noqa: F401  # reason: an optional dependency, probed
         except ImportError:
             raise DomarkxError(
                 "an interactive chat needs the prompt_toolkit package",
