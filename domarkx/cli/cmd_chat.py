@@ -131,6 +131,7 @@ def run(args: Args) -> int:
         terminal.events.stop()
         if session.instance is not None:
             ident = session.instance.instance_id[:12]
+            session.store.keep_instance(session.instance.instance_id)  # prune leaves it
             terminal.note(
                 f"interrupted: nothing more was written to {session.display}; instance {ident} "
                 f"keeps the conversation with your question (`domarkx export {ident}` shows it)"

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from domarkx.cli.options import Args, Subparsers, add_command, open_store
-from domarkx.data.atomic import write_atomic
+from domarkx.data.document_file import replace_document
 from domarkx.errors import DocumentError
 
 
@@ -27,7 +27,7 @@ def run(args: Args) -> int:
     # The command's own modules (pydantic models, engines): loaded when it runs,
     # not by every `domarkx` start (`--help`, other commands).
     from domarkx.session.files import check_document
-    from domarkx.session.legacy import changes_of, migrate_text
+    from domarkx.session.legacy import changes_of, migrate_text  # (the same)
 
     # The document's project decides what may be read and written: a link leading
     # outside it is refused, one inside it is followed (the file it names is rewritten).
@@ -45,7 +45,7 @@ def run(args: Args) -> int:
     if migrated == text:
         print(f"{args.file}: nothing to migrate", file=sys.stderr)
         return 0
-    write_atomic(path, migrated)
+    replace_document(path, migrated, args.file)  # its mode kept; hard links refused
     for change in changes_of(text):  # what changed, one line each
         print(f"{args.file}: migrated {change}", file=sys.stderr)
     return 0

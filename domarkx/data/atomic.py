@@ -27,8 +27,19 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bool = False) -> None:
-    """Replace ``path`` by ``data`` (str as UTF-8, ``\\n`` kept) in one rename."""
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: str | bytes,
+    *,
+    durable: bool = False,
+    mode: int | None = None,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Replace ``path`` by ``data`` (str as UTF-8, ``\\n`` kept) in one rename.
+
+    ``mode`` and ``owner`` (uid, gid) are the new file's (a document keeps its
+    own): by default the usual ``0666 & ~umask`` and this process's.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -37,11 +48,14 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
             raise OSError(f"{path}: not written, the process is ending")
         # The writer's pid in the name: a file left by a killed writer is known as such.
         fd, tmp = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name[:40]}.", suffix=f".{os.getpid()}.tmp"
+            dir=path.parent, prefix=temporary_prefix(path.name), suffix=f".{os.getpid()}.tmp"
         )
         _writing.add(tmp)
     try:
-        os.fchmod(fd, _FILE_MODE)
+        if owner is not None:
+            with contextlib.suppress(OSError):  # only root may give a file away
+                os.fchown(fd, *owner)
+        os.fchmod(fd, _FILE_MODE if mode is None else mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             if durable:
@@ -56,6 +70,48 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
             _writing.discard(tmp)
     if durable:
         _fsync_folder(path.parent)
+
+
+def temporary_prefix(name: str) -> str:
+    """How the temporary files of ``name`` start: ``.`` and its first 100 bytes, whole
+    characters only (a name of 80 CJK characters is 240 bytes; a file name may have 255)."""
+    return "." + name.encode("utf-8")[:100].decode("utf-8", "ignore") + "."
+
+
+def remove_stale(path: str | os.PathLike[str]) -> int:
+    """Remove the temporary files that killed writers of ``path`` left beside it; how many.
+
+    A writer killed by SIGKILL between creating its temporary file and the
+    rename leaves ``.<name>.<random>.<pid>.tmp``; the next write of the same
+    file removes those whose process is gone.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    prefix = temporary_prefix(name)
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for entry in names:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[: -len(".tmp")].rpartition(".")[2]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, entry))
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # Temporary files this process is writing. A build interrupted by SIGTERM or

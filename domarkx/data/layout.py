@@ -251,6 +251,11 @@ class Layout:
     def instance_dir(self, instance_id: str) -> str:
         return f"{self.home}/instances/{instance_id}"
 
+    def instance_kept_file(self, instance_id: str) -> str:
+        """Present when an error told the user this instance keeps their question or
+        reply: ``domarkx prune`` leaves the instance alone (``domarkx rm`` removes it)."""
+        return f"{self.instance_dir(instance_id)}/kept"
+
     @property
     def snapshot_outs_dir(self) -> str:
         """The snapshot stage's outputs (``<name>.id``): the snapshots a build uses."""

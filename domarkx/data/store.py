@@ -8,6 +8,7 @@ as in Docker: a tag, a full id, or a unique prefix of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -172,7 +173,7 @@ class Store:
 
     # Tags ---------------------------------------------------------------------
     def _tag_path(self, name: str) -> Path:
-        return self.tags_dir / quote(name, safe="")
+        return self.tags_dir / tag_file_name(name)
 
     def tag(self, name: str, snapshot_id: str) -> None:
         if not valid_tag(name):
@@ -180,7 +181,9 @@ class Store:
                 f"invalid tag {name!r}",
                 hint="a tag is a name that does not start with '.' and has no control characters",
             )
-        write_atomic(self._tag_path(name), snapshot_id + "\n")
+        path = self._tag_path(name)
+        # A file name cut short to fit (a long name): the name itself is its second line.
+        write_atomic(path, snapshot_id + "\n" + (name + "\n" if LONG_TAG in path.name else ""))
 
     def untag(self, name: str) -> None:
         self._tag_path(name).unlink(missing_ok=True)
@@ -193,7 +196,7 @@ class Store:
     def tagged(self, name: str) -> str | None:
         """The snapshot id tag ``name`` points at, or None (without listing every tag)."""
         try:
-            return self._tag_path(name).read_text(encoding="utf-8").strip()
+            return _first_line(self._tag_path(name).read_text(encoding="utf-8"))
         except OSError:
             return None
 
@@ -209,16 +212,20 @@ class Store:
                 continue
             try:
                 with open(os.path.join(folder, name), encoding="utf-8") as handle:
-                    result[unquote(name)] = handle.read().strip()
+                    lines = handle.read().split("\n")
             except OSError:
                 continue
+            if LONG_TAG in name and len(lines) > 1 and lines[1]:
+                result[lines[1]] = lines[0].strip()
+            else:
+                result[unquote(name)] = lines[0].strip()
         return result
 
     def resolve_snapshot(self, ref: str) -> str:
         """The snapshot id that ``ref`` (tag, id or unique id prefix) names."""
         tag_path = self._tag_path(ref)
         if ref and tag_path.is_file():
-            return tag_path.read_text(encoding="utf-8").strip()
+            return _first_line(tag_path.read_text(encoding="utf-8"))
         return _resolve(ref, self.snapshot_ids(), "snapshot", "domarkx snapshots")
 
     # Instances ----------------------------------------------------------------
@@ -298,6 +305,35 @@ class Store:
 
     def remove_instance(self, instance_id: str) -> None:
         shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
+
+    def keep_instance(self, instance_id: str) -> None:
+        """Mark the instance as holding what the user was told to find there (a question,
+        a reply): prune leaves it; ``domarkx rm`` still removes it."""
+        write_atomic(self._path(self.layout.instance_kept_file(instance_id)), "")
+
+    def instance_kept(self, instance_id: str) -> bool:
+        return os.path.isfile(self._path(self.layout.instance_kept_file(instance_id)))
+
+
+# A tag's file is its name, quoted; a name whose quoted form is longer than this
+# (80 CJK characters quote to 720 bytes, past the 255 a file name may have) is cut,
+# and LONG_TAG and a digest of the whole name end it (``+`` is never in a quoted name).
+TAG_FILE_MAX = 200
+LONG_TAG = "+"
+
+
+def tag_file_name(name: str) -> str:
+    """The file name of tag ``name`` in ``tags/``: quoted, at most TAG_FILE_MAX bytes."""
+    quoted = quote(name, safe="")
+    if len(quoted) <= TAG_FILE_MAX:
+        return quoted
+    cut = quoted[: TAG_FILE_MAX - 20]
+    cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # not inside a %XX
+    return f"{cut}{LONG_TAG}{hashlib.sha256(name.encode('utf-8')).hexdigest()[:16]}"
+
+
+def _first_line(text: str) -> str:
+    return text.split("\n", 1)[0].strip()
 
 
 def valid_tag(name: str) -> bool:

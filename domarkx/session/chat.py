@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from domarkx.data.atomic import write_atomic
+from domarkx.data.document_file import check_replaceable, replace_document
 from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
@@ -119,6 +119,7 @@ class ChatSession:
         """Read and import the document: cut after the last user message on
         ``--regenerate``, then add ``message`` (``-m``) as a new ``## user`` message."""
         check_document(self.path, self.store.root, self.display)
+        check_replaceable(self.path, self.display)  # before the model is asked
         self.data = read_document(self.path, self.display)
         base = self.data
         if self.regenerate:
@@ -233,8 +234,9 @@ class ChatSession:
         data = append_text(self.base, render_messages(added))
         written = self._verify(data, [*snapshot.conversation, *added])
         self._check_unchanged()
-        # Through a link, the file it points to (inside the project) is the one written.
-        write_atomic(self.path.resolve(), data)
+        # Through a link, the file it points to (inside the project) is the one written,
+        # with its mode kept (data/document_file.py).
+        replace_document(self.path, data, self.display)
         self.data = self.base = data
         self.store.put_snapshot(written)
         self.store.tag(session_name(self.path, self.store.root), written.snapshot_id)
@@ -283,6 +285,7 @@ class ChatSession:
         if now != self.data:
             assert self.instance is not None
             ident = self.instance.instance_id[:12]
+            self.store.keep_instance(self.instance.instance_id)  # prune leaves it
             raise DocumentChanged(
                 f"the document changed on disk since the chat read it; nothing was written "
                 f"to it (instance {ident} holds the conversation with the reply)",
@@ -296,6 +299,8 @@ class ChatSession:
         the turn is kept (when any of it came: else there is nothing to show)."""
         assert self.instance is not None
         ident = self.instance.instance_id[:12]
+        if received or self.question or isinstance(err, ApprovalRequired):
+            self.store.keep_instance(self.instance.instance_id)  # prune leaves it
         if isinstance(err, ApprovalRequired):
             # The run already names the instance that keeps the reply; the message ends
             # with the code, so what chat adds goes to the hint.

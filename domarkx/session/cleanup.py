@@ -145,6 +145,14 @@ def prune(store: Store) -> list[str]:
                 store.remove_instance(instance_id)
                 removed.append(instance_id)
                 continue
+            if store.instance_kept(instance_id):  # an error said it keeps the user's question
+                referenced.add(instance.snapshot_id)
+                print(
+                    f"domarkx: kept instance {instance_id[:12]}: it holds a chat's question or "
+                    f"reply (`domarkx export {instance_id[:12]}` shows it, `domarkx rm` removes it)",
+                    file=sys.stderr,
+                )
+                continue
             if instance.status in ("exited", "failed", "stopped") or orphaned(instance):
                 destroy_sandbox(instance)
                 store.remove_instance(instance_id)
