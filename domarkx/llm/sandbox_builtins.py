@@ -18,9 +18,10 @@ library only (no ``json``), and nothing of domarkx. It holds
   built-ins, each marked with ``__domarkx_tool__`` (the built-in it stands
   for), so that a model's call of one goes through domarkx's own tool (with
   the approval rule, or on the host for the session tools). The few
-  ``autogen_core`` / ``autogen_ext`` names older documents used to build a
-  stand-in model client are inert placeholders here, and only when the real
-  package is not installed.
+  ``autogen_core`` / ``autogen_ext`` / ``unittest.mock`` names older
+  documents used to build a stand-in model client are inert placeholders here,
+  and only when the real package is not installed (python3-minimal has no
+  ``unittest``).
 """
 
 from __future__ import annotations
@@ -431,6 +432,10 @@ def _modules() -> dict[str, dict[str, typing.Any]]:
         "autogen_ext": {"__path__": []},
         "autogen_ext.code_executors": {"__path__": []},
         "autogen_ext.code_executors.local": {"LocalCommandLineCodeExecutor": _Placeholder},
+        # Older test documents built their stand-in client with unittest.mock, which a
+        # minimal Python (Debian's python3-minimal) lacks: inert there too.
+        "unittest": {"__path__": []},
+        "unittest.mock": {n: _Placeholder for n in ("MagicMock", "AsyncMock", "Mock")},
     }
 
 
@@ -454,6 +459,10 @@ def _doc_admin() -> dict[str, typing.Any]:
     }
 
 
+# The top-level packages of which this module provides stand-ins (when not installed).
+STAND_INS = ("domarkx", "autogen_core", "autogen_ext", "unittest")
+
+
 class OlderImports(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds the older format's modules; a real installed package of the name comes first."""
 
@@ -464,7 +473,7 @@ class OlderImports(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, fullname: str, path: typing.Any = None, target: typing.Any = None):  # type: ignore[no-untyped-def]
         top = fullname.split(".")[0]
         if fullname == "domarkx" or fullname == top:
-            if top not in ("domarkx", "autogen_core", "autogen_ext"):
+            if top not in STAND_INS:
                 return None
             if importlib.machinery.PathFinder.find_spec(top) is not None:
                 return None  # installed: the real one
