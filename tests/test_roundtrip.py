@@ -296,12 +296,14 @@ def fenced(info: str, code: str, extra: int) -> str:
 
 
 class Piece(NamedTuple):
-    """Generated Markdown and what it holds: messages, code blocks, output blocks."""
+    """Generated Markdown and what it holds: messages, code blocks, output blocks
+    (``setup_outputs``: those after the setup script)."""
 
     text: str
     messages: int = 0
     code: int = 0
     outputs: int = 0
+    setup_outputs: int = 0
 
 
 code_bodies = st.lists(code_lines, max_size=5)
@@ -408,10 +410,16 @@ def documents(draw) -> Piece:
         parts.append("# " + draw(sentences()) + "\n\n" + draw(paragraphs()))
     if draw(st.booleans()):
         parts.append(draw(data_blocks("session-config", draw(configs))))
+    setup_outputs = 0
     if draw(st.booleans()):
         language = draw(setup_languages)
         code = "\n".join(draw(setup_bodies))
         parts.append(fenced(f"{language} setup-script", code, 0))
+        # What a run's export writes after it: the setup script's output.
+        setup_outputs = draw(output_counts)
+        for _ in range(setup_outputs):
+            out = "\n".join(draw(output_bodies))
+            parts.append(fenced(f"text output {draw(output_attrs)}".strip(), out, 0))
     found = draw(message_lists)
     parts += [message.text for message in found]
     separator = draw(separators)
@@ -420,6 +428,7 @@ def documents(draw) -> Piece:
         messages=len(found),
         code=sum(m.code for m in found),
         outputs=sum(m.outputs for m in found),
+        setup_outputs=setup_outputs,
     )
 
 
@@ -445,4 +454,5 @@ def test_generated_documents_lose_and_add_nothing(manager, document):
     assert len(snapshot.conversation) == document.messages
     assert sum(isinstance(block, CodeBlock) for block in blocks) == document.code
     assert sum(isinstance(block, OutputBlock) for block in blocks) == document.outputs
+    assert len(snapshot.setup_output) == document.setup_outputs
     assert all(block.value.strip() for block in blocks if isinstance(block, TextBlock))

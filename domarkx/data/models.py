@@ -220,6 +220,11 @@ class SessionSnapshot(BaseModel):
         default="yaml", description="How `session-config` was written; export keeps it."
     )
     setup_script: ScriptBlock | None = None
+    setup_output: list[OutputBlock] = Field(
+        default_factory=list,
+        description="What the setup script printed, as the document's output fences after "
+        "it say (an export of a run writes them); left out of the JSON when empty.",
+    )
     preamble: str | None = Field(default=None, description="Content before the first role.")
     conversation: list[Message] = Field(default_factory=list)
 
@@ -235,6 +240,8 @@ class SessionSnapshot(BaseModel):
         data["metadata"].pop("source_file", None)
         if self.execution_config is not None:
             data["execution_config"] = dump_config(self.execution_config)
+        if not self.setup_output:  # the ids of documents without one stay as they were
+            data.pop("setup_output", None)
         return data
 
     def compute_id(self) -> str:
@@ -247,6 +254,8 @@ class SessionSnapshot(BaseModel):
         data = self.model_dump(mode="json")
         if self.execution_config is not None:
             data["execution_config"] = dump_config(self.execution_config)
+        if not self.setup_output:
+            data.pop("setup_output", None)
         if _encodes_alike(data):
             # pydantic's encoder (in Rust) writes the same bytes ~10x faster.
             return to_json(data, indent=2).decode("utf-8") + "\n"

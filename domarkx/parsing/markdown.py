@@ -74,6 +74,9 @@ class ParsedSession(BaseModel):
     config_format: str = "yaml"
     config_line: int | None = None
     setup_script: ScriptBlock | None = None
+    setup_output: list[OutputBlock] = Field(
+        default_factory=list, description="The output fences right after the setup script."
+    )
     preamble: str | None = None
     preamble_line: int | None = None
     messages: list[Message] = Field(default_factory=list)
@@ -127,10 +130,15 @@ class MarkdownParser:
         # leaves a blank line (export writes it elsewhere).
         runs: list[Text] = []
         joined = False
+        after_setup = False  # output fences right after the setup script are its output
         for block in found:
             line = block.start + 1
             if isinstance(block, FencedCode):
                 info = parse_info(block.info)
+                if after_setup and info.special == "output":
+                    parsed.setup_output.append(_output_block(info, block.code, file, line))
+                    continue
+                after_setup = info.special == "setup-script"
                 if info.special == "session-config":
                     if parsed.execution_config is not None:
                         raise DocumentError(
@@ -155,6 +163,7 @@ class MarkdownParser:
                     parsed.setup_script = ScriptBlock(language=info.language, code=block.code)
                     joined = False
                     continue
+            after_setup = False
             if parsed.preamble_line is None:
                 parsed.preamble_line = _first(lines, block)
             if joined:

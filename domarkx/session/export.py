@@ -134,6 +134,9 @@ def render(
         else None,
         config_format=snapshot.config_format,
         setup_script=snapshot.setup_script,
+        # A run's setup output (what it printed, failed or not), else the document's own.
+        setup_output=(instance.setup_output if instance is not None else [])
+        or snapshot.setup_output,
         conversation=conversation if conversation is not None else snapshot.conversation,
         snapshot=snapshot,
         instance=instance,

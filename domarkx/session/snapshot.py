@@ -85,6 +85,7 @@ class SnapshotManager:
             execution_config=config,
             config_format="json" if expanded.config_format == "json" else "yaml",
             setup_script=expanded.setup_script,
+            setup_output=expanded.setup_output,
             preamble=expanded.preamble,
             conversation=expanded.messages,
         )
