@@ -14,14 +14,11 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from domarkx import overlap
 from domarkx.cli.options import Args, Subparsers, add_command, parse_params
-from domarkx.data import lock
-from domarkx.data.layout import Layout, find_root
 from domarkx.errors import DomarkxError
-from domarkx.pipeline import shard
 
 if TYPE_CHECKING:
+    from domarkx.data.layout import Layout
     from domarkx.pipeline.shard import Shard
 
 # doit's exit status for a bad command line or dodo.py (no such task, ...).
@@ -111,7 +108,10 @@ def doit_argv(args: Args, tasks: list[str]) -> list[str]:
 
 def run(args: Args) -> int:
     # doit and the build (~90 ms): loaded when the command runs, not at every start.
-    from domarkx.pipeline.loader import BuildLoader, run_doit
+    from domarkx import overlap
+    from domarkx.data import lock  # (the same)
+    from domarkx.data.layout import Layout, find_root  # (the same)
+    from domarkx.pipeline.loader import BuildLoader, run_doit  # (the same)
 
     overlap.concurrency()  # a bad DOMARKX_LLM_CONCURRENCY is reported before anything runs
     layout = Layout.at(find_root())
@@ -138,6 +138,8 @@ def run(args: Args) -> int:
 
 def _shard(args: Args) -> Shard | None:
     """The shard ``--shard`` names (None: every session); a bad one is an error (exit 1) now."""
+    from domarkx.pipeline import shard  # dataclasses (~9 ms at start-up): a build's only
+
     if args.shard is None:
         if args.shard_count is not None:
             raise shard.ShardError("--shard-count goes with --shard auto")
@@ -148,6 +150,8 @@ def _shard(args: Args) -> Shard | None:
 @contextlib.contextmanager
 def _sharded(chosen: Shard | None) -> Iterator[None]:
     """The shard for the build's task list (``DOMARKX_SHARD``), in this process and its own."""
+    from domarkx.pipeline import shard  # see ``_shard``
+
     if chosen is None:
         yield
         return

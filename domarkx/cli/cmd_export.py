@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from domarkx.cli.options import Args, Subparsers, add_command, open_store
-from domarkx.data.atomic import write_atomic
 
 
 def register(subparsers: Subparsers) -> None:
@@ -19,9 +17,12 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    # The command's own modules (pydantic models, engines): loaded when it runs,
-    # not by every `domarkx` start (`--help`, other commands).
-    from domarkx.session.export import export_ref
+    # The command's own modules (pathlib, tempfile, the pydantic models): loaded when
+    # it runs, not by every `domarkx` start (`--help`, other commands).
+    from pathlib import Path
+
+    from domarkx.data.atomic import write_atomic  # (the same)
+    from domarkx.session.export import export_ref  # (the same)
 
     template = Path(args.template) if args.template else None
     text = export_ref(open_store(), args.ref, template)

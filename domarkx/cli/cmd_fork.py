@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from domarkx.cli.options import Args, Subparsers, add_command, open_store
 
 
@@ -26,9 +24,11 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    # The command's own modules (pydantic models, engines): loaded when it runs,
+    # The command's own modules (pathlib, the pydantic models): loaded when it runs,
     # not by every `domarkx` start (`--help`, other commands).
-    from domarkx.session.fork import fork
+    from pathlib import Path
+
+    from domarkx.session.fork import fork  # (the same)
 
     fork(Path(args.file), args.messages, Path(args.output), open_store(args.file).root)
     print(args.output)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from domarkx.cli.options import Args, Subparsers, add_command, open_store, parse_params
 
 
@@ -19,9 +17,11 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    # The command's own modules (pydantic models, engines): loaded when it runs,
-    # not by every `domarkx` start (`--help`, other commands).
-    from domarkx.session.snapshot import SnapshotManager
+    # The command's own modules (pathlib, the parser, the pydantic models): loaded when
+    # it runs, not by every `domarkx` start (`--help`, other commands).
+    from pathlib import Path
+
+    from domarkx.session.snapshot import SnapshotManager  # (the same)
 
     result = SnapshotManager(open_store(args.file)).import_file(
         Path(args.file), parse_params(args.param), args.tag

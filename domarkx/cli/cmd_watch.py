@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from domarkx.cli.options import Args, Subparsers, add_command, parse_params
-from domarkx.data.layout import Layout, find_root
 
 
 def register(subparsers: Subparsers) -> None:
@@ -28,7 +27,8 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: Args) -> int:
     # doit and the build (~90 ms): loaded when the command runs, not at every start.
-    from domarkx.pipeline.watch import Watcher
+    from domarkx.data.layout import Layout, find_root
+    from domarkx.pipeline.watch import Watcher  # (the same)
 
     watcher = Watcher(Layout.at(find_root()), args.until, params=parse_params(args.param))
     try:

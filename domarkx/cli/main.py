@@ -13,7 +13,7 @@ import errno
 import importlib
 import sys
 
-from domarkx import __version__, signals
+from domarkx import __version__
 from domarkx.errors import DomarkxError
 
 COMMANDS = (
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        # Process signals (~2 ms): not for `--help` or a bad command line.
+        from domarkx import signals
+
         parser = build_parser()
         args = parser.parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while the command starts: nothing ran yet
