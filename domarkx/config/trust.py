@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,9 @@ class Entry:
 
 def entries() -> list[Entry]:
     """The trusted files as recorded (none when the record does not exist)."""
+    # reason: start-up; tomllib costs ~3.5 ms CPU, and only a file with grants asks
+    import tomllib
+
     path = record_path()
     try:
         text = path.read_text(encoding="utf-8")
