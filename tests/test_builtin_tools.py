@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.models import NOT_RUN_BY_CONFIG
 from domarkx.session.legacy import changes_of, migrate_text
 from tests.chat_server import ChatServer, Response
 from tests.support import domarkx, new_project
@@ -77,11 +78,17 @@ def test_file_tools_need_approval_on_this_machine(tmp_path: Path) -> None:
         root = new_project(tmp_path, {"domarkx.toml": 'approve = "never"\n'})
         (root / "sessions" / "f.md").write_text(session(server.base_url, TOOLS), encoding="utf-8")
         server.call(("write_to_file", {"path": "x.txt", "content": "x"}))
+        server.call(("execute_command", {"command": "touch y.txt"}))
         server.reply("I could not write it.")
         done = domarkx(root, "chat", "sessions/f.md", env=ENV)
         assert done.code == 0, done.err
-        assert not list(root.rglob("x.txt"))
-        assert "not run" in tool_results((root / "sessions" / "f.md").read_text())[0].lower()
+        assert not list(root.rglob("x.txt")) and not list(root.rglob("y.txt"))
+        # Both results say the configuration refused, not that the user did.
+        results = tool_results((root / "sessions" / "f.md").read_text())
+        assert results[:2] == [f"> {NOT_RUN_BY_CONFIG}"] * 2
+        # What the model was told, in the request after each call.
+        sent = [m for m in server.requests[-1]["messages"] if m["role"] == "tool"]
+        assert [m["content"] for m in sent] == [NOT_RUN_BY_CONFIG] * 2
 
 
 def test_migrate_converts_the_conversation_layout_and_says_what_it_changed(

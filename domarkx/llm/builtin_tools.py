@@ -22,8 +22,9 @@ from typing import Any
 
 from domarkx.llm import sandbox_builtins
 
-# Asks the user's grant for code a model wants run (language, code, where): True to run.
-Approve = Callable[[str, str, str], bool]
+# Asks the grant for code a model wants run (language, code, where): None to run it,
+# else the refusal's text (the user's answer, or the configuration's ``approve = "never"``).
+Approve = Callable[[str, str, str], str | None]
 
 FINAL = "attempt_completion"  # the tool whose result ends the loop
 

@@ -77,7 +77,7 @@ class ToolBox:
     python: RunPython | None = None
     # The session tools, which run on the host (``domarkx.session.agents``); None: none.
     host: dict[str, HostTool] | None = None
-    # Asks the user's grant for a built-in file tool's call (None: granted).
+    # Asks the grant for a built-in file tool's call (None: no asking, it runs).
     approve: Approve | None = None
     # Tool name -> the built-in it stands for (the older format's imported functions).
     routes: dict[str, str] = field(default_factory=dict)
@@ -195,10 +195,13 @@ class ToolBox:
                 return ToolResult(f"`{builtin}` failed: {err}", True)
         if builtin not in builtin_tools.SANDBOX:
             return ToolResult(f"`{builtin}` is not a built-in tool", True)
-        if self.approve is not None and not self.approve(
-            "python", builtin_tools.shown_call(builtin, arguments), where
-        ):
-            return ToolResult(NOT_RUN, True)  # the user said no
+        refused = (
+            self.approve("python", builtin_tools.shown_call(builtin, arguments), where)
+            if self.approve is not None
+            else None
+        )
+        if refused is not None:  # the user, or the configuration, said no
+            return ToolResult(refused, True)
         assert self.python is not None
         # The helper goes with every call: a restarted Python process has lost it.
         result = self.python(

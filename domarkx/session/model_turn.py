@@ -68,8 +68,9 @@ class ModelTurn:
             return outputs_of(not_run(self.approval.mode), code=code)
         return outputs_of(self.sandbox.run(language, code, self.snapshot.config().timeout))
 
-    def approve_call(self, language: str, shown: str, where: str) -> bool:
-        """The user's grant for a built-in file tool's call (``shown`` as the user sees it)."""
+    def approve_call(self, language: str, shown: str, where: str) -> str | None:
+        """The grant for a built-in file tool's call (``shown`` as the user sees it): None
+        to run it, else why not (the user's "no", or ``approve = "never"``)."""
         request = CodeRequest(
             session=self.source,
             where=where,
@@ -78,9 +79,9 @@ class ModelTurn:
             code=shown,
         )
         if self.approval.decide(request, isolated=self.sandbox.isolated):
-            return True
+            return None
         self.on_refusal()
-        return False
+        return not_run(self.approval.mode).stdout
 
     def tools(self) -> ToolBox:
         """The run's tools: session-config's ``tools``, or the setup script's ``tools``."""
