@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domarkx.cli.options import Args, Subparsers, add_command, open_store, parse_params
+from domarkx.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from domarkx.cli.chat_terminal import Terminal
     from domarkx.data.models import Message, SessionSnapshot
@@ -60,15 +64,13 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: Args) -> int:
-    import sys
-    from pathlib import Path
-
+    # reason: start-up; the chat loads the session runtime and the models (~200 ms CPU),
+    # which `domarkx --help` and the other commands do not pay
     from domarkx.cli.chat_terminal import HELP, Terminal
-    from domarkx.errors import UsageError
-    from domarkx.llm.provider import events
-    from domarkx.session.agents import Agents
-    from domarkx.session.approval import for_project
-    from domarkx.session.chat import ChatSession
+    from domarkx.llm.provider import events  # reason: the same
+    from domarkx.session.agents import Agents  # reason: the same
+    from domarkx.session.approval import for_project  # reason: the same
+    from domarkx.session.chat import ChatSession  # reason: the same
 
     if args.regenerate and args.message is not None:
         raise UsageError(
@@ -155,6 +157,7 @@ def _for_this_chat(
         return None
 
     def adjust(snapshot: SessionSnapshot) -> SessionSnapshot:
+        # reason: start-up; the models load pydantic (~115 ms CPU), which `domarkx --help` does not
         from domarkx.data.models import ExecutionConfig, Message, ModelSettings, TextBlock
 
         update: dict[str, object] = {}
@@ -178,12 +181,10 @@ def _for_this_chat(
 
 def _create(store: Store, path: Path) -> bytes:
     """A new session document at ``path`` from ``[defaults]`` of the project's configuration."""
-    import os
+    import yaml  # reason: start-up; PyYAML costs ~17 ms CPU, which `domarkx --help` does not pay
 
-    import yaml
-
+    # reason: start-up; the configuration loads pydantic (~120 ms CPU)
     from domarkx import config
-    from domarkx.errors import UsageError
 
     settings = config.load(store.root)
     if not settings.defaults.get("model"):
@@ -208,8 +209,6 @@ def _create(store: Store, path: Path) -> bytes:
 
 def _remove_if_unchanged(path: Path, created: bytes) -> None:
     """A document this chat made and could not answer goes again (nothing half-made stays)."""
-    import contextlib
-
     with contextlib.suppress(OSError):
         if created and path.read_bytes() == created:
             path.unlink()
