@@ -21,10 +21,12 @@ from pydantic import ValidationError
 
 from domarkx.config.settings import CONFIG_FILE, ProjectConfig
 from domarkx.config.toml_lines import key_line
-from domarkx.config.trust import is_trusted, settings_digest
+from domarkx.config.trust import is_trusted, settings_digest, user_config_dir
 from domarkx.errors import DomarkxError
 
 PYPROJECT = "pyproject.toml"
+# The user's own configuration, in ``user_config_dir()`` beside the record of trusted files.
+USER_FILE = "config.toml"
 # Where the settings sit inside pyproject.toml.
 PYPROJECT_TABLE = ("tool", "domarkx")
 
@@ -46,17 +48,55 @@ def load(root: str | os.PathLike[str]) -> ProjectConfig:
         if found is not None and found[0] == signature:
             return found[1]
     config = _read(folder)
-    if (
-        config.digest is not None
-        and config.source is not None
-        and config.grants()
-        and not is_trusted(config.source, config.digest)
-    ):
-        config = config.untrusted()
-        _tell_once(config.trust_note())
+    user = _user()
+    if user is not None:  # the user's own grants, for every project; the project's keys win
+        config = _merged(user, config, folder)
+    if config.digest is not None and config.source is not None:
+        limited = config.untrusted(user)  # the project's file narrows, never widens, alone
+        if limited.model_dump() != config.model_dump() and not is_trusted(
+            config.source, config.digest
+        ):
+            config = limited
+            if config.trust_note():
+                _tell_once(config.trust_note())
     with _lock:
         _cache[folder] = (signature, config)
     return config
+
+
+def user_config_path() -> Path:
+    """The user's own configuration: ``$XDG_CONFIG_HOME/domarkx/config.toml``. It holds
+    the keys of ``domarkx.toml`` and grants them to every project, with no trust asked."""
+    return user_config_dir() / USER_FILE
+
+
+def _user() -> ProjectConfig | None:
+    path = user_config_path()
+    text = _text(path)
+    if text is None:
+        return None
+    return _validated(_parse(text, path), path, text, ())
+
+
+def _merged(user: ProjectConfig, project: ProjectConfig, folder: Path) -> ProjectConfig:
+    """The user's settings with the project's file over them, key by key (an endpoint
+    is replaced whole: a project cannot send the user's key to another URL by one key)."""
+    data = _overlay(user.model_dump(exclude_unset=True), project.model_dump(exclude_unset=True))
+    merged = ProjectConfig.model_validate(data)
+    return merged.locate(folder, project.source, project.digest)
+
+
+def _overlay(under: dict[str, Any], over: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    result = dict(under)
+    for key, value in over.items():
+        below = result.get(key)
+        if isinstance(value, dict) and isinstance(below, dict) and (depth, key) != (0, "endpoints"):
+            result[key] = _overlay(below, value, depth + 1)
+        elif isinstance(value, dict) and isinstance(below, dict):
+            result[key] = {**below, **value}  # each endpoint whole
+        else:
+            result[key] = value
+    return result
 
 
 def read(root: str | os.PathLike[str]) -> ProjectConfig:
@@ -86,9 +126,9 @@ def _tell_once(note: str) -> None:
 
 def _signature(folder: Path) -> tuple[Any, ...]:
     parts: list[Any] = []
-    for name in (CONFIG_FILE, PYPROJECT):
+    for path in (folder / CONFIG_FILE, folder / PYPROJECT, user_config_path()):
         try:
-            st = os.stat(folder / name)
+            st = os.stat(path)
         except OSError:
             parts.append(None)
             continue
@@ -118,6 +158,11 @@ def _read(folder: Path) -> ProjectConfig:
         raise ConfigError(
             f"[{'.'.join(prefix)}] must be a table", file=path, line=key_line(text, prefix)
         )
+    return _validated(data, path, text, prefix).locate(folder, path, settings_digest(_plain(data)))
+
+
+def _validated(data: Any, path: Path, text: str, prefix: tuple[str, ...]) -> ProjectConfig:
+    """``data`` as settings; a wrong key or value is one ConfigError at its line."""
     try:
         config = ProjectConfig.model_validate(data)
     except ValidationError as err:
@@ -134,7 +179,7 @@ def _read(folder: Path) -> ProjectConfig:
             hint="the keys are described in docs/security.md (`domarkx init` writes a "
             "commented domarkx.toml)",
         ) from None
-    return config.locate(folder, path, settings_digest(_plain(data)))
+    return config
 
 
 def _plain(data: Any) -> Any:

@@ -366,37 +366,49 @@ class ProjectConfig(BaseModel):
                 found.append(f"[{table}]")
         return found
 
-    def untrusted(self) -> ProjectConfig:
+    def untrusted(self, base: ProjectConfig | None = None) -> ProjectConfig:
         """This configuration less its grants: what an untrusted file may still say.
 
         Restrictions stay (``approve = "never"``, ``[engines] allowed``, lower
-        limits); grants go back to their defaults.
+        limits); grants go back to ``base``: the user's own configuration
+        (``user_config``), else the defaults. So an untrusted project keeps what
+        the user grants every project, and can only narrow it.
         """
+        base = base if base is not None else ProjectConfig()
+        docker, own = self.docker, base.docker
         docker_update: dict[str, Any] = {
-            "networks": [],
-            "cap_add": [],
-            "pids_limit": min(self.docker.pids_limit, DEFAULT_PIDS_LIMIT),
-            "memory": min(self.docker.memory, DEFAULT_MEMORY, key=size_in_bytes),
+            "networks": [n for n in docker.networks if n in own.networks],
+            "cap_add": [c for c in docker.cap_add if c in own.cap_add],
+            "pids_limit": min(docker.pids_limit, own.pids_limit),
+            "memory": min(docker.memory, own.memory, key=size_in_bytes),
         }
-        for name, default in _DOCKER_GRANTS.items():
+        for name in _DOCKER_GRANTS:
             if name in DockerSettings.model_fields:
-                docker_update[name] = default
+                docker_update[name] = getattr(own, name)
+        allowed = self.engines.allowed
+        if base.engines.allowed is not None:
+            allowed = [e for e in allowed or base.engines.allowed if e in base.engines.allowed]
+        rank = ("never", "ask", "auto")
         update: dict[str, Any] = {
-            "approve": "ask" if self.approve == "auto" else self.approve,
-            "endpoints": {},
-            "docker": self.docker.model_copy(update=docker_update),
-            "includes": IncludeSettings(),
+            "approve": min(self.approve, base.approve, key=rank.index),
+            "endpoints": dict(base.endpoints),
+            "docker": docker.model_copy(update=docker_update),
+            "engines": self.engines.model_copy(update={"allowed": allowed}),
+            "includes": IncludeSettings(
+                allow=[a for a in self.includes.allow if a in base.includes.allow]
+            ),
             "limits": LimitSettings(
-                expansion=min(self.limits.expansion, DEFAULT_EXPANSION, key=size_in_bytes)
+                expansion=min(self.limits.expansion, base.limits.expansion, key=size_in_bytes)
             ),
         }
         for table in _TABLE_GRANTS:
             value = getattr(self, table, None)
             if isinstance(value, BaseModel):
-                update[table] = type(value)()
+                update[table] = getattr(base, table)
         stripped = self.model_copy(update=update)
         stripped._source, stripped._root, stripped._digest = self._source, self._root, self._digest
-        stripped._ignored = tuple(self.grants())
+        mine = set(base.grants())
+        stripped._ignored = tuple(g for g in self.grants() if g not in mine)
         return stripped
 
     def describe(self) -> str:
