@@ -151,3 +151,87 @@ def test_older_documents_run_to_the_end_after_migrate(
         if not question:  # the call the document left ran in the sandbox
             result = after[len(text) :].split("## tool", 1)[1].split("## assistant")[0]
             assert '"is_error"' not in result and ("> 4" in result or "> " in result)
+
+
+FUNCTION_TOOL = """---
+title: Older tools
+---
+
+```json session-config
+{"type": "AssistantAgentState"}
+```
+
+```python setup-script
+import os
+from autogen_core.tools import FunctionTool
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+client = OpenAIChatCompletionClient(model="m", base_url="BASE")
+
+
+def shout(text: str) -> str:
+    return text.upper() + "!"
+
+
+def whisper(text: str) -> str:
+    \"\"\"Lower-case a text.\"\"\"
+    return text.lower()
+
+
+tools = [FunctionTool(shout, description="Upper-case a text."), FunctionTool(whisper)]
+```
+
+## user
+
+> Shout hello.
+"""
+
+
+def test_migrate_makes_function_tools_plain_functions_that_the_model_calls(
+    tmp_path: Path,
+) -> None:
+    with ChatServer() as server:
+        root = new_project(tmp_path, {"domarkx.toml": 'approve = "auto"\n'})
+        target = root / "sessions" / "old.md"
+        target.write_text(FUNCTION_TOOL.replace("BASE", server.base_url), encoding="utf-8")
+        done = domarkx(root, "migrate", "sessions/old.md", env=ENV)
+        assert done.code == 0, done.err
+        assert "migrated `FunctionTool(f)` -> `f` (2 tools)" in done.err
+        text = target.read_text(encoding="utf-8")
+        assert "tools = [shout, whisper]" in text and "FunctionTool" not in text
+        assert '    """Upper-case a text."""\n    return text.upper()' in text
+        server.call(("shout", {"text": "hello"}))
+        server.reply("HELLO!")
+        chat = domarkx(root, "chat", "sessions/old.md", env=ENV)
+        assert chat.code == 0, chat.err
+        offered = {t["function"]["name"]: t["function"] for t in server.requests[0]["tools"]}
+        assert offered["shout"]["description"] == "Upper-case a text."
+        assert offered["whisper"]["description"] == "Lower-case a text."
+        assert tool_results(target.read_text(encoding="utf-8")) == ["> HELLO!"]
+
+
+def test_what_migrate_cannot_convert_is_one_line_each_and_nothing_changes(
+    tmp_path: Path,
+) -> None:
+    broken = (
+        FUNCTION_TOOL.replace("FunctionTool(whisper)", "FunctionTool(lambda t: t)")
+        .replace('"""Lower-case a text."""', '"""Quiet."""')
+        .replace("import os\n", "import os\nfrom domarkx.tools.magic import wand\n")
+    )
+    root = new_project(tmp_path, {})
+    target = root / "sessions" / "old.md"
+    target.write_bytes(broken.encode())
+    done = domarkx(root, "migrate", "sessions/old.md", env=ENV)
+    assert done.code == 1
+    lines = done.err.splitlines()
+    # The import's line and the declaration's line, in the document.
+    where = [
+        i for i, line in enumerate(broken.split("\n"), 1) if "magic" in line or "lambda" in line
+    ]
+    assert [line.split(":")[3] for line in lines[:-1]] == [str(i) for i in where], done.err
+    assert all(line.startswith("domarkx: error: sessions/old.md:") for line in lines[:-1])
+    assert "`FunctionTool(lambda t: t)` wraps something other than a function" in done.err
+    assert "`domarkx.tools.magic` has no equivalent" in done.err
+    assert lines[-1] == "domarkx: sessions/old.md was not changed"
+    assert "migrated" not in done.err and "Traceback" not in done.err
+    assert target.read_bytes() == broken.encode()

@@ -15,13 +15,10 @@ library only (no ``json``), and nothing of domarkx. It holds
   (``domarkx.tools.portable_tools...``, ``domarkx.tools.tool_factory``, the
   session tools, ``domarkx.tool_executors``, ``domarkx.models``), so that an
   older document's setup script runs unchanged. Their functions are these
-  built-ins, each marked with ``__domarkx_tool__`` (the built-in it stands
-  for), so that a model's call of one goes through domarkx's own tool (with
-  the approval rule, or on the host for the session tools). The few
-  ``autogen_core`` / ``autogen_ext`` / ``unittest.mock`` names older
-  documents used to build a stand-in model client are inert placeholders here,
-  and only when the real package is not installed (python3-minimal has no
-  ``unittest``).
+  built-ins, marked with ``__domarkx_tool__`` (the built-in it stands for):
+  a model's call of one goes through domarkx's own tool. The ``autogen_*`` and
+  ``unittest.mock`` names of older stand-in model clients are inert here, when
+  not installed (python3-minimal has no ``unittest``).
 """
 
 from __future__ import annotations
@@ -274,33 +271,31 @@ def _marked(function: typing.Any, builtin: str, name: str | None = None) -> typi
     return copy
 
 
+# The session tools' signatures (the model's schema is read from them) and descriptions.
+_HOST_SIGNATURES = {
+    "create_session": "template_name: str, session_name: str, parameters: dict = None",
+    "send_message": "session_name: str, message: str",
+    "get_messages": "session_name: str",
+    "list_sessions": "",
+    "archive_session": "session_name: str, topic: str",
+}
+_HOST_DOCS = {
+    "create_session": "Create a session from a template of the project's "
+    "sessions/templates/, with the parameters as its macro params.",
+    "send_message": "Send a message to a session of the project and return its reply.",
+    "get_messages": "The messages of a session of the project.",
+    "list_sessions": "The sessions of the project, one a line.",
+    "archive_session": "Move a session under sessions/archive/<topic>/.",
+}
+
+
 def _host_stand_in(name: str) -> typing.Any:
-    signatures = {
-        "create_session": (
-            "def create_session(template_name: str, session_name: str, "
-            "parameters: dict = None) -> str: ..."
-        ),
-        "send_message": "def send_message(session_name: str, message: str) -> str: ...",
-        "get_messages": "def get_messages(session_name: str) -> str: ...",
-        "list_sessions": "def list_sessions() -> str: ...",
-        "archive_session": "def archive_session(session_name: str, topic: str) -> str: ...",
-    }
-    docs = {
-        "create_session": "Create a session from a template of the project's "
-        "sessions/templates/, with the parameters as its macro params.",
-        "send_message": "Send a message to a session of the project and return its reply.",
-        "get_messages": "The messages of a session of the project.",
-        "list_sessions": "The sessions of the project, one a line.",
-        "archive_session": "Move a session under sessions/archive/<topic>/.",
-    }
-    message = (
-        f"{name} runs on the host, when the model calls it as a tool; a setup script cannot call it"
-    )
-    source = signatures[name].replace(": ...", f":\n    raise RuntimeError({message!r})")
+    message = f"{name} runs on the host, when the model calls it as a tool; a setup script cannot"
+    source = f"def {name}({_HOST_SIGNATURES[name]}) -> str:\n    raise RuntimeError({message!r})"
     space: dict[str, typing.Any] = {}
     exec(source, space)  # a real signature: the model's schema is read from it
     function = space[name]
-    function.__doc__ = docs[name]
+    function.__doc__ = _HOST_DOCS[name]
     function.__domarkx_tool__ = name
     return function
 

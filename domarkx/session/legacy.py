@@ -6,7 +6,9 @@ tool results under ``## unknow``. ``migrate_text`` rewrites exactly those
 parts: the client becomes ``session-config.model`` (provider, name, base_url,
 and ``api_key_env`` when the key came from a variable; never a key), its
 statement (and an import used only by it) leaves the setup script, and
-``## unknow`` headings become ``## tool``. Every other byte stays.
+``## unknow`` headings become ``## tool``; autogen ``FunctionTool(f)``
+declarations become ``f`` (``legacy_tools``). Every other byte stays; what
+cannot be converted is named by ``problems_of``.
 
 Lines are found with the parser's own block reader (``blocks``), so a heading
 or a fence inside a code block is never touched.
@@ -27,6 +29,7 @@ from domarkx.parsing.blocks import FencedCode, Heading, blocks
 from domarkx.parsing.data import load_yaml
 from domarkx.parsing.fences import parse_info, write_fence
 from domarkx.parsing.source import split_front_matter
+from domarkx.session import legacy_tools
 
 LEGACY_ROLE = "unknow"
 PROVIDER = "openai"  # every client of the older format spoke chat completions
@@ -191,10 +194,53 @@ def check_model_source(
     )
 
 
+def _python_setup(layout: Layout) -> tuple[int, int, str] | None:
+    if layout.setup is not None and layout.setup[2].lower() in ("python", "python3", "py"):
+        return layout.setup
+    return None
+
+
+def problems_of(text: str) -> list[tuple[int, str]]:
+    """What ``migrate_text`` cannot convert: (1-based document line, what), one each."""
+    setup = _python_setup(layout_of(text))
+    if setup is None:
+        return []
+    start, end, _ = setup
+    code = "\n".join(text.split("\n")[start + 1 : end - 1])
+    found = [(start + 1 + p.line, p.what) for p in legacy_tools.convert(code)[1]]
+    client = find_client(code)
+    if client is not None and "name" not in client.model:
+        found.append(
+            (
+                start + 1 + client.first,
+                "the client's `model` is not a string written in the script; write "
+                "session-config.model by hand",
+            )
+        )
+    return found
+
+
+def _with_function_tools(text: str) -> str:
+    """``text`` with its setup script's ``FunctionTool(f)`` declarations made plain ``f``."""
+    setup = _python_setup(layout_of(text))
+    if setup is None:
+        return text
+    start, end, _ = setup
+    lines = text.split("\n")
+    code = "\n".join(lines[start + 1 : end - 1])
+    converted, problems = legacy_tools.convert(code)
+    if problems or converted == code:
+        return text
+    return "\n".join([*lines[: start + 1], converted, *lines[end - 1 :]])
+
+
 def migrate_text(text: str) -> str:
-    """The document with the older format's client and ``## unknow`` headings rewritten."""
+    """The document with the older format's client and ``## unknow`` headings rewritten.
+
+    Call ``problems_of`` first: what it names is left as it was."""
     if "\r\n" in text:
         return migrate_text(text.replace("\r\n", "\n")).replace("\n", "\r\n")
+    text = _with_function_tools(text)
     lines = text.split("\n")
     layout = layout_of(text)
     edits: dict[int, list[str] | None] = {}  # line index -> replacement lines (None: delete)
@@ -320,6 +366,13 @@ def changes_of(text: str) -> list[str]:
         start, end, _ = layout.setup
         if find_client("\n".join(text.split("\n")[start + 1 : end - 1])) is not None:
             found.append("the setup script's model `client` -> session-config `model`")
+    setup = _python_setup(layout)
+    if setup is not None:
+        code = "\n".join(text.split("\n")[setup[0] + 1 : setup[1] - 1])
+        converted, _ = legacy_tools.convert(code)
+        if converted != code:
+            count = code.count(legacy_tools.WRAPPER + "(")
+            found.append(f"`FunctionTool(f)` -> `f` ({count} tool{'s' * (count != 1)})")
     if layout.conversation is not None:
         lines = text.split("\n")
         count = sum(
