@@ -409,3 +409,27 @@ def test_checks_of_the_turn_before_the_models_run_before_the_model_answers(proje
         "sessions/two.md:25: sh: passed",
         "2 checks in 1 session: 2 passed, 0 failed",
     ]
+
+
+def test_a_new_judge_prompt_checks_a_cached_session_again(project, cli):
+    with ChatServer() as server:
+        root = project(files(server.base_url, "- judge: The reply states the sum."))
+        answer(server)
+        server.reply(verdict(True, "It says 4."))
+        code, out, err = cli("build")
+        assert code == 0, out + err
+        asked = len(server.requests)
+        assert asked == 4  # the model three times (tool call, code, answer), the judge once
+        code, out, err = cli("build")
+        assert code == 0 and len(server.requests) == asked, out + err  # all cached
+
+        config = root / "domarkx.toml"
+        config.write_text(config.read_text() + 'judge_prompt = "Grade strictly. Answer JSON."\n')
+        server.reply(verdict(False, "Too chatty."))
+        code, out, err = cli("build", "--continue")
+        requests = list(server.requests)
+    assert code != 0
+    assert "sessions/add.md: 1 check failed: judge: Too chatty." in out + err
+    # Only the judge was asked again (the model's replies replayed), with the new prompt.
+    assert len(requests) == asked + 1
+    assert requests[-1]["messages"][0]["content"] == "Grade strictly. Answer JSON."

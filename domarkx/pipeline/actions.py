@@ -268,7 +268,11 @@ def _write_run(layout: Layout, name: str, task: Any, record: str, records: list[
     replay_deps = layout.abs(layout.replay_deps_file(name))
     if task is not None:
         previous = set(layout.read_deps(name, layout.replay_deps_file(name)))
-        task.file_dep = (set(task.file_dep) - previous) | set(records)
+        # A configuration file that is not there (yet) is no file doit can stat; listed in
+        # the deps file, it joins ``file_dep`` once it exists, which runs the task again.
+        task.file_dep = (set(task.file_dep) - previous) | {
+            p for p in records if os.path.exists(layout.abs(p))
+        }
     if records:
         write_if_changed(replay_deps, json.dumps(records) + "\n")
     elif os.path.exists(replay_deps):

@@ -12,11 +12,13 @@ recorded: like a failed make target, the next build retries it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from domarkx import config as project_config
 from domarkx.data.atomic import write_atomic
 from domarkx.data.digest import digest
 from domarkx.data.models import (
@@ -125,11 +127,13 @@ class RunRecord(BaseModel):
         )
 
 
-def run_key(snapshot: SessionSnapshot) -> str:
+def run_key(snapshot: SessionSnapshot, checks: Mapping[str, Any] | None = None) -> str:
     """Key of a run: setup script, runnable blocks in order, engine settings.
 
     With a model configured, the whole conversation counts too, since the
-    model reads the prose.
+    model reads the prose. A session with checks adds its expect blocks and
+    ``checks``, the project's ``[checks]`` settings (the judge's endpoint,
+    model and prompt decide its verdicts).
     """
     config = snapshot.config()
     engine = engine_class(config.engine)
@@ -154,12 +158,26 @@ def run_key(snapshot: SessionSnapshot) -> str:
     ]
     if expects:  # a session's checks decide its results too (session.check_run)
         data["checks"] = expects
+        data["checks_settings"] = dict(checks or {})
     if config.model is not None:
         data["model"] = config.model.model_dump(mode="json")
         data["conversation"] = [m.model_dump(mode="json") for m in snapshot.conversation]
         data["front_matter"] = snapshot.metadata.user_metadata
         data["tools"] = config.tools
     return digest(data)
+
+
+def checks_settings(store: Store, snapshot: SessionSnapshot) -> dict[str, Any] | None:
+    """The project's ``[checks]`` settings when ``snapshot`` has checks (None: it has none)."""
+    if not any(
+        "expect" in block.flags
+        for message in snapshot.conversation
+        if message.role == "user"
+        for block in message.content
+        if isinstance(block, CodeBlock)
+    ):
+        return None  # no configuration to read for the common session
+    return project_config.load(store.root).checks.model_dump(mode="json")
 
 
 def build_instance_id(snapshot_id: str, key: str, session: str | None = None) -> str:
@@ -258,7 +276,7 @@ def _lookup(
     store = manager.store
     snapshot = store.get_snapshot(snapshot_id)
     try:
-        key = run_key(snapshot)  # which blocks run depends on the engine
+        key = run_key(snapshot, checks_settings(store, snapshot))  # blocks: by engine
     except EngineError as err:
         manager.point_at_config(err, snapshot, "engine")
         raise

@@ -225,6 +225,14 @@ def run_record(
     if failed:
         record["failed_checks"] = failed
     records = sorted({layout.replay_record(key) for key in instance.llm_records})
+    if any("checks" in (m.message_metadata or {}) for m in instance.conversation):
+        # reason: pydantic's settings models (~100 ms), loaded only for a run with checks
+        from domarkx.config import CONFIG_FILE, PYPROJECT
+
+        # Its [checks] settings (the judge's endpoint, model, prompt) decide the results:
+        # an edit of the file runs the task again, and the execution cache, whose key
+        # holds those settings, answers unless they changed (pipeline.run_cache).
+        records += [CONFIG_FILE, PYPROJECT]
     return json.dumps(record, indent=1) + "\n", records
 
 
