@@ -353,4 +353,6 @@ def _waited() -> float:
     """Seconds this process spent at approval prompts. The prompt's module is read only
     when a run has loaded it (a plain no-op ``doit`` loads no configuration): none before."""
     approval = sys.modules.get("domarkx.session.approval")
-    return float(approval.waited()) if approval is not None else 0.0
+    # ``waited`` is missing too while a task's thread is still importing the module.
+    waited = getattr(approval, "waited", None)
+    return float(waited()) if waited is not None else 0.0
