@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
+import xmlschema
 
 from domarkx import config as project_config
 from domarkx.checks.evaluate import Result, Turn, run_check, run_checks, summarise_samples
@@ -305,8 +307,15 @@ JUNIT_SCHEMA = {
 }
 
 
+# The JUnit XSD (the Ant/Jenkins junit-10 subset CI reporters read), checked by a real
+# XML Schema validator.
+JUNIT_XSD = Path(__file__).parent / "data" / "junit.xsd"
+
+
 def validate_junit(element: ET.Element) -> None:
-    """Raise AssertionError where ``element`` leaves the JUnit shape above; counts add up."""
+    """Raise where ``element`` leaves the JUnit XSD or the shape above; counts add up."""
+    if element.tag == "testsuites":
+        xmlschema.XMLSchema(JUNIT_XSD).validate(element)
     required, children = JUNIT_SCHEMA[element.tag]
     assert required <= set(element.attrib), (element.tag, element.attrib)
     for child in element:
@@ -342,3 +351,30 @@ def test_junit_xml_has_the_documented_shape():
     assert case is not None and case.get("classname") == "sessions.a"
     assert case.get("name") == "line 13: regex: x"
     assert case.find("failure").get("message") == "no match for /x/"
+
+
+@pytest.mark.parametrize(
+    ("path", "attribute", "value"),
+    [
+        ("testsuite", "timestamp", None),  # a suite must say when it ran
+        ("testsuite", "time", "1.5s"),  # seconds are a number
+        ("testsuite/testcase", "classname", None),
+        ("testsuite/testcase", "line", "0"),
+        (".", "failures", "-1"),
+    ],
+)
+def test_the_junit_xsd_rejects_what_ci_reporters_cannot_read(path, attribute, value):
+    """The schema the written XML is validated against says no to a broken report."""
+    outcome = Outcome("sessions/a.md", 12, "contains: 4", Result("contains", True, "found"))
+    report = SessionReport("sessions/a.md", [outcome], timestamp="2026-01-01T00:00:00")
+    root = ET.fromstring(ET.tostring(to_xml([report])))
+    schema = xmlschema.XMLSchema(JUNIT_XSD)
+    schema.validate(root)
+    element = root.find(path)
+    assert element is not None
+    if value is None:
+        del element.attrib[attribute]
+    else:
+        element.set(attribute, value)
+    with pytest.raises(xmlschema.XMLSchemaValidationError):
+        schema.validate(root)
