@@ -190,7 +190,10 @@ class InstanceManager:
         labels = {INSTANCE_LABEL: instance.instance_id, PROJECT_LABEL: self.store.project_id}
         try:  # from the deepest layer the document shares with an earlier run, if any
             make = partial(cls, config, workdir, labels=labels)
-            layers, engine, handle = turn_layers.start_sandbox(self.store, snapshot, make)
+            never = self.approval.mode == "never"  # refused model code is in the layer keys
+            layers, engine, handle = turn_layers.start_sandbox(
+                self.store, snapshot, make, never=never
+            )
             self.layer_runs[instance.instance_id] = layers
         except BaseException as err:
             if isinstance(err, EngineError) and err.key is not None:
@@ -407,9 +410,10 @@ class InstanceManager:
             sample=self.sample,
             host_tools=self.host_tools,
         )
+        before = len(instance.conversation)
         turn.run(instance, stream)
         if (layers := self.layer_runs.get(instance.instance_id)) is not None:
-            layers.after_model(instance, sandbox, snapshot.snapshot_id in self.refused)
+            layers.after_model(instance, sandbox, before)
 
     def checks_for(self, snapshot: SessionSnapshot) -> CheckRun | None:
         """The run's checks (``expect`` blocks of user messages); None when it has none."""

@@ -10,15 +10,20 @@ from domarkx.data.models import SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import Engine, engine_class
+from domarkx.session.approval import for_project
 from domarkx.session.layer_keys import Step, chain
 from domarkx.session.layers import BROKEN, forget_for
 
 
 def listing(store: Store, snapshot: SessionSnapshot) -> list[dict[str, Any]]:
-    """``domarkx layers``: each step of the snapshot's chain and its layer, if any."""
+    """``domarkx layers``: each step of the snapshot's chain and its layer, if any.
+
+    The keys are those of a run under the project's grant (``approve``, ``DOMARKX_YES``).
+    """
     cls = engine_for(snapshot)
     layers = LayerStore(store.layout)
-    key0, steps = chain(snapshot, snapshot.conversation, cls)
+    never = for_project(store.root).mode == "never"
+    key0, steps = chain(snapshot, snapshot.conversation, cls, never=never)
     rows: list[tuple[str, str, Step | None]] = []
     if snapshot.setup_script is not None:
         rows.append(("setup", key0, None))
@@ -57,13 +62,18 @@ def engine_for(snapshot: SessionSnapshot) -> type[Engine]:
 
 
 def prune(store: Store, snapshots: list[SessionSnapshot]) -> list[str]:
-    """Remove the layers no snapshot of ``snapshots`` uses; the keys removed."""
+    """Remove the layers no snapshot of ``snapshots`` uses; the keys removed.
+
+    A snapshot uses the layers of its runs under any grant (``approve = "never"`` or not).
+    """
     layers = LayerStore(store.layout)
     used: set[str] = set()
     for snapshot in snapshots:
-        with contextlib.suppress(DomarkxError):
-            key0, steps = chain(snapshot, snapshot.conversation, engine_for(snapshot))
-            used |= {key0, *(s.key for s in steps)}
+        for never in (False, True):
+            with contextlib.suppress(DomarkxError):
+                cls = engine_for(snapshot)
+                key0, steps = chain(snapshot, snapshot.conversation, cls, never=never)
+                used |= {key0, *(s.key for s in steps)}
     removed = []
     for key in layers.all_keys():
         if key in used:

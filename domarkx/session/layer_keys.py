@@ -5,6 +5,13 @@ settings (engine, image, network, limits, environment, timeout, on_error); the
 layer of message k by layer k-1's key and what message k ran (its runnable
 blocks and tool calls, in order). Prose, model metadata and recorded outputs
 are not in the key. Which runs use layers at all is ``enabled``'s to say.
+
+What did not run is in the key too: a block whose "not run" output still holds
+(``blocks.refused_before``), a model's block the configuration refuses
+(``approve = "never"`` on an engine that does not isolate it), a tool call
+whose result says "not run". So a layer saved by a run where that code ran
+never matches a document where it did not: its outputs and its state never
+stand in for a refusal.
 """
 
 from __future__ import annotations
@@ -15,14 +22,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from domarkx.data.digest import digest
-from domarkx.data.models import CodeBlock, Message, OutputBlock, SessionSnapshot
+from domarkx.data.models import (
+    NOT_RUN_TEXTS,
+    CodeBlock,
+    Message,
+    OutputBlock,
+    SessionSnapshot,
+    TextBlock,
+)
 from domarkx.errors import EngineError
 from domarkx.execution.engine import Engine, canonical_language
-from domarkx.session.blocks import runnable_blocks
+from domarkx.session.blocks import model_written, refused_before, runnable_blocks
 
 ENV = "DOMARKX_LAYERS"
 # The layout of a layer's key and record; another format is another key.
 LAYER_FORMAT = 1
+# What a block or tool call that did not run adds to its entry in the key.
+NOT_RUN_MARK = "not run"
 
 
 @dataclass(frozen=True)
@@ -73,35 +89,102 @@ def base_key(snapshot: SessionSnapshot, engine: type[Engine]) -> str:
     )
 
 
-def ran_by(message: Message, block_refs: list[int]) -> dict[str, Any]:
-    """What a message ran, as its layer key sees it: blocks and tool calls, in order."""
+def not_run_blocks(
+    conversation: list[Message], engine: type[Engine] | Engine, *, never: bool = False
+) -> list[bool]:
+    """For each runnable block of ``conversation``, in order: whether it will not run.
+
+    A "not run" output that still holds keeps it unrun; ``never`` (the run's grant is
+    ``approve = "never"``) keeps a model's block unrun where the engine does not isolate it.
+    """
+    refuses_model = never and not engine.isolated
+    flags = []
+    for ref in runnable_blocks(conversation, engine):
+        message = conversation[ref.message]
+        flags.append(
+            refused_before(message, ref.index) is not None
+            or (refuses_model and model_written(message))
+        )
+    return flags
+
+
+def refused_calls(conversation: list[Message], m: int) -> list[str]:
+    """The ids of message ``m``'s tool calls whose result says "not run"."""
+    ids = {str(c.get("id")) for c in tool_calls(conversation[m]) if isinstance(c, dict)}
+    found = []
+    for message in conversation[m + 1 :]:
+        if message.role != "tool":
+            break
+        call = str((message.message_metadata or {}).get("tool_call_id"))
+        text = "".join(b.value for b in message.content if isinstance(b, TextBlock)).strip()
+        if call in ids and text in NOT_RUN_TEXTS:
+            found.append(call)
+    return sorted(found)
+
+
+def tool_calls(message: Message) -> list[Any]:
+    calls = (message.message_metadata or {}).get("tool_calls") or []
+    return list(calls) if isinstance(calls, list) else []
+
+
+def ran_by(
+    message: Message,
+    block_refs: list[int],
+    not_run: list[bool] | None = None,
+    calls_not_run: list[str] | None = None,
+) -> dict[str, Any]:
+    """What a message ran, as its layer key sees it: blocks and tool calls, in order.
+
+    A block that did not run (``not_run``, by block) and the tool calls whose result
+    says "not run" (``calls_not_run``) are marked; a message where everything ran
+    keeps the key it always had.
+    """
     blocks = []
-    for index in block_refs:
+    for n, index in enumerate(block_refs):
         block = message.content[index]
         assert isinstance(block, CodeBlock)
-        blocks.append([canonical_language(block.language) or block.language, block.code])
-    calls = (message.message_metadata or {}).get("tool_calls") or []
-    return {"blocks": blocks, "tool_calls": calls}
+        entry = [canonical_language(block.language) or block.language, block.code]
+        if not_run is not None and not_run[n]:
+            entry.append(NOT_RUN_MARK)
+        blocks.append(entry)
+    ran: dict[str, Any] = {
+        "blocks": blocks,
+        "tool_calls": (message.message_metadata or {}).get("tool_calls") or [],
+    }
+    if calls_not_run:
+        ran[NOT_RUN_MARK] = calls_not_run
+    return ran
 
 
 def chain(
-    snapshot: SessionSnapshot, conversation: list[Message], engine: type[Engine] | Engine
+    snapshot: SessionSnapshot,
+    conversation: list[Message],
+    engine: type[Engine] | Engine,
+    *,
+    never: bool = False,
 ) -> tuple[str, list[Step]]:
-    """Layer 0's key and a step per message of ``conversation`` that ran something."""
+    """Layer 0's key and a step per message of ``conversation`` that ran something.
+
+    ``never``: the run's grant refuses model-written code (``approve = "never"``).
+    """
     cls = engine if isinstance(engine, type) else type(engine)
     key = base_key(snapshot, cls)
     by_message: dict[int, list[int]] = {}
-    for ref in runnable_blocks(conversation, engine):
+    unrun: dict[int, list[bool]] = {}
+    refs = list(runnable_blocks(conversation, engine))
+    for ref, flag in zip(refs, not_run_blocks(conversation, cls, never=never), strict=True):
         by_message.setdefault(ref.message, []).append(ref.index)
+        unrun.setdefault(ref.message, []).append(flag)
     steps = []
     count = 0
     for m, message in enumerate(conversation):
-        refs = by_message.get(m, [])
-        has_calls = bool((message.message_metadata or {}).get("tool_calls"))
-        if not refs and not (message.role == "assistant" and has_calls):
+        indexes = by_message.get(m, [])
+        has_calls = bool(tool_calls(message))
+        if not indexes and not (message.role == "assistant" and has_calls):
             continue
-        count += len(refs)
-        key = digest({"parent": key, **ran_by(message, refs)})
+        count += len(indexes)
+        calls_not_run = refused_calls(conversation, m) if has_calls else []
+        key = digest({"parent": key, **ran_by(message, indexes, unrun.get(m), calls_not_run)})
         steps.append(Step(m, key, count))
     return base_key(snapshot, cls), steps
 

@@ -18,6 +18,11 @@ state cannot be saved whole (a global that does not pickle, a process left
 running, an open file) is recorded with the reason and never started from.
 A layer that fails to come back is marked so, and the run starts earlier.
 
+Code that does not run is in the key (``layer_keys``): a refusal the document
+records, a model's block that ``approve = "never"`` refuses. A refusal the key
+did not foresee (the user's "no" during the run) or a timeout (the processes
+restarted) ends the saving of layers for the rest of the run.
+
 Off with ``layers: false`` in session-config or ``DOMARKX_LAYERS=0``; off too
 for sessions with checks (their checks run in the sandbox after each turn).
 """
@@ -38,7 +43,13 @@ from domarkx.errors import DomarkxError
 from domarkx.execution import layer_state
 from domarkx.execution.engine import Engine, canonical_language
 from domarkx.session.blocks import BlockRef, attach_outputs, now, runnable_blocks
-from domarkx.session.layer_keys import Step, chain, enabled, outputs_of_blocks
+from domarkx.session.layer_keys import (
+    Step,
+    chain,
+    enabled,
+    not_run_blocks,
+    outputs_of_blocks,
+)
 
 # A file in a layer's folder saying it failed to come back (written once, never removed).
 BROKEN = "broken"
@@ -60,12 +71,16 @@ class LayerRun:
     layers: LayerStore
     snapshot: SessionSnapshot
     max_size: int
+    # The run's grant refuses model-written code (``approve = "never"``): in the keys.
+    never: bool = False
     resume: Resume | None = None
-    # Set once something ran that a layer must not hold (a refusal, a timeout).
+    # Set once something ran that a layer must not hold (a refusal the keys did not
+    # foresee, a timeout).
     broken: bool = False
     saved: list[str] = field(default_factory=list)
     save_seconds: float = 0.0
     _steps: tuple[str, dict[int, Step]] | None = None
+    _unrun: list[bool] | None = None
 
     @property
     def skip(self) -> int:
@@ -77,7 +92,7 @@ class LayerRun:
     # Starting ---------------------------------------------------------------------
     def candidates(self, engine: type[Engine]) -> list[tuple[Step | None, str]]:
         """Layers of the snapshot's chain, deepest first (layer 0 last)."""
-        key0, steps = chain(self.snapshot, self.snapshot.conversation, engine)
+        key0, steps = chain(self.snapshot, self.snapshot.conversation, engine, never=self.never)
         found: list[tuple[Step | None, str]] = [(s, s.key) for s in reversed(steps)]
         if self.snapshot.setup_script is not None:
             found.append((None, key0))
@@ -158,7 +173,9 @@ class LayerRun:
     def steps(self, sandbox: Engine) -> tuple[str, dict[int, Step]]:
         """Layer 0's key and the document's steps by the number of blocks up to them."""
         if self._steps is None:
-            key0, steps = chain(self.snapshot, self.snapshot.conversation, sandbox)
+            key0, steps = chain(
+                self.snapshot, self.snapshot.conversation, sandbox, never=self.never
+            )
             own: dict[int, Step] = {}
             before = 0
             for s in steps:  # a message of tool calls alone runs nothing here
@@ -179,11 +196,14 @@ class LayerRun:
         self, instance: SessionInstance, sandbox: Engine, ref: BlockRef, done: int
     ) -> None:
         """After the ``done``-th runnable block: the layer of its message, if it was the last."""
+        if self._unrun is None:
+            self._unrun = not_run_blocks(self.snapshot.conversation, sandbox, never=self.never)
+        foreseen = done <= len(self._unrun) and self._unrun[done - 1]
         for block in instance.conversation[ref.message].content[ref.index + 1 :]:
             if not isinstance(block, OutputBlock):
                 break
-            if block.timed_out or block.refused:
-                self.broken = True  # the processes restarted, or code did not run
+            if block.timed_out or (block.refused and not foreseen):
+                self.broken = True  # the processes restarted, or the keys said it ran
         key0, steps = self.steps(sandbox)
         step = steps.get(done)
         if step is None or step.message != ref.message:
@@ -194,12 +214,16 @@ class LayerRun:
         outputs = list(outputs_of_blocks(instance.conversation, sandbox))[:done]
         self.save(sandbox, step.key, parent, step.message, instance.setup_output, outputs)
 
-    def after_model(self, instance: SessionInstance, sandbox: Engine, refused: bool) -> None:
-        """After a model turn: the layer of the last message it added that ran something."""
-        if refused:
-            self.broken = True
-        key0, steps = chain(self.snapshot, instance.conversation, sandbox)
-        if not steps or steps[-1].message < len(self.snapshot.conversation):
+    def after_model(self, instance: SessionInstance, sandbox: Engine, before: int) -> None:
+        """After a model turn that added the messages from ``before`` on: the layer of the
+        last one that ran something. Its refusals are in the conversation, so in the key
+        (the document records them); a block that timed out leaves no layer.
+        """
+        for message in instance.conversation[before:]:
+            if any(isinstance(b, OutputBlock) and b.timed_out for b in message.content):
+                self.broken = True  # the processes restarted
+        key0, steps = chain(self.snapshot, instance.conversation, sandbox, never=self.never)
+        if not steps or steps[-1].message < max(before, len(self.snapshot.conversation)):
             return
         parent = steps[-2].key if len(steps) > 1 else key0
         outputs = list(outputs_of_blocks(instance.conversation, sandbox))
@@ -298,13 +322,14 @@ def bound_size(
 
 
 def start_sandbox(
-    store: Store, snapshot: SessionSnapshot, make: Callable[[], Engine]
+    store: Store, snapshot: SessionSnapshot, make: Callable[[], Engine], *, never: bool = False
 ) -> tuple[LayerRun | None, Engine, dict[str, Any]]:
     """The run's layers and its started sandbox: from the deepest usable layer, else
     from scratch. A layer whose state does not come back is marked broken and the
-    next one down is tried, down to an empty sandbox.
+    next one down is tried, down to an empty sandbox. ``never``: the run's grant
+    refuses model-written code (``approve = "never"``).
     """
-    run = layer_run(store, snapshot)
+    run = layer_run(store, snapshot, never=never)
     project = project_config.load(store.root)
     tried: set[str] = set()
     while True:
@@ -345,11 +370,14 @@ def to_run(run: LayerRun | None, instance: SessionInstance, sandbox: Engine) -> 
         run.after_block(instance, sandbox, ref, done)
 
 
-def layer_run(store: Store, snapshot: SessionSnapshot) -> LayerRun | None:
+def layer_run(store: Store, snapshot: SessionSnapshot, *, never: bool = False) -> LayerRun | None:
     """The layers of a run of ``snapshot`` (None: layers are off for it)."""
     if not enabled(snapshot):
         return None
     settings = project_config.load(store.root).layers
     return LayerRun(
-        LayerStore(store.layout), snapshot, project_config.size_in_bytes(settings.max_size)
+        LayerStore(store.layout),
+        snapshot,
+        project_config.size_in_bytes(settings.max_size),
+        never=never,
     )
