@@ -9,12 +9,13 @@ manager's tool calls and the worker's answers, in the order the requests come.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.chat_server import ChatServer
-from tests.support import domarkx, new_project
+from tests.support import doit, domarkx, new_project
 
 ENV = {"DOMARKX_LLM": None, "DOMARKX_LLM_RETRIES": "0", "DOMARKX_TRUST": "1"}
 
@@ -159,3 +160,52 @@ def test_session_tools_act_only_inside_sessions(tmp_path: Path, name: str) -> No
         result = tool_messages((root / "sessions" / "manager.md").read_text(encoding="utf-8"))[0]
         assert '"is_error": true' in result
         assert "private" not in result and "secret\n" not in result
+
+
+def test_a_build_runs_the_session_tools_in_a_workspace_of_its_own(tmp_path: Path) -> None:
+    """``doit``: the worker is created and answered under .domarkx/agents/manager/, nothing
+    is written in sessions/, templates are not built, and a rebuild writes the same."""
+    with ChatServer() as server:
+        root = project(tmp_path, server.base_url)
+        manager = root / "sessions" / "manager.md"
+        manager.write_text(
+            manager.read_text(encoding="utf-8") + "\n## user\n\n> Get the greeting written.\n"
+        )
+        before = sorted(p.relative_to(root) for p in (root / "sessions").rglob("*"))
+
+        def script() -> None:
+            server.call(
+                (
+                    "create_session",
+                    {
+                        "template_name": "Worker",
+                        "session_name": "w1",
+                        "parameters": {"role": "a writer"},
+                    },
+                )
+            )
+            server.call(("send_message", {"session_name": "w1", "message": "Write hello."}))
+            server.call(("attempt_completion", {"result": "hello"}))  # the worker
+            server.reply("The worker wrote: hello")
+
+        script()
+        env = {**ENV, "DOMARKX_LLM": "record"}
+        done = doit(root, env=env)
+        assert done.code == 0, done.err
+        assert sorted(p.relative_to(root) for p in (root / "sessions").rglob("*")) == before
+        workspace = root / ".domarkx" / "agents" / "manager"
+        written = (workspace / "w1.md").read_text(encoding="utf-8")
+        assert "params:\n  role: a writer" in written and "> Write hello." in written
+        exports = root / ".domarkx" / "exports"
+        assert sorted(p.name for p in exports.rglob("*.md")) == ["manager.md"]  # no template
+        export = (exports / "manager.md").read_text(encoding="utf-8")
+        assert "\n> hello\n" in tool_messages(export)[1]
+        # Built again from nothing but the replay records: the same documents, offline.
+        (workspace / "w1.md").write_text("stale", encoding="utf-8")
+        shutil.rmtree(root / ".domarkx" / "cache")
+        (root / ".domarkx" / "doit.json").unlink(missing_ok=True)
+        again = doit(root, env={**ENV, "DOMARKX_LLM": "replay"})
+        assert again.code == 0, again.err
+        assert (exports / "manager.md").read_text(encoding="utf-8") == export
+        assert (workspace / "w1.md").read_text(encoding="utf-8") == written
+        assert len(server.requests) == 4  # the rebuild asked no model

@@ -243,6 +243,7 @@ def test_example_round_trips(name, examples, tmp_path):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Each example run twice with the local shell engine, as the build runs them."""
+    from domarkx.session.agents import Agents
     from domarkx.session.approval import Approval
     from domarkx.session.instance import InstanceManager
 
@@ -260,6 +261,8 @@ def runs(tmp_path_factory):
                 # The repository's domarkx.toml grants its models' code (approve = "auto"),
                 # as its CI trusts that file.
                 manager = InstanceManager(store, approval=Approval(mode="auto"))
+                # The session tools, in the run's own workspace, as a build gives them.
+                manager.host_tools = Agents.for_build(store, name, manager.approval).tools()
                 pair.append(manager.run(imported.snapshot.snapshot_id))
             done[name] = (pair[0], pair[1])
     return done

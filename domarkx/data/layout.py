@@ -24,6 +24,8 @@ from domarkx.data.digest import canonical_json, digest
 
 STORE_DIR = ".domarkx"
 SESSIONS_DIR = "sessions"
+# sessions/templates/: what the session tools' create_session copies; no session itself.
+TEMPLATES_DIR = "templates"
 PROJECT_MARKERS = ("dodo.py", SESSIONS_DIR, STORE_DIR)
 HOME_ENV = "DOMARKX_HOME"
 SESSION_SUFFIX = ".md"
@@ -189,6 +191,15 @@ class Layout:
     def export_out(self, name: str) -> str:
         return f"{self.home}/exports/{name}.md"
 
+    def seconds_file(self, name: str) -> str:
+        """How long the session's run took where it ran (``pipeline.durations``)."""
+        return f"{self.home}/cache/seconds/{name}.txt"
+
+    @property
+    def durations_file(self) -> str:
+        """The sessions' recorded durations that balance shards; committed, like the exports."""
+        return f"{self.home}/durations.json"
+
     def stage_out(self, stage: str, name: str) -> str:
         out: str = getattr(self, f"{stage}_out")(name)
         return out
@@ -250,6 +261,11 @@ class Layout:
 
     def instance_dir(self, instance_id: str) -> str:
         return f"{self.home}/instances/{instance_id}"
+
+    def agents_dir(self, name: str) -> str:
+        """Where the session tools of session ``name``'s build run write the sessions it
+        creates and messages (never in ``sessions/``), emptied as the run starts."""
+        return f"{self.home}/agents/{name}"
 
     def instance_kept_file(self, instance_id: str) -> str:
         """Present when an error told the user this instance keeps their question or
@@ -343,18 +359,23 @@ class Layout:
 
 def is_session_name(name: str) -> bool:
     """The one rule of which files are sessions, for a name ``a/b`` (``sessions/a/b.md``):
-    no part of it is a partial (``_*``, included by sessions, as in Sass) or hidden (``.*``).
+    no part of it is a partial (``_*``, included by sessions, as in Sass) or hidden (``.*``),
+    and it is not under ``templates/`` (what ``create_session`` copies, docs/llm.md).
     """
-    return bool(name) and all(part and part[0] not in "._" for part in name.split("/"))
+    return (
+        bool(name)
+        and all(part and part[0] not in "._" for part in name.split("/"))
+        and name.split("/", 1)[0] != TEMPLATES_DIR
+    )
 
 
 def _walk(base: str, suffix: str, odd: set[str] | None = None) -> list[str]:
     """Names (``a/b``) of the ``*suffix`` files under ``base``, skipping ``_*`` and ``.*``.
 
-    What it skips is ``is_session_name``'s rule, applied part by part as it
-    descends. A folder reached twice (a symlink loop) is walked once. Names whose entry
-    is not a regular file (a named pipe, a broken or looping symlink) are
-    listed too, and added to ``odd``: their ``parse`` task reports them, so
+    What it skips is ``is_session_name``'s rule (``templates/`` at the top too),
+    applied part by part as it descends. A folder reached twice (a symlink loop)
+    is walked once. Names whose entry is not a regular file (a named pipe, a
+    broken or looping symlink) are listed too, and added to ``odd``: their ``parse`` task reports them, so
     that nothing opens them on the way (a pipe would wait forever).
     """
     names: list[str] = []
@@ -381,7 +402,8 @@ def _walk(base: str, suffix: str, odd: set[str] | None = None) -> list[str]:
                 except OSError:
                     is_dir = False
                 if is_dir:
-                    stack.append((f"{prefix}{entry_name}/", entry.path))
+                    if not (prefix == "" and entry_name == TEMPLATES_DIR):  # no sessions
+                        stack.append((f"{prefix}{entry_name}/", entry.path))
                 elif entry_name.endswith(suffix):
                     name = prefix + entry_name[:-cut]
                     names.append(name)

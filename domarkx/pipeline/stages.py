@@ -189,11 +189,14 @@ def make_run(
     """The finished instance of a snapshot (None: it must run, and ``cached_only``)."""
     # The build's execution cache and the instance runtime (see ``_manager``).
     from domarkx.pipeline.run_cache import cached_for_build, run_for_build
+    from domarkx.session.agents import Agents  # (the same)
     from domarkx.session.instance import InstanceManager  # (the same)
 
     manager = InstanceManager(store_of(layout))
     if cached_only:
         return cached_for_build(manager, snapshot_id, name)
+    # The session tools, in a workspace of this run's own (never sessions/): docs/llm.md.
+    manager.host_tools = Agents.for_build(manager.store, name, manager.approval).tools()
     return run_for_build(manager, snapshot_id, name)
 
 

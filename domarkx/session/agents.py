@@ -20,6 +20,7 @@ importing them.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import yaml
 
 from domarkx import config as project_config
 from domarkx.data.atomic import write_atomic
-from domarkx.data.layout import SESSIONS_DIR
+from domarkx.data.layout import SESSIONS_DIR, TEMPLATES_DIR
 from domarkx.data.models import Message, TextBlock
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
@@ -40,7 +41,7 @@ from domarkx.session.chat import ChatSession
 from domarkx.session.export import render_messages
 from domarkx.session.snapshot import SnapshotManager
 
-TEMPLATES = "templates"  # sessions/templates/<name>.md
+TEMPLATES = TEMPLATES_DIR  # sessions/templates/<name>.md
 ARCHIVE = "archive"  # sessions/archive/<topic>/<name>.md
 
 
@@ -113,10 +114,33 @@ class Agents:
     chain: tuple[Path, ...] = ()
     budget: Budget = field(default_factory=Budget)
     depth: int = 0  # how many send_message calls this session's answer is nested in
+    # Where the sessions are (None: the project's sessions/); templates are always the
+    # project's sessions/templates/. A build gives each run a workspace of its own.
+    workspace: Path | None = None
+    empty_first: bool = False  # the workspace is emptied before the first call uses it
+
+    @classmethod
+    def for_build(cls, store: Store, name: str, approval: Approval) -> Agents:
+        """The session tools of session ``name``'s build run: they create and message
+        sessions in ``Layout.agents_dir(name)``, emptied first, and never touch
+        ``sessions/``; so a build writes the same documents each time, and only its own."""
+        workspace = Path(store.layout.abs(store.layout.agents_dir(name)))
+        return cls(store, approval, workspace=workspace, empty_first=True)
 
     @property
     def folder(self) -> Path:
-        return Path(self.store.root) / SESSIONS_DIR
+        if self.workspace is None:
+            return Path(self.store.root) / SESSIONS_DIR
+        if self.empty_first:  # at the first call: a run that calls none leaves it be
+            if self.workspace.exists():
+                shutil.rmtree(self.workspace)
+            self.workspace.mkdir(parents=True)
+            self.empty_first = False
+        return self.workspace
+
+    @property
+    def templates(self) -> Path:
+        return Path(self.store.root) / SESSIONS_DIR / TEMPLATES
 
     def tools(self) -> dict[str, HostTool]:
         functions: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -155,12 +179,29 @@ class Agents:
         return (real.relative_to(folder) if inside else Path(real.name)).with_suffix("").as_posix()
 
     # The tools --------------------------------------------------------------------
+    def template_of(self, name: str) -> Path:
+        """``sessions/templates/name.md``, refused unless it stays inside that folder."""
+        text = str(name).strip()
+        parts = Path(text).parts
+        if not text or "\\" in text or os.path.isabs(text) or ".." in parts or "\x00" in text:
+            raise HostToolError(f"`{name}` is not a template name (a path under {self.shown})")
+        path = self.templates / (text if text.endswith(".md") else text + ".md")
+        if not path.resolve().is_relative_to(self.templates.resolve()):
+            raise HostToolError(f"`{name}` leads out of sessions/{TEMPLATES}/ (a link)")
+        if not path.is_file():
+            raise HostToolError(f"no template `{name}` (sessions/{TEMPLATES}/{text}.md)")
+        return path
+
+    @property
+    def shown(self) -> str:
+        return f"sessions/{TEMPLATES}/"
+
     def create_session(self, arguments: dict[str, Any]) -> str:
-        template = self.path_of(str(arguments["template_name"]), under=TEMPLATES)
+        template = self.template_of(str(arguments["template_name"]))
         target = self.path_of(str(arguments["session_name"]), must_exist=False)
         if target.exists():
             raise HostToolError(f"session `{arguments['session_name']}` exists already")
-        if self.name_of(target).split("/")[0] == TEMPLATES:
+        if self.workspace is None and self.name_of(target).split("/")[0] == TEMPLATES:
             raise HostToolError("a session is not created among the templates")
         text = template.read_text(encoding="utf-8")
         parameters = {str(k): str(v) for k, v in (arguments.get("parameters") or {}).items()}
@@ -188,7 +229,14 @@ class Agents:
                 "sessions sent that many messages; answer without sending more"
             )
         self.budget.sent += 1
-        deeper = Agents(self.store, self.approval, (*self.chain, path), self.budget, self.depth + 1)
+        deeper = Agents(
+            self.store,
+            self.approval,
+            (*self.chain, path),
+            self.budget,
+            self.depth + 1,
+            self.workspace,
+        )
         chat = ChatSession(self.store, path, approval=self.approval, host_tools=deeper.tools())
         try:
             chat.prepare(str(arguments["message"]))
