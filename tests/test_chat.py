@@ -455,7 +455,9 @@ def test_ctrl_c_drops_a_message_and_ctrl_d_ends_the_chat_writing_nothing(project
 
 
 def test_doit_after_a_chat_builds_the_new_state_offline(project, env, capsys):
-    """The appended turn's code runs in the build; nothing asks the model again."""
+    """The build after a chat gives the document's new state offline: the turn's code
+    does not run again (the build starts from the layer the chat saved after it, spec
+    layers-checks-scale 1), its output is the one of the chat, nothing asks the model."""
     from tests.support import DODO, doit
 
     with ChatServer() as server:
@@ -467,13 +469,13 @@ def test_doit_after_a_chat_builds_the_new_state_offline(project, env, capsys):
         assert chat(capsys, "chat", "sessions/q.md", "--yes")[0] == 0
     assert marker.read_text() == "run\n"
 
-    # The model wrote that block: it runs again with the same grant as in the chat.
+    # The grant the chat had, should the build have to run the model's block.
     offline = {"DOMARKX_LLM": "replay", "DOMARKX_TEST_KEY": None, "DOMARKX_YES": "1"}
     built = doit(root, env=offline)
     assert built.code == 0, built.err
-    assert marker.read_text() == "run\nrun\n"  # the build ran the appended block again
+    assert marker.read_text() == "run\n"  # the appended block did not run again
     export = (root / ".domarkx" / "exports" / "q.md").read_text()
-    assert "```text output exit_code=0\n2\n```" in export  # its output, from this build
+    assert "```text output exit_code=0\n1\n```" in export  # its output, from the chat
     assert export.count("## assistant") == 2 and "> Counted." in export
     assert len(server.requests) == 2  # both from the chat; the build asked nothing
 
