@@ -433,3 +433,83 @@ def test_a_new_judge_prompt_checks_a_cached_session_again(project, cli):
     # Only the judge was asked again (the model's replies replayed), with the new prompt.
     assert len(requests) == asked + 1
     assert requests[-1]["messages"][0]["content"] == "Grade strictly. Answer JSON."
+
+
+def test_domarkx_test_builds_through_the_task_graph_and_runs_nothing_twice(project, cli, tmp_path):
+    runs = tmp_path / "runs.log"  # each run of the document's code adds a line
+    document = f"""\
+    ## user
+
+    > Write a.txt.
+
+    ```yaml expect
+    - sh: test -f a.txt
+    - contains: done
+    ```
+
+    ## assistant
+
+    > done
+
+    ```bash
+    echo ran >> {runs}
+    echo a > a.txt
+    ```
+    """
+    root = project({"sessions/a.md": document})
+    expected = [
+        "sessions/a.md:6: sh: passed",
+        "sessions/a.md:7: contains: passed",
+        "2 checks in 1 session: 2 passed, 0 failed",
+    ]
+    code, out, err = cli("test")
+    assert (code, out.splitlines()) == (0, expected), err
+    assert runs.read_text().splitlines() == ["ran"]
+    # Unchanged: the build's run task is up to date, nothing runs, the same report.
+    code, out, err = cli("test")
+    assert (code, out.splitlines()) == (0, expected), err
+    assert runs.read_text().splitlines() == ["ran"]
+    # The build that follows takes the same run: it only writes the export.
+    code, out, err = cli("build")
+    assert code == 0, out + err
+    assert runs.read_text().splitlines() == ["ran"]
+    assert '"checks": [' in (root / ".domarkx" / "exports" / "a.md").read_text()
+
+    # A check that fails: the session runs once for the new check, then the execution
+    # cache answers each time, and the failure is reported the same way.
+    source = root / "sessions" / "a.md"
+    source.write_text(source.read_text().replace("contains: done", "contains: nope"))
+    for _ in range(2):
+        code, out, err = cli("test", "--junit", tmp_path / "junit.xml")
+        assert code == 1, out + err
+        assert (
+            out.splitlines()[1] == "sessions/a.md:7: contains: FAILED: 'nope' is not in the reply"
+        )
+        assert out.splitlines()[2].startswith("  `domarkx export ")
+        assert runs.read_text().splitlines() == ["ran", "ran"]
+        validate_junit(ET.parse(tmp_path / "junit.xml").getroot())
+    # A document the build does not know (outside sessions/) runs on its own.
+    (root / "notes").mkdir()
+    (root / "notes" / "b.md").write_text(source.read_text().replace("nope", "done"))
+    code, out, err = cli("test", "notes/b.md")
+    assert code == 0 and out.splitlines()[-1].endswith("2 passed, 0 failed"), out + err
+    assert runs.read_text().splitlines() == ["ran", "ran", "ran"]
+
+
+def test_live_asks_the_model_of_an_up_to_date_session_and_leaves_the_build_its_records(
+    project, cli
+):
+    with ChatServer() as server:
+        project(files(server.base_url, "- contains: 'sum is 4'"))
+        answer(server)
+        assert cli("test").code == 0
+        asked = len(server.requests)
+        assert cli("test").code == 0 and len(server.requests) == asked  # up to date
+        answer(server, says="It is four.")
+        code, out, err = cli("test", "--live")
+        assert code == 1 and "contains: FAILED" in out, err
+        assert len(server.requests) == 2 * asked
+        # The live run is no record: the next build replays the recorded replies.
+        code, out, err = cli("test", env={"DOMARKX_LLM": "replay"})
+    assert code == 0, out + err
+    assert out.splitlines()[-1] == "1 check in 1 session: 1 passed, 0 failed"

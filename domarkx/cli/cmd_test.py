@@ -1,8 +1,8 @@
 """``domarkx test [PATH]...``: run the sessions that have checks and report each check.
 
-Each session document with an ``expect`` block is imported and run (the
-model's replies replayed from ``.domarkx/replay/`` as in a build, unless
-``--live``); one line per check says the session, the ``file:line`` of the
+Each session document with an ``expect`` block is built as ``domarkx build``
+builds it, with the build's caches (the model's replies replayed from
+``.domarkx/replay/``, unless ``--live``); one line per check says the session, the ``file:line`` of the
 check, its kind and whether it passed or why not; then a summary. Exit
 status 1 when a check failed or a session could not run. ``--junit FILE``
 writes JUnit XML for CI.
@@ -19,8 +19,9 @@ def register(subparsers: Subparsers) -> None:
         "test",
         run,
         help="run the sessions that have checks (expect blocks) and report each check",
-        description="Import and run every session under PATH (default: sessions/) that has an "
-        "expect block, print one line per check and a summary; exit 1 when any failed. Model "
+        description="Build every session under PATH (default: sessions/) that has an expect "
+        "block, up to its run, with the build's caches (an unchanged session does not run "
+        "again); print one line per check and a summary; exit 1 when any failed. Model "
         "replies are replayed from .domarkx/replay/ (DOMARKX_LLM applies) unless --live.",
     )
     parser.add_argument(

@@ -1,27 +1,43 @@
-"""What ``domarkx test`` and the pytest plugin share: find, run and report sessions with checks.
+"""What ``domarkx test`` and the pytest plugin share: find, build and report sessions with checks.
 
-Each session document with an ``expect`` block is imported and run; its
-checks' outcomes (``checks.results.Outcome``) are read from the run's
-conversation and printed one line each, then a summary.
+The sessions with an ``expect`` block under the PATHs are built as ``domarkx
+build`` builds them, through the doit task graph up to their ``run`` tasks
+(``pipeline.loader.SessionsLoader``): an unchanged session whose checks
+passed is up to date, and one whose checks failed is answered by the
+execution cache, so neither runs its code again. ``--live`` and ``--record``
+ask the model again (``DOMARKX_LLM``), which the execution cache leaves to
+them. A document outside ``sessions/`` (or a partial), which no build task
+stands for, is imported and run on its own. Each check's outcome
+(``checks.results.Outcome``) is read from the run's conversation and printed
+one line each, then a summary.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from domarkx.checks.junit import SessionReport, write
 from domarkx.checks.results import outcomes
 from domarkx.checks.turns import TurnChecks, has_checks
 from domarkx.cli.options import Args, open_store
 from domarkx.config import load
-from domarkx.data.layout import SESSIONS_DIR
+from domarkx.data.layout import SESSIONS_DIR, Layout
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError, UsageError
+from domarkx.llm.replay import ENV as REPLAY_ENV
 from domarkx.llm.replay import ReplayCache
-from domarkx.session.approval import Approval, for_project
+from domarkx.pipeline.loader import SessionsLoader, run_doit
+from domarkx.pipeline.progress import BuildReporter
+from domarkx.pipeline.run_cache import build_instance
+from domarkx.session.approval import YES_ENV, Approval
 from domarkx.session.instance import InstanceManager
 from domarkx.session.names import display_path
 from domarkx.session.snapshot import SnapshotManager
@@ -31,17 +47,169 @@ def run(args: Args) -> int:
     """``domarkx test``: each session's lines, the summary, the JUnit file; the exit status."""
     store = open_store()
     mode = "record" if args.record else "live" if args.live else None
-    approval = for_project(store.root, yes=args.yes)
-    reports = []
-    for path in session_files(store, args.paths):
-        report = test_session(store, path, replay_mode=mode, approval=approval)
-        if report is None:
-            continue
-        reports.append(report)
+    paths = [p for p in session_files(store, args.paths) if has_expect_block(p)]
+    with environment(REPLAY_ENV, mode), environment(YES_ENV, "1" if args.yes else None):
+        reports = test_sessions(store, paths, fresh=mode is not None)
+    for report in reports:
         print_report(report)
     if args.junit:
         write(Path(args.junit), reports)
     return summary(reports)
+
+
+@contextlib.contextmanager
+def environment(name: str, value: str | None) -> Iterator[None]:
+    """``name=value`` in this process (and the build's) while the block runs (None: as is)."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def test_sessions(store: Store, paths: list[Path], *, fresh: bool = False) -> list[SessionReport]:
+    """The report of each of ``paths`` (documents with expect blocks), in their order.
+
+    Sessions of the project are built through the task graph; other documents run
+    on their own. ``fresh``: the model is asked again (``DOMARKX_LLM`` says how).
+    """
+    layout = store.layout
+    names = {path: layout.session_of(str(path)) for path in paths}
+    built = build_sessions(
+        store, {name: path for path, name in names.items() if name is not None}, fresh=fresh
+    )
+    reports = []
+    for path, name in names.items():
+        report = built.get(name) if name is not None else None
+        if report is None:
+            report = test_session(store, path, force=True)
+        if report is not None:
+            reports.append(report)
+    return reports
+
+
+class TestReporter(BuildReporter):
+    """Quiet: collects the failures, and the seconds each session's tasks took."""
+
+    wait_for_lock = True  # another build of the project: wait for it, as a watch does
+
+    def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+        super().__init__(outstream, options)
+        self.began: dict[str, float] = {}
+        self.seconds_of: dict[str, float] = {}
+
+    def task_started(self, name: str) -> None:
+        self.began[name] = time.monotonic()
+
+    def add_success(self, task: Any) -> None:
+        super().add_success(task)
+        self._took(task.name)
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        super().add_failure(task, fail)
+        self._took(task.name)
+
+    def _took(self, task: str) -> None:
+        began = self.began.pop(task, None)
+        if began is not None:
+            session = task.partition(":")[2]
+            self.seconds_of[session] = self.seconds_of.get(session, 0.0) + (
+                time.monotonic() - began
+            )
+
+
+def build_sessions(
+    store: Store, paths: dict[str, Path], *, fresh: bool = False
+) -> dict[str, SessionReport]:
+    """Build the sessions ``paths`` names (by session name) up to their runs; their reports.
+
+    ``fresh`` runs their ``run`` tasks whatever doit thinks of them (the model is
+    asked again); a live run (``DOMARKX_LLM=live``) leaves no run behind for the
+    next build to take as the recorded one.
+    """
+    if not paths:
+        return {}
+    layout = store.layout
+    names = sorted(paths)
+    stamp = _now()
+    if fresh:
+        _forget_runs(layout, names)
+    reporter = TestReporter(io.StringIO(), {})
+    here = os.getcwd()
+    try:
+        run_doit(
+            SessionsLoader(layout, names, "run", reporter),
+            ["run", "--continue", *(f"run:{name}" for name in names)],
+        )
+    finally:
+        os.chdir(here)  # doit works in the project root
+    if os.environ.get(REPLAY_ENV) == "live":
+        _forget_runs(layout, names)
+    failures: dict[str, tuple[str, str]] = {}
+    for task, message in reporter.failed:
+        stage, _, name = task.partition(":")
+        failures.setdefault(name, (stage, message))
+    reports = {}
+    for name in names:
+        report = _built_report(store, name, paths[name], failures.get(name))
+        report.timestamp = stamp
+        report.seconds = reporter.seconds_of.get(name, 0.0)
+        if report.error is None and not report.outcomes and reporter.runtime_errors:
+            report.error = reporter.runtime_errors[0]  # the build itself could not run
+        if report.outcomes or report.error is not None:  # else: an expect fence, no checks
+            reports[name] = report
+    return reports
+
+
+def _forget_runs(layout: Layout, names: list[str]) -> None:
+    """Remove the run tasks' outputs: doit runs them again (the execution cache decides)."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.abs(layout.run_out(name)))
+
+
+def _built_report(
+    store: Store, name: str, path: Path, failure: tuple[str, str] | None
+) -> SessionReport:
+    """The report of a session the build took as far as it could."""
+    layout = store.layout
+    report = SessionReport(session=display_path(path, store.root))
+    if failure is not None and failure[0] != "run":
+        report.error = failure[1]  # the document did not import: nothing ran
+        return report
+    try:
+        snapshot_id = Path(layout.abs(layout.snapshot_out(name))).read_text().split("\n", 1)[0]
+        snapshot = store.get_snapshot(snapshot_id)
+        instance = build_instance(InstanceManager(store), snapshot_id, name)
+        checks = TurnChecks.for_snapshot(
+            snapshot,
+            root=Path(store.root),
+            project=load(store.root),
+            cache=ReplayCache(store.replay_dir, mode="auto"),
+        )
+    except (OSError, DomarkxError) as err:
+        report.error = failure[1] if failure is not None else str(err)
+        return report
+    if instance is None:
+        report.error = failure[1] if failure is not None else "the session did not run"
+        return report
+    report.outcomes = outcomes(report.session, checks.expects, instance.conversation)
+    if failure is not None and (instance.status == "failed" or not report.failed):
+        report.error = failure[1]  # the run failed (not its checks)
+    if report.error is not None or report.failed:
+        report.instance = instance.instance_id[:12]
+    return report
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(tzinfo=None).isoformat("T", "seconds")
 
 
 def session_files(store: Store, paths: list[str]) -> list[Path]:
@@ -92,9 +260,7 @@ def test_session(
     if not force and not has_expect_block(path):
         return None
     shown = display_path(path, store.root)
-    report = SessionReport(
-        session=shown, timestamp=datetime.now(UTC).replace(tzinfo=None).isoformat("T", "seconds")
-    )
+    report = SessionReport(session=shown, timestamp=_now())
     started = time.monotonic()
     try:
         snapshot = SnapshotManager(store).import_file(path).snapshot

@@ -30,7 +30,7 @@ from domarkx.data.models import (
     SessionSnapshot,
 )
 from domarkx.data.store import Store
-from domarkx.errors import EngineError
+from domarkx.errors import EngineError, RefError
 from domarkx.execution.engine import canonical_language, engine_class
 from domarkx.llm.replay import ReplayCache, mode_from_env
 from domarkx.pipeline import run_share
@@ -231,8 +231,8 @@ class RunCache:
             return None  # written by an older domarkx: run again
         if record.replay != replay_digests(self.store, record.llm_records):
             return None  # a model reply it used was recorded anew (or deleted): run again
-        if snapshot.config().model is not None and mode_from_env() == "record":
-            return None  # DOMARKX_LLM=record asks the model again, cache or not
+        if asks_anew(self.store, snapshot):
+            return None  # DOMARKX_LLM=record or live asks the model again, cache or not
         return record
 
     def save(self, key: str, record: RunRecord) -> None:
@@ -252,11 +252,39 @@ def run_for_build(
         return found
     instance = manager.create(snapshot, instance_id=instance_id)
     manager.execute(instance, snapshot)
-    if instance.status != "failed" and snapshot.snapshot_id not in manager.refused:
+    if (
+        instance.status != "failed"
+        and snapshot.snapshot_id not in manager.refused
+        and not (asks_anew(manager.store, snapshot) and mode_from_env() == "live")
+    ):
         # A failed run is not cached: like a failed make target, the next build retries
-        # it; nor is one where the user refused code (a later grant runs it).
+        # it; nor is one where the user refused code (a later grant runs it), nor a
+        # live one, whose replies were not recorded (DOMARKX_LLM=live keeps nothing).
         cache.save(key, RunRecord.of(snapshot, instance, manager.store))
     return instance
+
+
+def asks_anew(store: Store, snapshot: SessionSnapshot) -> bool:
+    """Whether DOMARKX_LLM (record, live) asks this snapshot's model or judge again."""
+    if mode_from_env() not in ("record", "live"):
+        return False
+    return snapshot.config().model is not None or checks_settings(store, snapshot) is not None
+
+
+def build_instance(
+    manager: InstanceManager, snapshot_id: str, session: str | None = None
+) -> SessionInstance | None:
+    """The instance of the build's last run of a snapshot for ``session`` (None: none).
+
+    The one in the store, else the one the execution cache gives (nothing runs).
+    """
+    store = manager.store
+    snapshot = store.get_snapshot(snapshot_id)
+    key = run_key(snapshot, checks_settings(store, snapshot))
+    try:
+        return store.get_instance(build_instance_id(snapshot_id, key, session))
+    except RefError:
+        return cached_for_build(manager, snapshot_id, session)
 
 
 def cached_for_build(
