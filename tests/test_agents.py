@@ -209,3 +209,52 @@ def test_a_build_runs_the_session_tools_in_a_workspace_of_its_own(tmp_path: Path
         assert (exports / "manager.md").read_text(encoding="utf-8") == export
         assert (workspace / "w1.md").read_text(encoding="utf-8") == written
         assert len(server.requests) == 4  # the rebuild asked no model
+
+
+def test_init_templates_are_agents_that_work_together(tmp_path: Path) -> None:
+    """``domarkx init --templates``: the project builds (templates are not built), and a
+    ProjectManager copied to sessions/ creates a Worker that does the task."""
+    made = domarkx(tmp_path, "init", "--templates", "new", env=ENV)
+    assert made.code == 0, made.err
+    root = tmp_path / "new"
+    templates = root / "sessions" / "templates"
+    assert sorted(p.stem for p in templates.glob("*.md")) == [
+        "ConversationSummarizer",
+        "DocAdmin",
+        "ProjectManager",
+        "RoleDesigner",
+        "Worker",
+    ]
+    built = doit(root, env=ENV)
+    assert built.code == 0, built.out + built.err
+    assert sorted(p.name for p in (root / ".domarkx" / "exports").rglob("*.md")) == ["example.md"]
+    with ChatServer() as server:
+        endpoint = f"[endpoints.deepseek]\nbase_url = {json.dumps(server.base_url)}\n"
+        with (root / "domarkx.toml").open("a", encoding="utf-8") as handle:
+            handle.write("\n" + endpoint)
+        pm = (templates / "ProjectManager.md").read_text(encoding="utf-8")
+        (root / "sessions" / "pm.md").write_text(pm, encoding="utf-8")
+        server.call(
+            (
+                "create_session",
+                {
+                    "template_name": "Worker",
+                    "session_name": "w1",
+                    "parameters": {"role": "a poet", "task": "a two-word poem"},
+                },
+            )
+        )
+        server.call(("send_message", {"session_name": "w1", "message": "Write it."}))
+        server.call(("attempt_completion", {"result": "Moon rises."}))  # the worker
+        server.reply("The poet wrote: Moon rises.")
+        done = domarkx(root, "chat", "sessions/pm.md", "-m", "A poem, please.", env=ENV)
+        assert done.code == 0, done.err
+        worker = (root / "sessions" / "w1.md").read_text(encoding="utf-8")
+        assert "role: a poet" in worker and "> Write it." in worker
+        # The worker's request had its role and task filled in, and its tools.
+        system = server.requests[2]["messages"][0]["content"]
+        assert "You are a poet. Your task: a two-word poem" in system
+        offered = [t["function"]["name"] for t in server.requests[2]["tools"]]
+        assert "attempt_completion" in offered and "write_to_file" in offered
+        pm_after = (root / "sessions" / "pm.md").read_text(encoding="utf-8")
+        assert pm_after.rstrip().endswith("> The poet wrote: Moon rises.")

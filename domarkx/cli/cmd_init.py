@@ -14,6 +14,9 @@ PROJECT_FILES = {
     ".gitignore": "gitignore",
     "domarkx.toml": "domarkx.toml",
 }
+# With --templates: agents built on the session tools (docs/llm.md, "Agents"), as
+# sessions/templates/<name>.md from domarkx/templates/project/agents/.
+AGENT_TEMPLATES = ("ProjectManager", "RoleDesigner", "Worker", "DocAdmin", "ConversationSummarizer")
 
 
 def register(subparsers: Subparsers) -> None:
@@ -27,6 +30,12 @@ def register(subparsers: Subparsers) -> None:
         "the project grants its sessions). Files already there are kept.",
     )
     parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="default: here")
+    parser.add_argument(
+        "--templates",
+        action="store_true",
+        help="also add sessions/templates/ with agents that use the session tools "
+        f"({', '.join(AGENT_TEMPLATES)})",
+    )
 
 
 def run(args: Args) -> int:
@@ -39,7 +48,10 @@ def run(args: Args) -> int:
         raise DomarkxError("not a folder", file=args.dir)
     templates = resources.files("domarkx") / "templates" / "project"
     made = 0
-    for relative, template in PROJECT_FILES.items():
+    files = dict(PROJECT_FILES)
+    if args.templates:
+        files.update({f"sessions/templates/{n}.md": f"agents/{n}.md" for n in AGENT_TEMPLATES})
+    for relative, template in files.items():
         target = root / relative
         if target.exists():
             print(f"domarkx: kept {target} (already there)", file=sys.stderr)
