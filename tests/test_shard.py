@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.layout import Layout
 from domarkx.pipeline import shard
 from tests.support import domarkx, local_session, new_project, process_env
 
@@ -31,8 +33,6 @@ def test_the_partition_is_the_same_in_every_process() -> None:
         "import sys, json; from domarkx.pipeline import shard; "
         "print(json.dumps([shard.shard_of(n, 7) for n in json.loads(sys.stdin.read())]))"
     )
-    import json
-
     answers = set()
     for seed in ("0", "1", "12345"):
         env = process_env({"PYTHONHASHSEED": seed})
@@ -146,3 +146,156 @@ def test_doit_honours_the_shard_variable(tmp_path: Path) -> None:
     built = {p.stem for p in (root / ".domarkx" / "exports").glob("*.md")}
     assert built == set(shard.Shard(2, 2).select(names))
     assert os.environ.get(shard.ENV) is None
+
+
+# A skewed project: four sessions of a minute, forty of a second, the rest (196) short.
+SKEWED = {
+    **{name: 60_000 for name in NAMES[:4]},
+    **{name: 1_000 for name in NAMES[4:44]},
+    **{name: 50 for name in NAMES[44:]},
+}
+
+
+def loads(parts: list[list[str]], durations: dict[str, int]) -> list[int]:
+    return [sum(durations[name] + shard.BASE_MS for name in part) for part in parts]
+
+
+def test_recorded_durations_balance_a_skewed_project() -> None:
+    count = 4
+    by_name = [shard.Shard(i, count).select(NAMES) for i in range(1, count + 1)]
+    balanced = [shard.Shard(i, count).select(NAMES, SKEWED) for i in range(1, count + 1)]
+    by_name_loads, balanced_loads = loads(by_name, SKEWED), loads(balanced, SKEWED)
+    assert max(balanced_loads) < max(by_name_loads)
+    # Longest first onto the least loaded: the spread is at most the heaviest session.
+    assert max(balanced_loads) - min(balanced_loads) <= max(SKEWED.values()) + shard.BASE_MS
+    # Each minute-long session has a shard of its own.
+    minutes = [sum(name in part for name in NAMES[:4]) for part in balanced]
+    assert minutes == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8, 300])
+def test_balanced_shards_are_disjoint_and_complete(count: int) -> None:
+    parts = [shard.Shard(i, count).select(NAMES, SKEWED) for i in range(1, count + 1)]
+    seen = [name for part in parts for name in part]
+    assert sorted(seen) == sorted(NAMES)
+    assert len(seen) == len(set(seen))
+    if count <= len(NAMES):
+        assert all(parts)
+
+
+def test_a_stale_durations_file_still_partitions_every_session() -> None:
+    # The file knows sessions that are gone and lacks sessions added since.
+    gone = {f"old/s{i}": 90_000 for i in range(10)}
+    table = {**gone, **{name: SKEWED[name] for name in NAMES[:100]}}
+    names = NAMES + [f"new/s{i:03d}" for i in range(30)]
+    parts = [shard.Shard(i, 3).select(names, table) for i in range(1, 4)]
+    seen = [name for part in parts for name in part]
+    assert sorted(seen) == sorted(names) and len(seen) == len(set(seen))
+    # A session the file lacks counts as the mean of those it knows that still exist.
+    known = [table[name] for name in names if name in table]
+    mean = sum(known) // len(known)
+    weights = {name: table.get(name, mean) for name in names}
+    spread = loads(parts, weights)
+    assert max(spread) - min(spread) <= max(weights.values()) + shard.BASE_MS
+
+
+def test_balanced_shards_are_the_same_in_every_process(tmp_path: Path) -> None:
+    root = new_project(tmp_path / "p", {})
+    table = {name: ms / 1000 for name, ms in SKEWED.items()}
+    (root / ".domarkx").mkdir()
+    (root / ".domarkx" / "durations.json").write_text(json.dumps(table))
+    code = (
+        "import sys, json; from domarkx.data.layout import Layout; "
+        "from domarkx.pipeline import shard; names = json.loads(sys.stdin.read()); "
+        "table = shard.read_durations(Layout(sys.argv[1])); "
+        "print(json.dumps([shard.Shard(i, 5).select(names, table) for i in range(1, 6)]))"
+    )
+    answers = set()
+    for seed in ("0", "1", "12345"):
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(root)],
+            input=json.dumps(list(reversed(NAMES))),  # the order of the list does not matter
+            capture_output=True,
+            text=True,
+            env=dict(process_env({"PYTHONHASHSEED": seed})),
+            check=True,
+        )
+        answers.add(result.stdout)
+    table_ms = shard.read_durations(Layout(str(root)))
+    expected = [sorted(shard.Shard(i, 5).select(NAMES, table_ms)) for i in range(1, 6)]
+    assert len(answers) == 1
+    assert [sorted(part) for part in json.loads(answers.pop())] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object of session names to seconds"),
+        ('{"a": "slow"}', "'a': 'slow' is not a number of seconds"),
+        ('{"a": -1}', "'a': -1 is not a number of seconds"),
+    ],
+)
+def test_a_broken_durations_file_is_one_error(tmp_path: Path, text: str, message: str) -> None:
+    root = new_project(tmp_path / "p", {"sessions/a.md": local_session("echo a")})
+    (root / ".domarkx").mkdir()
+    (root / ".domarkx" / "durations.json").write_text(text)
+    code, _, err = domarkx(root, "build", "--shard", "1/2")
+    assert code == 1, err
+    assert ".domarkx/durations.json" in err and message in err
+    assert "--store-durations" in err  # what to do
+    assert "Traceback" not in err and err.count("error") == 1
+    # Without --shard the file is not read: the build goes on.
+    code, _, err = domarkx(root, "build")
+    assert code == 0, err
+
+
+def test_store_durations_then_shards_balanced_by_them(tmp_path: Path) -> None:
+    counter = tmp_path / "ran"
+    counter.mkdir()
+    slow = ["slow1", "slow2"]
+    quick = [f"q{i}" for i in range(6)]
+    files = {
+        f"sessions/{name}.md": local_session(
+            f"{'sleep 0.5; ' if name in slow else ''}touch {counter}/{name}-$$"
+        )
+        for name in slow + quick
+    }
+    origin = new_project(tmp_path / "origin", files)
+    code, out, err = domarkx(origin, "build", "--store-durations")
+    assert code == 0, err
+    assert "recorded the durations of 8 sessions in .domarkx/durations.json" in out
+    table = json.loads((origin / ".domarkx" / "durations.json").read_text())
+    assert sorted(table) == sorted(slow + quick)
+    assert all(table[name] >= 0.5 for name in slow)  # each slept half a second
+    # A session removed, one added: storing again drops the one and adds the other.
+    (origin / "sessions" / "q5.md").unlink()
+    (origin / "sessions" / "q6.md").write_text(local_session(f"touch {counter}/q6-$$"))
+    code, out, err = domarkx(origin, "build", "--store-durations")
+    assert code == 0, err
+    assert "recorded the durations of 8 sessions" in out  # q6 ran; the others from the cache
+    table = json.loads((origin / ".domarkx" / "durations.json").read_text())
+    assert "q5" not in table and "q6" in table
+
+    # The team commits the file; each CI job is a fresh clone with it and no caches.
+    names = sorted([*slow, *quick[:5], "q6"])
+    for item in counter.iterdir():
+        item.unlink()
+    committed = shard.read_durations(Layout(str(origin)))
+    assert committed is not None
+    built: dict[int, set[str]] = {}
+    for index in (1, 2):
+        clone = tmp_path / f"clone{index}"
+        shutil.copytree(origin, clone, ignore=shutil.ignore_patterns(".domarkx"))
+        (clone / ".domarkx").mkdir()
+        shutil.copy(origin / ".domarkx" / "durations.json", clone / ".domarkx")
+        code, _, err = domarkx(clone, "build", "--shard", f"{index}/2")
+        assert code == 0, err
+        built[index] = {p.stem for p in (clone / ".domarkx" / "exports").glob("*.md")}
+        assert built[index] == set(shard.Shard(index, 2).select(names, committed))
+        code, out, err = domarkx(clone, "build", "--check", "--shard", f"{index}/2")
+        assert code == 0, err
+    assert built[1] | built[2] == set(names) and not built[1] & built[2]
+    assert all(any(name in built[i] for name in slow) for i in (1, 2))  # one slow one each
+    ran = sorted(p.name.split("-")[0] for p in counter.iterdir())
+    assert ran == names  # every session's code ran exactly once across the two machines

@@ -242,3 +242,30 @@ def test_only_a_writer_uploads(tmp_path: Path, s3_server: S3Server, write: bool)
         code, out, err = build(machine(tmp_path, source, "a"), write=write)
         assert code == 0, out + err
         assert bool(s3_server.objects(bucket_of(source))) is write
+
+
+def test_a_record_from_the_shared_cache_brings_the_duration_of_its_run(
+    tmp_path: Path,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    with ChatServer() as chat:
+        chat.reply("Hello from the model.")
+        source = origin(tmp_path, s3_server, chat)
+        env: dict[str, str | None] = {
+            **CREDENTIALS,
+            "DOMARKX_TRUST": "1",
+            "DOMARKX_TEST_KEY": "sk-test",
+        }
+        a = machine(tmp_path, source, "a")
+        code, out, err = domarkx(
+            a, "build", "--store-durations", env={**env, "DOMARKX_CACHE_WRITE": "1"}
+        )
+        assert code == 0, out + err
+        b = machine(tmp_path, source, "b")
+        code, out, err = domarkx(b, "build", "--store-durations", env=env)
+        assert code == 0, out + err
+        assert runs(tmp_path) == 1 and len(chat.requests) == 1  # b ran nothing
+        table = json.loads((a / ".domarkx" / "durations.json").read_text())
+        assert sorted(table) == ["ask", "code"]
+        # b knows what a cold build costs: the seconds a's runs took, not its own cache hits.
+        assert json.loads((b / ".domarkx" / "durations.json").read_text()) == table

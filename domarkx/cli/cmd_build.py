@@ -85,6 +85,12 @@ def register(subparsers: Subparsers) -> None:
         "(Kubernetes' JOB_COMPLETION_INDEX)",
     )
     parser.add_argument(
+        "--store-durations",
+        action="store_true",
+        help="record how long each session's run took in .domarkx/durations.json (commit it: "
+        "--shard balances the shards by it)",
+    )
+    parser.add_argument(
         "-y",
         "--yes",
         action="store_true",
@@ -121,7 +127,7 @@ def run(args: Args) -> int:
             raise DomarkxError("--check builds every session; give no TASK with it")
         tasks = ["run"]  # the stage up to instances; exports are compared, not written
         args.keep_going = True  # report every session that fails, not just the first
-    chosen = _shard(args)
+    chosen = _shard(args, layout)
     with lock.BuildLock(layout.lock_file), _granted(args.yes), _sharded(chosen):
         try:
             status = run_doit(BuildLoader(layout), doit_argv(args, tasks))
@@ -129,6 +135,8 @@ def run(args: Args) -> int:
             return int(ended.code or 0)
         if status == DOIT_USAGE_ERROR:
             return 2
+        if args.store_durations:
+            _store_durations(layout, chosen)
         if status != 0:
             return 1
         if args.check:
@@ -136,15 +144,20 @@ def run(args: Args) -> int:
     return 0
 
 
-def _shard(args: Args) -> Shard | None:
-    """The shard ``--shard`` names (None: every session); a bad one is an error (exit 1) now."""
+def _shard(args: Args, layout: Layout) -> Shard | None:
+    """The shard ``--shard`` names (None: every session); a bad one is an error (exit 1) now.
+
+    So is a broken durations file, which a shard reads to balance.
+    """
     from domarkx.pipeline import shard  # dataclasses (~9 ms at start-up): a build's only
 
     if args.shard is None:
         if args.shard_count is not None:
             raise shard.ShardError("--shard-count goes with --shard auto")
         return None
-    return shard.parse(args.shard, args.shard_count)
+    chosen = shard.parse(args.shard, args.shard_count)
+    shard.read_durations(layout)
+    return chosen
 
 
 @contextlib.contextmanager
@@ -186,12 +199,27 @@ def _granted(yes: bool) -> Iterator[None]:
             os.environ[YES_ENV] = before
 
 
-def _check(layout: Layout, chosen: Shard | None = None) -> int:
-    from domarkx.pipeline.check import check_exports  # the build's modules, as in ``run``
+def _store_durations(layout: Layout, chosen: Shard | None) -> None:
+    """Write the durations of the build's sessions (``--store-durations``)."""
+    from domarkx.pipeline import durations, shard  # the build's modules, as in ``run``
 
     names = layout.session_names()
     if chosen is not None:
-        names = chosen.select(names)
+        names = chosen.select(names, shard.read_durations(layout))
+    recorded, held = durations.store(layout, names)
+    print(
+        f"domarkx: recorded the durations of {recorded} session{'' if recorded == 1 else 's'} "
+        f"in {layout.durations_file} ({held} in all); commit it to balance --shard"
+    )
+
+
+def _check(layout: Layout, chosen: Shard | None = None) -> int:
+    from domarkx.pipeline import shard  # the build's modules, as in ``run``
+    from domarkx.pipeline.check import check_exports  # (the same)
+
+    names = layout.session_names()
+    if chosen is not None:
+        names = chosen.select(names, shard.read_durations(layout))
     mismatches = check_exports(layout, names)
     if not mismatches:
         count = len(names)

@@ -12,6 +12,7 @@ recorded: like a failed make target, the next build retries it.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ from domarkx.data.store import Store
 from domarkx.errors import EngineError, RefError
 from domarkx.execution.engine import canonical_language, engine_class
 from domarkx.llm.replay import ReplayCache, mode_from_env
-from domarkx.pipeline import run_share
+from domarkx.pipeline import durations, run_share
+from domarkx.session.approval import waited
 from domarkx.session.blocks import attach_outputs, now, runnable_blocks
 from domarkx.session.instance import InstanceManager
 
@@ -60,10 +62,18 @@ class RunRecord(BaseModel):
     # Check results the run wrote into the document's own messages (session.check_run),
     # by message index; those of appended messages are in ``appended``.
     checks: dict[int, list[Any]] = {}
+    # How long the run took where it ran (None: not known); balances shards (``durations``).
+    seconds: float | None = None
 
     @classmethod
-    def of(cls, snapshot: SessionSnapshot, instance: SessionInstance, store: Store) -> RunRecord:
-        """The record of ``instance``, a finished run of ``snapshot``."""
+    def of(
+        cls,
+        snapshot: SessionSnapshot,
+        instance: SessionInstance,
+        store: Store,
+        seconds: float | None = None,
+    ) -> RunRecord:
+        """The record of ``instance``, a finished run of ``snapshot`` that took ``seconds``."""
         engine = engine_class(instance.engine)
         # Positions in the instance, where earlier blocks' outputs have moved later
         # blocks down; the blocks and their order are the snapshot's.
@@ -91,6 +101,7 @@ class RunRecord(BaseModel):
                 for i, m in enumerate(ran)
                 if m.message_metadata and "checks" in m.message_metadata
             },
+            seconds=None if seconds is None else round(seconds, 3),
         )
 
     def instance(self, snapshot: SessionSnapshot, instance_id: str, stamp: str) -> SessionInstance:
@@ -123,7 +134,8 @@ class RunRecord(BaseModel):
             setup_output=[o.model_copy() for o in self.setup_output],
             conversation=conversation,
             llm_records=list(self.llm_records),
-            sandbox={"alive": False, "cached": True},
+            sandbox={"alive": False, "cached": True}
+            | ({} if self.seconds is None else {"seconds": self.seconds}),
         )
 
 
@@ -248,10 +260,14 @@ def run_for_build(
     ``session`` (the build's session name) makes the instance that session's own.
     """
     snapshot, key, instance_id, cache, found = _lookup(manager, snapshot_id, session)
+    layout = manager.store.layout
     if found is not None:
+        durations.note(layout, session, found.sandbox.get("seconds"))
         return found
     instance = manager.create(snapshot, instance_id=instance_id)
+    began = time.monotonic() - waited()  # the time at approval prompts is the user's
     manager.execute(instance, snapshot)
+    seconds = time.monotonic() - waited() - began
     if (
         instance.status != "failed"
         and snapshot.snapshot_id not in manager.refused
@@ -260,7 +276,8 @@ def run_for_build(
         # A failed run is not cached: like a failed make target, the next build retries
         # it; nor is one where the user refused code (a later grant runs it), nor a
         # live one, whose replies were not recorded (DOMARKX_LLM=live keeps nothing).
-        cache.save(key, RunRecord.of(snapshot, instance, manager.store))
+        cache.save(key, RunRecord.of(snapshot, instance, manager.store, seconds))
+        durations.note(layout, session, seconds)
     return instance
 
 
@@ -294,7 +311,10 @@ def cached_for_build(
 
     Nothing runs here: no sandbox, no model, no approval to ask for.
     """
-    return _lookup(manager, snapshot_id, session)[-1]
+    found = _lookup(manager, snapshot_id, session)[-1]
+    if found is not None:
+        durations.note(manager.store.layout, session, found.sandbox.get("seconds"))
+    return found
 
 
 def _lookup(

@@ -1,10 +1,21 @@
 """Shards: ``domarkx build --shard I/N`` builds only the sessions of shard I of N.
 
-A leaf module (the standard library and ``errors``): the task list asks it which sessions
-are this build's. Every session falls in exactly one shard, the same on every
-machine and in every run: shard ``1 + (sha256(name) mod N)``, from the
-session's name alone, so that no machine needs to see another's work or the
-list of the others' sessions.
+The task list asks this module which sessions are this build's. Every
+session falls in exactly one shard, the same on every machine and in every
+run of one pipeline, because the partition is computed from what every
+shard sees identically: the list of sessions in the checkout and, when the
+checkout has one, its committed durations file (``.domarkx/durations.json``,
+written by ``domarkx build --store-durations``, see ``durations``).
+
+- With a durations file: greedy longest first, each session onto the least
+  loaded shard (ties: the lowest index); a session the file does not know
+  counts as the mean of those it knows. Integer milliseconds throughout, so
+  the arithmetic is the same on every machine.
+- Without one: shard ``1 + (sha256(name) mod N)``, from the name alone.
+
+Nothing changes the partition while a pipeline runs: the file is part of
+the commit the shards check out (the shared cache, which shards write as
+they go, is never read for it).
 
 The choice travels in ``DOMARKX_SHARD`` (``I/N``), which ``domarkx build
 --shard`` sets for its tasks: a plain ``doit`` with the variable set builds a
@@ -15,13 +26,20 @@ parallel jobs.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from domarkx.data.layout import Layout
 from domarkx.errors import DomarkxError
 
 ENV = "DOMARKX_SHARD"
+# What a session costs besides its run (parse, expand, snapshot, export), in ms: a
+# session whose run took no time still weighs something, so that many of them spread.
+BASE_MS = 10
 
 # (index variable, count variable, whether the index counts from 0), in the order tried.
 CI_VARIABLES = (
@@ -47,18 +65,84 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def holds(self, name: str) -> bool:
-        return shard_of(name, self.count) == self.index
+    def select(self, names: Iterable[str], durations: Mapping[str, int] | None = None) -> list[str]:
+        """The names of ``names`` in this shard, in their order.
 
-    def select(self, names: Iterable[str]) -> list[str]:
-        """The names of ``names`` in this shard, in their order."""
-        return [name for name in names if self.holds(name)]
+        ``names`` must be every session of the project (the partition of one
+        depends on the others when ``durations``, milliseconds by name, are given).
+        """
+        names = list(names)
+        if durations:
+            shards = balanced(names, self.count, durations)
+            return [name for name in names if shards[name] == self.index]
+        return [name for name in names if shard_of(name, self.count) == self.index]
 
 
 def shard_of(name: str, count: int) -> int:
     """The shard (1..count) of the session ``name``: a stable hash of its name."""
     value = int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:8])
     return 1 + value % count
+
+
+def balanced(names: Iterable[str], count: int, durations: Mapping[str, int]) -> dict[str, int]:
+    """The shard (1..count) of each name: longest first onto the least loaded shard.
+
+    ``durations`` are milliseconds by name; a name it lacks weighs the mean of
+    the names it has (with none known, every name weighs the same).
+    """
+    unique = sorted(set(names))
+    known = [durations[name] for name in unique if name in durations]
+    mean = sum(known) // len(known) if known else 0
+    weights = {name: durations.get(name, mean) + BASE_MS for name in unique}
+    order = sorted(unique, key=lambda name: (-weights[name], name))
+    loads = [(0, index) for index in range(1, count + 1)]  # (load, shard): a min-heap
+    chosen: dict[str, int] = {}
+    for name in order:
+        load, index = heapq.heappop(loads)
+        chosen[name] = index
+        heapq.heappush(loads, (load + weights[name], index))
+    return chosen
+
+
+def read_durations(layout: Layout) -> dict[str, int] | None:
+    """The committed durations file as milliseconds by session (None: there is none).
+
+    A file that is not a JSON object of session names to seconds is one error.
+    """
+    path = layout.abs(layout.durations_file)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise ShardError(
+            f"cannot read it: {err.strerror or err}", file=layout.durations_file
+        ) from None
+    hint = "write it again with `domarkx build --store-durations` (or delete it: shards by name)"
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ShardError(f"not JSON: {err}", file=layout.durations_file, hint=hint) from None
+    if not isinstance(data, dict):
+        raise ShardError(
+            "not a JSON object of session names to seconds", file=layout.durations_file, hint=hint
+        )
+    found: dict[str, int] = {}
+    for name, seconds in data.items():
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ShardError(
+                f"{name!r}: {seconds!r} is not a number of seconds",
+                file=layout.durations_file,
+                hint=hint,
+            )
+        found[str(name)] = round(seconds * 1000)
+    return found
 
 
 def parse(text: str, count: int | None = None, env: Mapping[str, str] | None = None) -> Shard:
@@ -104,10 +188,17 @@ def from_env(env: Mapping[str, str] | None = None) -> Shard | None:
         raise ShardError(f"{ENV}={text!r}: {err.message.partition(': ')[2]}") from None
 
 
-def select(names: list[str], env: Mapping[str, str] | None = None) -> list[str]:
-    """``names`` less the sessions of other shards (all of them when no shard is set)."""
+def select(
+    names: list[str], layout: Layout | None = None, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """``names`` (every session of ``layout``'s project) less the sessions of other shards.
+
+    All of them when no shard is set; balanced by ``layout``'s durations file when it has one.
+    """
     shard = from_env(env)
-    return names if shard is None else shard.select(names)
+    if shard is None:
+        return names
+    return shard.select(names, read_durations(layout) if layout is not None else None)
 
 
 def _shard(index_text: str, count_text: str, where: str, zero_based: bool) -> Shard:

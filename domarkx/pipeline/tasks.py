@@ -117,7 +117,7 @@ def session_tasks(
         # Walked as doit read its settings (``doit_config``), or now.
         found = workers.take_scan(layout) or workers.scan(layout, remember=False)
         all_names, odd = found.names, found.odd
-        all_names = shard.select(all_names)  # `--shard I/N`: this shard's sessions only
+        all_names = shard.select(all_names, layout)  # `--shard I/N`: this shard's sessions only
         # Workers start on the stale sessions while doit loads and checks the tasks.
         stages.start_workers(layout, found.stale)
         included = layout.included_files()
