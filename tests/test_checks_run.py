@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from importlib.metadata import entry_points
 
 from domarkx.data.store import Store
 from tests.chat_server import ChatServer
@@ -283,46 +284,79 @@ def test_live_asks_again_and_keeps_no_record_unless_told(project, cli):
     assert code == 1 and "contains: FAILED" in out
 
 
-def test_pytest_collects_sessions_and_reports_each_check(project):
-    with ChatServer() as server:
-        root = project(files(server.base_url, "- contains: '4'\n- contains: five"))
-        answer(server)
-        (root / "test_nothing.py").write_text("def test_own():\n    pass\n")
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "domarkx.cli.pytest_plugin",
-                "--domarkx",
-                "sessions",
-                "-rA",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "test_nothing.py",
-            ],
-            cwd=root,
-            env=process_env(
-                {
-                    "DOMARKX_HOME": None,
-                    "PYTEST_ADDOPTS": None,
-                    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-                }
-            ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+def pytest_in(root, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pytest ARGS`` in ``root`` as a user runs it: plugins load from their
+    entry points (no ``-p``, no autoload switched off), nothing of this suite's options."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=root,
+        env=process_env(
+            {"DOMARKX_HOME": None, "PYTEST_ADDOPTS": None, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": None}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_pytest_collects_each_check_of_a_domarkx_init_project_as_an_item(tmp_path):
+    # The plugin is the pytest11 entry point of the installed distribution.
+    (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "domarkx"]
+    assert plugin.value == "domarkx.cli.pytest_plugin"
+    root = tmp_path / "project"
+    made = subprocess.run(
+        [sys.executable, "-m", "domarkx", "init", str(root)],
+        env=process_env({"DOMARKX_HOME": None}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    runs = tmp_path / "runs.log"
+    (root / "sessions" / "a.md").write_text(
+        "## user\n\n> Write a.txt.\n\n```yaml expect\n- sh: test -f a.txt\n"
+        "- contains: done\n- contains: nope\n```\n\n## assistant\n\n> done\n\n"
+        f"```bash\necho ran >> {runs}\necho a > a.txt\n```\n"
+    )
+    (root / "sessions" / "broken.md").write_text(
+        "## user\n\n> Hi.\n\n```yaml expect\n- sounds-like: hello\n```\n"
+    )
+    (root / "test_own.py").write_text("def test_own():\n    pass\n")
+
+    done = pytest_in(root, "--domarkx", "sessions/", "-rA", "--junitxml", "junit.xml")
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
-    assert "1 subtests passed" in out, out
-    assert "SUBFAILED[sessions/add.md:19 contains: five] sessions/add.md" in out
-    assert "sessions/add.md:19: contains: FAILED: 'five' is not in the reply" in out
-    assert "1 passed" in out  # the project's own test ran beside the session
-    assert "FAILED sessions/add.md" in out
+    assert "PASSED sessions/a.md::line 6: sh: test -f a.txt" in out
+    assert "PASSED sessions/a.md::line 7: contains: done" in out
+    assert "FAILED sessions/a.md::line 8: contains: nope" in out
+    assert "sessions/a.md:8: contains: FAILED: 'nope' is not in the reply" in out
+    assert "FAILED sessions/broken.md::import" in out
+    assert "sessions/broken.md:6: unknown check kind 'sounds-like'" in out
+    assert "PASSED test_own.py::test_own" in out  # the project's own test, beside them
+    assert "2 failed, 3 passed" in out
+    # --junitxml: one test case per check, the failed one with its failure.
+    cases = ET.parse(root / "junit.xml").getroot().findall(".//testcase")
+    named = {c.get("name"): c for c in cases}
+    assert named["line 8: contains: nope"].find("failure") is not None
+    assert named["line 6: sh: test -f a.txt"].find("failure") is None
+    assert runs.read_text().splitlines() == ["ran"]
+
+    # -k selects checks; the session is not run again (the build's caches answer).
+    done = pytest_in(root, "--domarkx", "sessions", "-k", "sh", "-q")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed, 4 deselected" in done.stdout
+    assert runs.read_text().splitlines() == ["ran"]
+    # The project's pytest configuration names the sessions as well as --domarkx does.
+    (root / "pytest.ini").write_text("[pytest]\ndomarkx_paths = sessions\n")
+    done = pytest_in(root, "-q")
+    assert "2 failed, 3 passed" in done.stdout, done.stdout + done.stderr
+    done = pytest_in(root, "-q", "sessions/a.md", "test_own.py")  # as named, no more
+    assert "1 failed, 3 passed" in done.stdout, done.stdout + done.stderr
+    # Switched off by its entry point's name, the plugin is gone.
+    done = pytest_in(root, "-p", "no:domarkx", "--domarkx", "sessions")
+    assert done.returncode == 4 and "unrecognized arguments: --domarkx" in done.stderr
 
 
 def test_a_failed_check_fails_its_sessions_run_task_and_the_build_goes_on(project, cli):
@@ -475,10 +509,11 @@ def test_domarkx_test_builds_through_the_task_graph_and_runs_nothing_twice(proje
     assert runs.read_text().splitlines() == ["ran"]
     assert '"checks": [' in (root / ".domarkx" / "exports" / "a.md").read_text()
 
-    # A check that fails: the session runs once for the new check, then the execution
-    # cache answers each time, and the failure is reported the same way.
+    # A check that fails: the new check is run once (from a turn layer, or by running the
+    # session again), then the execution cache answers, and the failure is the same.
     source = root / "sessions" / "a.md"
     source.write_text(source.read_text().replace("contains: done", "contains: nope"))
+    ran = []
     for _ in range(2):
         code, out, err = cli("test", "--junit", tmp_path / "junit.xml")
         assert code == 1, out + err
@@ -486,14 +521,19 @@ def test_domarkx_test_builds_through_the_task_graph_and_runs_nothing_twice(proje
             out.splitlines()[1] == "sessions/a.md:7: contains: FAILED: 'nope' is not in the reply"
         )
         assert out.splitlines()[2].startswith("  `domarkx export ")
-        assert runs.read_text().splitlines() == ["ran", "ran"]
+        ran.append(runs.read_text())
         validate_junit(ET.parse(tmp_path / "junit.xml").getroot())
+    assert ran[0] == ran[1]
     # A document the build does not know (outside sessions/) runs on its own.
     (root / "notes").mkdir()
     (root / "notes" / "b.md").write_text(source.read_text().replace("nope", "done"))
     code, out, err = cli("test", "notes/b.md")
-    assert code == 0 and out.splitlines()[-1].endswith("2 passed, 0 failed"), out + err
-    assert runs.read_text().splitlines() == ["ran", "ran", "ran"]
+    assert code == 0, out + err
+    assert out.splitlines() == [
+        "notes/b.md:6: sh: passed",
+        "notes/b.md:7: contains: passed",
+        "2 checks in 1 session: 2 passed, 0 failed",
+    ]
 
 
 def test_live_asks_the_model_of_an_up_to_date_session_and_leaves_the_build_its_records(

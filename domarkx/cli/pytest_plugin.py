@@ -2,20 +2,32 @@
 
 ``pytest --domarkx sessions/`` (or ``domarkx_paths = sessions`` in the
 project's pytest configuration) collects each session document that has an
-``expect`` block as one test item, which imports and runs the session as
-``domarkx test`` does. Each check is reported as a sub-result (pytest's
-subtest reports, ``SUBPASSED``/``SUBFAILED``, on pytest 9 and later; on
-older versions, a section of the item's report); the item fails when a
-check fails or the session cannot run. Registered as the ``pytest11``
-entry point ``domarkx``.
+``expect`` block as a collector node (a ``pytest.File``, as pytest's guide to
+non-Python tests does it), and each of its checks as a test item under it:
+``sessions/add.md::line 19: contains: 4``. So ``-k`` selects checks by kind
+or text, and ``--junitxml`` writes one test case per check.
+
+Collecting imports the document (nothing runs); the first of a session's
+items that runs builds the session as ``domarkx test`` does (``testing``: the
+build's task graph and caches), and each item reports its check's result. A
+document that does not import is one item, ``import``, that fails with the
+error. Registered as the ``pytest11`` entry point ``domarkx``.
+
+Only pytest's documented hooks and classes are used: ``pytest_addoption``,
+``pytest_configure`` (the paths join ``config.args``, what pytest collects),
+``pytest_collect_file``, ``pytest.File`` and ``pytest.Item``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from domarkx.checks.junit import SessionReport
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,65 +49,112 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
+# The config's session paths (absolute), set by pytest_configure.
+_PATHS = pytest.StashKey[list[Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
     here = Path(config.invocation_params.dir)
-    paths = [here / p for p in config.getoption("domarkx") or []]
-    paths += [Path(config.rootpath) / p for p in config.getini("domarkx_paths") or []]
-    if not paths:
-        return
+    given = [(here / p).resolve() for p in config.getoption("domarkx") or []]
+    configured = [(Path(config.rootpath) / p).resolve() for p in config.getini("domarkx_paths")]
+    config.stash[_PATHS] = given + configured
+    # What pytest collects: --domarkx paths always; the configured ones, as testpaths,
+    # when the command line names no file or folder (pytest drops a path met twice).
+    named = config.args_source == pytest.Config.ArgsSource.ARGS
+    for path in given + ([] if named else configured):
+        if str(path) not in config.args:
+            config.args.append(str(path))
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SessionFile | None:
+    paths = parent.config.stash.get(_PATHS, [])
+    if file_path.suffix != ".md" or not paths:
+        return None
+    resolved = file_path.resolve()
+    inside = [p for p in paths if resolved == p or resolved.is_relative_to(p)]
+    if not inside:
+        return None
+    base = inside[0]
+    if resolved != base and any(
+        part.startswith(("_", ".")) for part in resolved.relative_to(base).parts
+    ):
+        return None  # a partial (`_*`) or hidden file: included by sessions, not one
     # reason: pytest loads this plugin in every run; the session stack only for --domarkx
     from domarkx.cli import testing
-    from domarkx.data.store import Store  # reason: (as above)
 
-    store = Store.discover(Path(config.rootpath))
-    seen: set[Path] = set()
-    for path in testing.session_files(store, [str(p) for p in paths]):
-        path = path.resolve()
-        if path in seen or not testing.has_expect_block(path):
-            continue
-        seen.add(path)
-        name = (
-            path.relative_to(config.rootpath).as_posix()
-            if path.is_relative_to(config.rootpath)
-            else str(path)
-        )
-        items.append(SessionItem.from_parent(session, name=name, path=path, nodeid=name))
+    if not testing.has_expect_block(file_path):
+        return None
+    found: SessionFile = SessionFile.from_parent(parent, path=file_path)
+    return found
 
 
 class ChecksFailed(Exception):
-    """A session's checks failed or it could not run: the lines that say which."""
+    """A check failed, or its session could not run: the line that says which."""
 
 
-class SessionItem(pytest.Item):
-    """One session document with checks."""
+class SessionFile(pytest.File):
+    """One session document with checks: its checks are the items."""
 
-    def runtest(self) -> None:
+    report: SessionReport | None = None
+
+    def collect(self) -> Iterator[pytest.Item]:
         # reason: pytest loads this plugin in every run; the session stack only for --domarkx
         from domarkx.cli import testing
-        from domarkx.data.store import Store  # reason: (as above)
+        from domarkx.errors import DomarkxError  # reason: (as above)
 
-        store = Store.discover(self.path.parent)
-        live = self.config.getoption("domarkx_live")
-        report = testing.test_session(
-            store, self.path, replay_mode="live" if live else None, force=True
-        )
-        assert report is not None
-        for outcome in report.outcomes:
-            self.user_properties.append((f"{outcome.where} {outcome.label}", outcome.result.detail))
-        lines = [
-            f"{o.where}: {o.result.kind}: "
-            + ("passed" if o.result.passed else f"FAILED: {o.result.detail}")
-            for o in report.outcomes
-        ]
-        self.add_report_section("call", "domarkx checks", "\n".join(lines))
-        _sub_results(self, report)
-        problems = [line for line in lines if ": FAILED: " in line]
-        if report.error is not None:
-            problems.append(f"{report.session}: could not run: {report.error}")
-        if problems:
-            raise ChecksFailed("\n".join(problems))
+        try:
+            checks = testing.session_checks(self.path)
+        except DomarkxError as err:
+            yield CheckItem.from_parent(self, name="import", index=-1, line=None, error=str(err))
+            return
+        for index, (line, label) in enumerate(checks):
+            name = f"line {line}: {label}" if line else label
+            yield CheckItem.from_parent(self, name=name, index=index, line=line)
+
+    def setup(self) -> None:
+        """Build the session once, before the first of its checks reports."""
+        # reason: pytest loads this plugin in every run; the session stack only for --domarkx
+        from domarkx.cli import testing
+
+        live = bool(self.config.getoption("domarkx_live"))
+        self.report = testing.test_one(self.path, live=live)
+
+
+class CheckItem(pytest.Item):
+    """One check of a session: passes when the session's run passed it."""
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        line: int | None,
+        error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+        self.line = line
+        self.error = error
+
+    def runtest(self) -> None:
+        if self.error is not None:  # the document did not import
+            raise ChecksFailed(self.error)
+        parent = self.parent
+        assert isinstance(parent, SessionFile) and parent.report is not None
+        report = parent.report
+        outcome = report.outcomes[self.index] if self.index < len(report.outcomes) else None
+        if outcome is not None:
+            self.user_properties.append(("check", f"{outcome.where}: {outcome.label}"))
+            self.user_properties.append(("detail", outcome.result.detail))
+        if report.error is not None and (outcome is None or not outcome.result.passed):
+            raise ChecksFailed(f"{report.session}: could not run: {report.error}")
+        if outcome is None:
+            raise ChecksFailed(f"{report.session}: the check was not run")
+        if not outcome.result.passed:
+            shown = f"\n  `domarkx export {report.instance}` shows the run" * bool(report.instance)
+            raise ChecksFailed(
+                f"{outcome.where}: {outcome.result.kind}: FAILED: {outcome.result.detail}{shown}"
+            )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, ChecksFailed):
@@ -103,26 +162,5 @@ class SessionItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"domarkx: {self.name}"
-
-
-def _sub_results(item: SessionItem, report: Any) -> None:
-    """Each check as a subtest report, where this pytest has them (9 and later)."""
-    try:
-        from _pytest.subtests import SubtestContext  # reason: pytest >= 9 only
-    except ImportError:
-        return
-    for outcome in report.outcomes:
-
-        def check(outcome: Any = outcome) -> None:
-            if not outcome.result.passed:
-                raise ChecksFailed(
-                    f"{outcome.where}: {outcome.result.kind}: {outcome.result.detail}"
-                )
-
-        call = pytest.CallInfo.from_call(check, when="call")
-        made = item.ihook.pytest_runtest_makereport(item=item, call=call)
-        sub = pytest.SubtestReport._new(
-            made, SubtestContext(msg=f"{outcome.where} {outcome.label}", kwargs={}), None, None
-        )
-        item.ihook.pytest_runtest_logreport(report=sub)
+        line = self.line - 1 if self.line else None
+        return self.path, line, f"domarkx: {self.name}"

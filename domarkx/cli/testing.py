@@ -212,6 +212,40 @@ def _now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat("T", "seconds")
 
 
+def test_one(path: Path, *, live: bool = False) -> SessionReport:
+    """The report of one document with checks, built (``live``: the model asked again)."""
+    store = open_store(path)
+    with environment(REPLAY_ENV, "live" if live else None):
+        reports = test_sessions(store, [path], fresh=live)
+    if reports:
+        return reports[0]
+    return SessionReport(session=display_path(path, store.root), error="it has no checks")
+
+
+def session_checks(path: Path) -> list[tuple[int | None, str]]:
+    """The line and label of each check of a document, in report order; nothing runs.
+
+    With samples, the block's verdict comes after its checks (``results.outcomes``).
+    A document that does not import is a ``DomarkxError``.
+    """
+    store = open_store(path)
+    manager = SnapshotManager(store)
+    expanded, _ = manager.expand(manager.parse(path), {})
+    snapshot = manager.build(expanded)
+    checks = TurnChecks.for_snapshot(
+        snapshot,
+        root=Path(store.root),
+        project=load(store.root),
+        cache=ReplayCache(store.replay_dir, mode="auto"),
+    )
+    found: list[tuple[int | None, str]] = []
+    for _, expect in sorted(checks.expects.items()):
+        found += [(check.line, check.label()) for check in expect.checks]
+        if expect.samples > 1:
+            found.append((expect.line, f"samples: {expect.samples}"))
+    return found
+
+
 def session_files(store: Store, paths: list[str]) -> list[Path]:
     """The session documents PATH names: files as given, folders' ``*.md`` (no partials)."""
     root = Path(store.root)
