@@ -8,6 +8,14 @@ run after the model's turn. With ``samples: N``, the model is asked N times:
 the run itself is sample 0; samples 1 to N-1 each run in a sandbox of their
 own (a run of the same snapshot, its replies under their own replay keys),
 and the results recorded are the samples' summary (``summarise_samples``).
+
+With turn layers (``session.layers``), what each sandbox check did goes in the
+record of the layers saved after it. A run that starts from a layer gives the
+turns that ended before it their results as a run from scratch would: the
+``sh`` and ``python`` checks from the layer's record (the sandbox they saw is
+gone; their code is in the layer's key), every other kind evaluated again on
+the document (they read only the conversation, and ``judge`` its replay
+records).
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from domarkx.checks.turns import TurnChecks, has_checks
 from domarkx.data.models import SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
-from domarkx.execution.engine import Engine
+from domarkx.execution.engine import BlockResult, Engine
 from domarkx.llm.replay import ReplayCache
 from domarkx.session.approval import Approval
+from domarkx.session.layer_keys import turn_end
+from domarkx.session.layers import LayerRun
 
 
 class Runs(Protocol):
@@ -37,6 +47,7 @@ class Runs(Protocol):
     replay_mode: str | None
     refused: set[str]
     sample: int
+    layer_runs: dict[str, LayerRun | None]
 
     @property
     def approval(self) -> Approval: ...
@@ -54,6 +65,8 @@ class CheckRun:
         self.snapshot = snapshot
         self.checks = checks
         self.done: set[int] = set()
+        self.layers: LayerRun | None = None
+        self.started = False
 
     @classmethod
     def for_run(cls, manager: Runs, snapshot: SessionSnapshot) -> CheckRun | None:
@@ -71,10 +84,44 @@ class CheckRun:
 
     def run_code(self, sandbox: Engine) -> RunCode:
         timeout = self.snapshot.config().timeout
-        return lambda language, code: sandbox.run(language, code, timeout)
+
+        def run(language: str, code: str) -> BlockResult:
+            result = sandbox.run(language, code, timeout)
+            if self.layers is not None:  # in the record of the next layers
+                self.layers.check_ran(language, code, result)
+            return result
+
+        return run
+
+    def start(self, instance: SessionInstance) -> None:
+        """Once, before the run's first checks: the turns before the layer it started from."""
+        if self.started:
+            return
+        self.started = True
+        self.layers = self.manager.layer_runs.get(instance.instance_id)
+        if self.layers is None or self.layers.message is None:
+            return
+        assert self.layers.checks, "a run with checks starts its layers with checks=True"
+        recorded = iter(self.layers.recorded_checks())
+
+        def replay(language: str, code: str) -> BlockResult:
+            found = next(recorded, None)
+            if found is None or found[:2] != (language, code):  # the key holds these checks
+                raise DomarkxError(f"the layer's record has no result for the check {code!r}")
+            return found[2]
+
+        conversation = instance.conversation
+        for user in sorted(self.checks.expects):
+            end = turn_end(conversation, user)
+            if end is not None and end <= self.layers.message:
+                self.done.add(user)
+                self.checks.after(conversation, user, replay)
+        self._keep_judge_records(instance)
+        self.manager.store.put_instance(instance)
 
     def before(self, instance: SessionInstance, sandbox: Engine, message: int) -> None:
         """Code of message ``message`` is about to run: check the turns that ended before it."""
+        self.start(instance)
         conversation = instance.conversation
         for user in sorted(self.checks.expects):
             if user in self.done or user >= message:
@@ -88,6 +135,7 @@ class CheckRun:
 
     def at_end(self, instance: SessionInstance, sandbox: Engine) -> None:
         """The run's turns are all done (the model's too): check every turn left."""
+        self.start(instance)
         for user in sorted(self.checks.expects):
             if user not in self.done:
                 self._check(instance, sandbox, user)

@@ -50,6 +50,7 @@ from domarkx.session.blocks import (
     refused_before,
     runnable_blocks,
 )
+from domarkx.session.layer_keys import has_checks
 from domarkx.session.legacy import check_model_source, read_source
 from domarkx.session.locate import block_line, config_line, failed_block, setup_line
 
@@ -177,12 +178,18 @@ class InstanceManager:
 
     # Running --------------------------------------------------------------------
     def start(
-        self, instance: SessionInstance, snapshot: SessionSnapshot, *, keep: bool = False
+        self,
+        instance: SessionInstance,
+        snapshot: SessionSnapshot,
+        *,
+        keep: bool = False,
+        checks: bool = False,
     ) -> Engine:
         """Start the sandbox, labelled with the instance and this project.
 
         ``keep`` is recorded: a kept sandbox outlives its run on purpose, any
         other one whose owner died is a leftover that ``prune`` removes.
+        ``checks``: the run runs the session's checks (they are in its layers' keys).
         """
         config = snapshot.config()
         cls = engine_class(instance.engine)
@@ -190,9 +197,8 @@ class InstanceManager:
         labels = {INSTANCE_LABEL: instance.instance_id, PROJECT_LABEL: self.store.project_id}
         try:  # from the deepest layer the document shares with an earlier run, if any
             make = partial(cls, config, workdir, labels=labels)
-            never = self.approval.mode == "never"  # refused model code is in the layer keys
             layers, engine, handle = turn_layers.start_sandbox(
-                self.store, snapshot, make, never=never
+                self.store, snapshot, make, never=self.approval.mode == "never", checks=checks
             )
             self.layer_runs[instance.instance_id] = layers
         except BaseException as err:
@@ -254,7 +260,7 @@ class InstanceManager:
     ) -> SessionInstance:
         """Run an instance to its end; the sandbox is destroyed unless ``keep``."""
         cleanup.refuse_when_exiting()
-        sandbox = self.start(instance, snapshot, keep=keep)
+        sandbox = self.start(instance, snapshot, keep=keep, checks=has_checks(snapshot))
 
         def interrupted() -> None:
             instance.status = "failed"
@@ -417,13 +423,7 @@ class InstanceManager:
 
     def checks_for(self, snapshot: SessionSnapshot) -> CheckRun | None:
         """The run's checks (``expect`` blocks of user messages); None when it has none."""
-        if not any(
-            "expect" in block.flags
-            for message in snapshot.conversation
-            if message.role == "user"
-            for block in message.content
-            if isinstance(block, CodeBlock)
-        ):
+        if not has_checks(snapshot):
             return None
         # reason: the checks stack (judge, endpoints, replay) loads only for sessions with checks
         from domarkx.session.check_run import CheckRun

@@ -12,6 +12,12 @@ What did not run is in the key too: a block whose "not run" output still holds
 whose result says "not run". So a layer saved by a run where that code ran
 never matches a document where it did not: its outputs and its state never
 stand in for a refusal.
+
+A run with checks (``expect`` blocks) runs the ``sh`` and ``python`` checks of
+a turn in the sandbox once the turn is over, before the next code: what they
+do is part of the sandbox, so their code is in the key of the first message
+that runs after them (``checks=True``; the other kinds read only the
+conversation and are not). A run without checks (``chat``) has other keys.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ from domarkx.data.models import (
     SessionSnapshot,
     TextBlock,
 )
-from domarkx.errors import EngineError
+from domarkx.errors import DomarkxError, EngineError
 from domarkx.execution.engine import Engine, canonical_language
 from domarkx.session.blocks import model_written, refused_before, runnable_blocks
 
 ENV = "DOMARKX_LAYERS"
 # The layout of a layer's key and record; another format is another key.
 LAYER_FORMAT = 1
+# The checks that run in the sandbox (``checks.evaluate``): they are in the keys.
+SANDBOX_KINDS = ("sh", "python")
 # What a block or tool call that did not run adds to its entry in the key.
 NOT_RUN_MARK = "not run"
 
@@ -51,7 +59,7 @@ class Step:
 
 
 def enabled(snapshot: SessionSnapshot) -> bool:
-    """Whether runs of ``snapshot`` use layers (``layers:``, ``DOMARKX_LAYERS``, checks)."""
+    """Whether runs of ``snapshot`` use layers (``layers:``, ``DOMARKX_LAYERS``)."""
     if os.environ.get(ENV, "").strip() in ("0", "false", "no", "off"):
         return False
     value = (snapshot.config().model_extra or {}).get("layers", True)
@@ -62,17 +70,46 @@ def enabled(snapshot: SessionSnapshot) -> bool:
             hint="write `layers: false` to run from scratch every time, or leave it out",
             key="layers",
         )
-    return value and not has_checks(snapshot.conversation)
+    return value
 
 
-def has_checks(conversation: list[Message]) -> bool:
+def has_checks(snapshot: SessionSnapshot) -> bool:
+    """Whether a user message of ``snapshot`` has an expect block (a run checks it)."""
     return any(
         "expect" in block.flags
-        for message in conversation
+        for message in snapshot.conversation
         if message.role == "user"
         for block in message.content
         if isinstance(block, CodeBlock)
     )
+
+
+def turn_end(conversation: list[Message], user: int) -> int | None:
+    """The index of the user message after ``user`` (its turn ends there); None: the last."""
+    return next(
+        (i for i in range(user + 1, len(conversation)) if conversation[i].role == "user"), None
+    )
+
+
+def sandbox_checks(conversation: list[Message]) -> dict[int, list[list[str]]]:
+    """The ``sh`` and ``python`` checks of each user message whose turn ends before the
+    end, by the index where it ends: ``[kind, code]`` in order (an expect block that does
+    not read is kept whole, so any change to it is a change of key)."""
+    # reason: reading expect blocks loads PyYAML (~25 ms), for runs with checks only
+    from domarkx.checks.spec import expect_blocks, parse_expect
+
+    found: dict[int, list[list[str]]] = {}
+    for m, _, block in expect_blocks(conversation):
+        end = turn_end(conversation, m)
+        if end is None:
+            continue
+        try:
+            expect = parse_expect(block, file="", line=None)
+            checks = [[c.kind, str(c.arg)] for c in expect.checks if c.kind in SANDBOX_KINDS]
+        except DomarkxError:
+            checks = [["expect", block.code]]
+        found.setdefault(end, []).extend(checks)
+    return found
 
 
 def base_key(snapshot: SessionSnapshot, engine: type[Engine]) -> str:
@@ -162,10 +199,12 @@ def chain(
     engine: type[Engine] | Engine,
     *,
     never: bool = False,
+    checks: bool = False,
 ) -> tuple[str, list[Step]]:
     """Layer 0's key and a step per message of ``conversation`` that ran something.
 
     ``never``: the run's grant refuses model-written code (``approve = "never"``).
+    ``checks``: the run runs the session's checks (the sandbox ones are in the keys).
     """
     cls = engine if isinstance(engine, type) else type(engine)
     key = base_key(snapshot, cls)
@@ -175,16 +214,23 @@ def chain(
     for ref, flag in zip(refs, not_run_blocks(conversation, cls, never=never), strict=True):
         by_message.setdefault(ref.message, []).append(ref.index)
         unrun.setdefault(ref.message, []).append(flag)
+    checked = sandbox_checks(conversation) if checks else {}
     steps = []
     count = 0
+    waiting: list[list[str]] = []  # sandbox checks run since the last step
     for m, message in enumerate(conversation):
+        waiting += checked.get(m, [])
         indexes = by_message.get(m, [])
         has_calls = bool(tool_calls(message))
         if not indexes and not (message.role == "assistant" and has_calls):
             continue
         count += len(indexes)
         calls_not_run = refused_calls(conversation, m) if has_calls else []
-        key = digest({"parent": key, **ran_by(message, indexes, unrun.get(m), calls_not_run)})
+        ran = ran_by(message, indexes, unrun.get(m), calls_not_run)
+        if waiting:
+            ran["checks"] = waiting
+            waiting = []
+        key = digest({"parent": key, **ran})
         steps.append(Step(m, key, count))
     return base_key(snapshot, cls), steps
 

@@ -23,8 +23,13 @@ records, a model's block that ``approve = "never"`` refuses. A refusal the key
 did not foresee (the user's "no" during the run) or a timeout (the processes
 restarted) ends the saving of layers for the rest of the run.
 
-Off with ``layers: false`` in session-config or ``DOMARKX_LAYERS=0``; off too
-for sessions with checks (their checks run in the sandbox after each turn).
+A run with checks runs the ``sh`` and ``python`` checks of a turn in the
+sandbox after it: their code is in the keys, and what they did (exit status,
+output) in the record of every layer saved after them, so a run resumed from
+a layer gives the turns before it the results a run from scratch gives
+(``session.check_run``; the other kinds are evaluated again on the document).
+
+Off with ``layers: false`` in session-config or ``DOMARKX_LAYERS=0``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSn
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.execution import layer_state
-from domarkx.execution.engine import Engine, canonical_language
+from domarkx.execution.engine import BlockResult, Engine, canonical_language
 from domarkx.session.blocks import BlockRef, attach_outputs, now, runnable_blocks
 from domarkx.session.layer_keys import (
     Step,
@@ -73,6 +78,11 @@ class LayerRun:
     max_size: int
     # The run's grant refuses model-written code (``approve = "never"``): in the keys.
     never: bool = False
+    # The run runs the session's checks: their sandbox code is in the keys.
+    checks: bool = False
+    # What the sandbox checks did so far in the run (from the layer it started from, then
+    # its own): in the record of each layer it saves.
+    check_runs: list[dict[str, Any]] = field(default_factory=list)
     resume: Resume | None = None
     # Set once something ran that a layer must not hold (a refusal the keys did not
     # foresee, a timeout).
@@ -92,7 +102,9 @@ class LayerRun:
     # Starting ---------------------------------------------------------------------
     def candidates(self, engine: type[Engine]) -> list[tuple[Step | None, str]]:
         """Layers of the snapshot's chain, deepest first (layer 0 last)."""
-        key0, steps = chain(self.snapshot, self.snapshot.conversation, engine, never=self.never)
+        key0, steps = chain(
+            self.snapshot, self.snapshot.conversation, engine, never=self.never, checks=self.checks
+        )
         found: list[tuple[Step | None, str]] = [(s, s.key) for s in reversed(steps)]
         if self.snapshot.setup_script is not None:
             found.append((None, key0))
@@ -163,18 +175,63 @@ class LayerRun:
         if self.resume is None:
             return False
         setup, _ = self.recorded()
+        data = self.resume.record.get("record") or {}
+        self.check_runs = list(data.get("checks") or [])
         instance.setup_output = setup
         store.append_setup_output(instance.instance_id, setup)
         for m, index, outs in self.attach(instance.conversation, sandbox):
             store.append_outputs(instance.instance_id, m, index, outs)
         return True
 
+    # Checks -----------------------------------------------------------------------
+    @property
+    def message(self) -> int | None:
+        """The message of the layer the run started from (None: it started before any)."""
+        if self.resume is None or self.resume.step is None:
+            return None
+        return self.resume.step.message
+
+    def check_ran(self, language: str, code: str, result: BlockResult) -> None:
+        """A sandbox check ran: it goes in the record of the layers saved after it."""
+        if result.timed_out:
+            self.broken = True  # the processes restarted
+        self.check_runs.append(
+            {
+                "language": language,
+                "code": code,
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+                "exit_code": result.exit_code,
+                "timed_out": result.timed_out,
+            }
+        )
+
+    def recorded_checks(self) -> list[tuple[str, str, BlockResult]]:
+        """What the sandbox checks before the layer did, in order, from its record."""
+        assert self.resume is not None
+        data = self.resume.record.get("record") or {}
+        found = []
+        for item in data.get("checks") or []:
+            result = BlockResult(
+                stdout=str(item.get("stdout") or ""),
+                stderr=str(item.get("stderr") or ""),
+                exit_code=item.get("exit_code"),
+                duration=0.0,
+                timed_out=bool(item.get("timed_out")),
+            )
+            found.append((str(item.get("language")), str(item.get("code")), result))
+        return found
+
     # Saving -----------------------------------------------------------------------
     def steps(self, sandbox: Engine) -> tuple[str, dict[int, Step]]:
         """Layer 0's key and the document's steps by the number of blocks up to them."""
         if self._steps is None:
             key0, steps = chain(
-                self.snapshot, self.snapshot.conversation, sandbox, never=self.never
+                self.snapshot,
+                self.snapshot.conversation,
+                sandbox,
+                never=self.never,
+                checks=self.checks,
             )
             own: dict[int, Step] = {}
             before = 0
@@ -222,7 +279,9 @@ class LayerRun:
         for message in instance.conversation[before:]:
             if any(isinstance(b, OutputBlock) and b.timed_out for b in message.content):
                 self.broken = True  # the processes restarted
-        key0, steps = chain(self.snapshot, instance.conversation, sandbox, never=self.never)
+        key0, steps = chain(
+            self.snapshot, instance.conversation, sandbox, never=self.never, checks=self.checks
+        )
         if not steps or steps[-1].message < max(before, len(self.snapshot.conversation)):
             return
         parent = steps[-2].key if len(steps) > 1 else key0
@@ -268,6 +327,7 @@ class LayerRun:
             "record": {
                 "setup_output": [o.model_dump(mode="json") for o in setup_output],
                 "outputs": [[o.model_dump(mode="json") for o in outs] for outs in outputs],
+                "checks": list(self.check_runs),
             },
         }
         if self.layers.put(key, record):
@@ -322,14 +382,20 @@ def bound_size(
 
 
 def start_sandbox(
-    store: Store, snapshot: SessionSnapshot, make: Callable[[], Engine], *, never: bool = False
+    store: Store,
+    snapshot: SessionSnapshot,
+    make: Callable[[], Engine],
+    *,
+    never: bool = False,
+    checks: bool = False,
 ) -> tuple[LayerRun | None, Engine, dict[str, Any]]:
     """The run's layers and its started sandbox: from the deepest usable layer, else
     from scratch. A layer whose state does not come back is marked broken and the
     next one down is tried, down to an empty sandbox. ``never``: the run's grant
-    refuses model-written code (``approve = "never"``).
+    refuses model-written code (``approve = "never"``); ``checks``: the run runs the
+    session's checks.
     """
-    run = layer_run(store, snapshot, never=never)
+    run = layer_run(store, snapshot, never=never, checks=checks)
     project = project_config.load(store.root)
     tried: set[str] = set()
     while True:
@@ -370,7 +436,9 @@ def to_run(run: LayerRun | None, instance: SessionInstance, sandbox: Engine) -> 
         run.after_block(instance, sandbox, ref, done)
 
 
-def layer_run(store: Store, snapshot: SessionSnapshot, *, never: bool = False) -> LayerRun | None:
+def layer_run(
+    store: Store, snapshot: SessionSnapshot, *, never: bool = False, checks: bool = False
+) -> LayerRun | None:
     """The layers of a run of ``snapshot`` (None: layers are off for it)."""
     if not enabled(snapshot):
         return None
@@ -380,4 +448,5 @@ def layer_run(store: Store, snapshot: SessionSnapshot, *, never: bool = False) -
         snapshot,
         project_config.size_in_bytes(settings.max_size),
         never=never,
+        checks=checks,
     )
