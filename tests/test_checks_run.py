@@ -553,3 +553,39 @@ def test_live_asks_the_model_of_an_up_to_date_session_and_leaves_the_build_its_r
         code, out, err = cli("test", env={"DOMARKX_LLM": "replay"})
     assert code == 0, out + err
     assert out.splitlines()[-1] == "1 check in 1 session: 1 passed, 0 failed"
+
+
+def test_chat_runs_the_checks_of_the_message_it_answers_in_its_sandbox(project, cli):
+    checks = "- sh: test \"$(cat sum.txt)\" = 4\n- contains: '4'\n- regex: 'five'\n- judge: Sum?"
+    with ChatServer() as server:
+        root = project(files(server.base_url, checks))
+        answer(server)
+        server.reply(verdict(True, "It states the sum."))
+        code, out, err = cli("chat", "sessions/add.md")
+        assert code == 0, out + err
+        assert server.requests[-1]["model"] == "judge-model"
+        # Each result is shown, at its line; the sh check saw the file the turn wrote.
+        shown = [line for line in err.splitlines() if "sessions/add.md:" in line]
+        assert shown == [
+            "domarkx: sessions/add.md:18: sh: passed",
+            "domarkx: sessions/add.md:19: contains: passed",
+            "domarkx: sessions/add.md:20: regex: FAILED: no match for /five/ in the reply",
+            "domarkx: sessions/add.md:21: judge: passed",
+        ]
+        # ...and recorded in the reply's msg-metadata, as a run records them.
+        document = (root / "sessions" / "add.md").read_text()
+        assert document.count('"checks": [') == 1
+        assert '"detail": "no match for /five/ in the reply"' in document
+
+        # A question typed with -m carries its own expect block.
+        server.reply("five")
+        question = "Say five.\n\n```yaml expect\n- contains: five\n- not-contains: '4'\n```"
+        code, out, err = cli("chat", "sessions/add.md", "-m", question)
+    assert code == 0, out + err
+    shown = [line for line in err.splitlines() if "sessions/add.md:" in line]
+    document = (root / "sessions" / "add.md").read_text().splitlines()
+    line = document.index("- contains: five") + 1
+    assert shown == [
+        f"domarkx: sessions/add.md:{line}: contains: passed",
+        f"domarkx: sessions/add.md:{line + 1}: not-contains: passed",
+    ]

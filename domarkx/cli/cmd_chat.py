@@ -225,3 +225,7 @@ def _report(
         terminal.note(f"replaced the last answer in {session.display} with {messages}")
     else:
         terminal.note(f"appended {messages} to {session.display}")
+    for outcome in session.checked:  # the expect block of the message answered
+        result = outcome.result
+        status = "passed" if result.passed else f"FAILED: {result.detail}"
+        terminal.note(f"{outcome.where}: {result.kind}: {status}")

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domarkx.data.document_file import check_replaceable, replace_document
-from domarkx.data.models import Message, OutputBlock, SessionInstance, SessionSnapshot
+from domarkx.data.models import CodeBlock, Message, OutputBlock, SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import Engine
 from domarkx.llm.builtin_tools import HostTool
 from domarkx.llm.messages import parse_reply
-from domarkx.llm.replay import ENV, mode_from_env
+from domarkx.llm.replay import ENV, ReplayCache, mode_from_env
 from domarkx.llm.reply import needs_model
 from domarkx.parsing.blocks import is_open_at_end
 from domarkx.parsing.markdown import decode_document, read_document, split_front_matter
@@ -39,6 +40,10 @@ from domarkx.session.instance import InstanceManager
 from domarkx.session.names import display_path, session_name
 from domarkx.session.snapshot import SnapshotManager
 from domarkx.session.source import append_text, before_message
+
+if TYPE_CHECKING:
+    from domarkx.checks.results import Outcome
+    from domarkx.checks.turns import TurnChecks
 
 
 class DocumentChanged(DomarkxError):
@@ -112,6 +117,8 @@ class ChatSession:
         self.instance: SessionInstance | None = None
         self.sandbox: Engine | None = None
         self.question: list[Message] = []  # the new user message the next turn appends
+        # The results of the last answer's checks (its message's expect block), as written.
+        self.checked: list[Outcome] = []
         self._shown = 0
 
     # Reading ------------------------------------------------------------------
@@ -228,6 +235,8 @@ class ChatSession:
             received = len(instance.conversation) > before
             raise self._kept_in_instance(err, received=received) from None
         self._catch_up()
+        self.checked = []
+        asked = self._check_turn(before)
         added = [as_written(m) for m in instance.conversation[before:]]
         if not added:
             return []
@@ -238,6 +247,13 @@ class ChatSession:
         # with its mode kept (data/document_file.py).
         replace_document(self.path, data, self.display)
         self.data = self.base = data
+        if asked is not None:  # read again from the file, for the checks' lines in it
+            # reason: the checks stack loads only for a message with an expect block
+            from domarkx.checks.results import outcomes
+
+            expects = self._checks_of(written).expects
+            found = outcomes(self.display, {asked: expects[asked]}, written.conversation)
+            self.checked = [o for o in found if o.result.kind != "samples"]  # asked once
         self.store.put_snapshot(written)
         self.store.tag(session_name(self.path, self.store.root), written.snapshot_id)
         return [*self.question, *added]
@@ -251,6 +267,43 @@ class ChatSession:
         elif self.instance.status == "running":
             self.instance.status = "exited"
         self.manager.finish(self.instance, self.sandbox)
+
+    # The expect block of the message answered -------------------------------------
+    def _check_turn(self, before: int) -> int | None:
+        """Run the checks of the user message the turn answered, in its sandbox, and record
+        them in the reply's ``msg-metadata`` as a run does; that message's index (None: it
+        has no expect block). With ``samples``, a chat asks once: the checks run once."""
+        instance, snapshot, sandbox = self.instance, self.snapshot, self.sandbox
+        assert instance is not None and snapshot is not None and sandbox is not None
+        users = [i for i, m in enumerate(instance.conversation[:before]) if m.role == "user"]
+        if not users or not any(
+            isinstance(b, CodeBlock) and "expect" in b.flags
+            for b in instance.conversation[users[-1]].content
+        ):
+            return None
+        checks = self._checks_of(snapshot)
+        timeout = snapshot.config().timeout
+        checks.after(
+            instance.conversation,
+            users[-1],
+            lambda language, code: sandbox.run(language, code, timeout),
+        )
+        keys = getattr(checks.grader, "keys", None) or []  # the judge's replay records
+        instance.llm_records.extend(k for k in keys if k not in instance.llm_records)
+        self.store.put_instance(instance)
+        return users[-1]
+
+    def _checks_of(self, snapshot: SessionSnapshot) -> TurnChecks:
+        # reason: the checks stack (~100 ms) loads only for a message with an expect block
+        from domarkx import config as project_config
+        from domarkx.checks.turns import TurnChecks  # reason: (as above)
+
+        return TurnChecks.for_snapshot(
+            snapshot,
+            root=Path(self.store.root),
+            project=project_config.load(self.store.root),
+            cache=ReplayCache(self.store.replay_dir, mode=self.manager.replay_mode),
+        )
 
     # Checks -------------------------------------------------------------------
     def _verify(self, data: bytes, expected: list[Message]) -> SessionSnapshot:
