@@ -50,7 +50,7 @@ from typing import Any
 from domarkx.config import MIN_MEMORY, ProjectConfig, size_in_bytes
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
-from domarkx.execution import docker_host
+from domarkx.execution import docker_host, docker_layers
 from domarkx.execution.docker_exec import ExecChannel
 from domarkx.execution.engine import (
     INSTANCE_LABEL,
@@ -401,6 +401,7 @@ class DockerEngine(Engine):
     # -- layers (domarkx.session.layers): the file system as a committed image
 
     layers_supported = True
+    prune_layers = classmethod(docker_layers.prune_images)  # what a killed save left
 
     def live_languages(self) -> list[str]:
         return list(self._channels)

@@ -188,6 +188,14 @@ class Engine(abc.ABC):
         return None
 
     @classmethod
+    def prune_layers(cls, keep: Container[str], project: str, host: str | None = None) -> list[str]:
+        """Remove ``project``'s layer files kept outside the store that no layer holds
+        (``keep``: every layer's ``save_files`` handles), as a save killed before its
+        record was written leaves them; return what went. Another project's are never
+        touched."""
+        return []
+
+    @classmethod
     def supports(cls, language: str) -> bool:
         """Whether this engine can run blocks of ``language`` (an info-string word).
 

@@ -21,7 +21,7 @@ from domarkx.data import lock
 from domarkx.data.models import SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError, EngineError, PluginError
-from domarkx.execution.engine import GROUP, engine_class
+from domarkx.execution.engine import GROUP, Engine, engine_class
 from domarkx.session import layer_admin, owners
 from domarkx.session.blocks import now
 
@@ -110,6 +110,15 @@ def reap(store: Store) -> list[str]:
     return reaped
 
 
+def engine_classes() -> list[type[Engine]]:
+    """The engines installed (a broken plugin is left out: ``prune_sandboxes`` says so)."""
+    found = []
+    for name in registry.names(GROUP):
+        with contextlib.suppress(PluginError):
+            found.append(engine_class(name))
+    return found
+
+
 def prune_sandboxes(store: Store) -> list[str]:
     """Remove this project's sandboxes that no live instance owns."""
     live = LiveInstances(store)
@@ -164,6 +173,7 @@ def prune(store: Store) -> list[str]:
                 store.remove_snapshot(snapshot_id)
                 removed.append(snapshot_id)
         removed += layer_admin.prune(store, kept_snapshots(store))  # layers none of them uses
+        removed += layer_admin.prune_strays(store, engine_classes())  # a killed save's images
         removed += prune_sandboxes(store)
         owners.forget(store.home, gone)
         return removed

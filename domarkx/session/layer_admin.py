@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
+from domarkx import config as project_config
 from domarkx.data.layers import LayerStore
 from domarkx.data.models import SessionSnapshot
 from domarkx.data.store import Store
@@ -85,4 +87,24 @@ def prune(store: Store, snapshots: list[SessionSnapshot]) -> list[str]:
         removed.append(key)
     layers.clean_tmp()
     layers.collect_objects()
+    return removed
+
+
+def prune_strays(store: Store, engines: Iterable[type[Engine]]) -> list[str]:
+    """Remove this project's layer files that no layer holds: what a save killed after
+    keeping its files (a committed Docker image) and before writing its record left.
+
+    A save under way in another process (a ``chat`` turn) may lose its files to this;
+    its layer then says they are gone, and runs start before it.
+    """
+    layers = LayerStore(store.layout)
+    keep: set[str] = set()
+    for key in layers.all_keys():
+        files = (layers.get(key) or {}).get("files") or {}
+        keep |= {value for value in files.values() if isinstance(value, str)}
+    host = project_config.load(store.root).docker.host
+    removed: list[str] = []
+    for cls in engines:
+        with contextlib.suppress(DomarkxError):  # an engine not reachable here: nothing of it
+            removed += cls.prune_layers(keep, store.project_id, host)
     return removed
