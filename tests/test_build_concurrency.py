@@ -290,18 +290,24 @@ def build_in_process_of_its_own(
     return process.wait(timeout=10), most
 
 
+# What differs between two builds of the same sessions anyway: the execution
+# cache's records (their durations) and the seconds each run took.
+VARIES = ("cache/run/_keys/", "cache/seconds/")
+
+
 def store_tree(root: Path) -> dict[str, bytes]:
     """What a build made: snapshots, tags, exports, the stages' caches, the instances' ids.
 
     Left out: what differs from one run to the next anyway (timestamps, pids and
-    durations in the instances and in the execution cache's records).
+    durations in the instances and in the execution cache's records, the seconds
+    each run took).
     """
     store = root / ".domarkx"
     tree = {
         path.relative_to(store).as_posix(): path.read_bytes().replace(str(root).encode(), b"ROOT")
         for sub in ("snapshots", "tags", "cache", "exports")
         for path in sorted((store / sub).rglob("*"))
-        if path.is_file() and not path.relative_to(store).as_posix().startswith("cache/run/_keys/")
+        if path.is_file() and not path.relative_to(store).as_posix().startswith(VARIES)
     }
     instances = store / "instances"
     tree["instances"] = " ".join(sorted(p.name for p in instances.iterdir())).encode()
