@@ -8,7 +8,9 @@
 - save: the time spent saving a layer per turn (local shell; Docker with
   --docker and the domarkx-test:python image).
 
-Usage: python bench/layers.py [--turns 20] [--block 0.5] [--docker]
+Usage: python bench/layers.py [--turns 20] [--block 0.5] [--docker] [--docker-only]
+
+Each project's Docker layer images are removed at the end (``prune_layers``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from domarkx.data.layout import project_id
 from domarkx.data.store import Store
+from domarkx.execution.docker import DockerEngine
 from domarkx.session.instance import InstanceManager
 from domarkx.session.snapshot import SnapshotManager
 
@@ -57,10 +61,21 @@ def run_once(root: Path, text: str, layers: bool) -> tuple[float, float]:
         InstanceManager.finish = original  # type: ignore[method-assign]
 
 
+PROJECTS: list[Path] = []
+
+
 def project() -> Path:
     root = Path(tempfile.mkdtemp(prefix="dmx-layers-"))
     (root / "sessions").mkdir()
+    PROJECTS.append(root)
     return root
+
+
+def clean_up(docker: bool) -> None:
+    """Remove the bench projects' layer images (none of them is kept)."""
+    if docker:
+        for root in PROJECTS:
+            DockerEngine.prune_layers(set(), project_id(str(root / ".domarkx")))
 
 
 def main() -> None:
@@ -68,9 +83,23 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--block", type=float, default=0.5)
     parser.add_argument("--docker", action="store_true")
+    parser.add_argument("--docker-only", action="store_true")
     args = parser.parse_args()
-    engines = ["local_shell"] + (["docker"] if args.docker else [])
+    engines = [] if args.docker_only else ["local_shell"]
+    engines += ["docker"] if args.docker or args.docker_only else []
+    try:
+        rows = measure(engines, args.turns, args.block)
+    finally:
+        clean_up("docker" in engines)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  value")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:.3f}")
+
+
+def measure(engines: list[str], turns: int, block: float) -> list[tuple[str, float]]:
     rows = []
+    args = argparse.Namespace(turns=turns, block=block)
     for engine in engines:
         for layers in (True, False):
             root = project()
@@ -90,10 +119,7 @@ def main() -> None:
             edited, _ = run_once(root, doc(args.turns, args.block, engine, edited=True), layers)
             single, _ = run_once(project(), doc(1, args.block, engine), False)
             rows.append((f"edit-last: rebuild / one message ({label})", edited / single))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:.3f}")
+    return rows
 
 
 if __name__ == "__main__":
