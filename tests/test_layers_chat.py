@@ -11,6 +11,7 @@ global) comes back from the layer the previous turn saved.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ model:
 """
 
 
-def chat(root: Path, text: str, env: dict[str, str | None] | None = None) -> None:
+def chat(root: Path, text: str, env: Mapping[str, str | None] | None = None) -> None:
     done = domarkx(root, "chat", "sessions/q.md", "-m", text, "--yes", process=True, env=env)
     assert done.code == 0, done.out + done.err
 
