@@ -269,3 +269,38 @@ def test_a_record_from_the_shared_cache_brings_the_duration_of_its_run(
         assert sorted(table) == ["ask", "code"]
         # b knows what a cold build costs: the seconds a's runs took, not its own cache hits.
         assert json.loads((b / ".domarkx" / "durations.json").read_text()) == table
+
+
+def test_an_unreachable_cache_is_one_warning_in_a_build_of_many_processes(
+    tmp_path: Path,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    with ChatServer() as chat:
+        chat.reply("Hello from the model.")
+        source = origin(tmp_path, s3_server, chat, endpoint=f"http://127.0.0.1:{free_port()}")
+        more = {
+            f"code{i}.md": local_session(f"echo ran >> {tmp_path}/runs; echo {i}") for i in range(6)
+        }
+        make_files({"sessions": more}, source)
+        a = machine(tmp_path, source, "a")
+        env: dict[str, str | None] = {
+            **CREDENTIALS,
+            "DOMARKX_TRUST": "1",
+            "DOMARKX_TEST_KEY": "sk-test",
+            "DOMARKX_CACHE_WRITE": "1",
+        }
+        # A process of its own, as in CI (this one's S3 client threads are not to be forked).
+        code, out, err = domarkx(a, "build", "-n", "2", "-P", "process", env=env, process=True)
+        assert code == 0, out + err
+        assert runs(tmp_path) == 7 and len(chat.requests) == 1  # built locally
+        assert err.count("domarkx: warning:") == 1, err
+        assert "is unreachable" in err and "building locally" in err
+        # The next build with something to run warns again: once per build, not for ever.
+        more = {
+            f"code{i}.md": local_session(f"echo ran >> {tmp_path}/runs; echo again {i}")
+            for i in range(6)
+        }
+        make_files({"sessions": more}, a)
+        code, out, err = domarkx(a, "build", "-n", "2", "-P", "process", env=env, process=True)
+        assert code == 0, out + err
+        assert err.count("domarkx: warning:") == 1, err

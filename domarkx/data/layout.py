@@ -196,6 +196,11 @@ class Layout:
         return f"{self.home}/cache/seconds/{name}.txt"
 
     @property
+    def shared_cache_marks_dir(self) -> str:
+        """What the shared cache warned about in the running build, seen by all its processes."""
+        return f"{self.home}/cache/shared-cache-warned"
+
+    @property
     def durations_file(self) -> str:
         """The sessions' recorded durations that balance shards; committed, like the exports."""
         return f"{self.home}/durations.json"

@@ -25,12 +25,17 @@ variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_REGION``, web identity, instance roles) and
 sends them only to the cache's endpoint. Nothing here writes them anywhere.
 
-An unreachable cache is one warning per process and the build goes on
-locally; the cache is not asked again for a minute.
+An unreachable cache is one warning per build and the build goes on
+locally; the cache is not asked again for a minute. A build of several
+processes (``-P process``) shares what it warned about through a mark per
+warning in the store (``Layout.shared_cache_marks_dir``), named by the build
+that holds the build lock: the first process warns, the others keep quiet,
+and after an "unreachable" they do not ask the cache either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from domarkx import config as project_config
 from domarkx.data.atomic import write_atomic
-from domarkx.data.layout import find_root
+from domarkx.data.layout import Layout, find_root
 from domarkx.errors import DomarkxError
 
 if TYPE_CHECKING:
@@ -55,6 +60,7 @@ KINDS = ("run", "replay", "snapshot")
 ENTRY_FORMAT = 1
 # After a failure the cache rests this long before it is asked again (a long watch).
 RETRY_AFTER = 60.0
+UNREACHABLE = "is unreachable"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -85,6 +91,9 @@ class SharedCache:
     stats: Stats = field(default_factory=Stats)
     _failed_at: float | None = None
     _write_failed: bool = False
+    # The running build's lock file and where its processes mark what was warned about.
+    lock_file: str | None = None
+    marks: str | None = None
     _warned: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -152,6 +161,10 @@ class SharedCache:
     # --- the client --------------------------------------------------------------------
     def _available(self) -> bool:
         failed = self._failed_at
+        if failed is None and self._marked(UNREACHABLE, create=False):
+            # Another process of this build found it unreachable (and said so).
+            self._warned.add(UNREACHABLE)
+            failed = self._failed_at = time.monotonic()
         return failed is None or time.monotonic() - failed > RETRY_AFTER
 
     def _read(self, name: str) -> bytes | None:
@@ -193,7 +206,7 @@ class SharedCache:
                 what = "refuses uploads"
             else:
                 self._failed_at = time.monotonic()
-                what = "is unreachable"
+                what = UNREACHABLE
             self._warn(what, f"shared cache {self.url} {what} ({reason}); building locally")
 
     def reject(self, name: str, why: str) -> None:
@@ -206,7 +219,48 @@ class SharedCache:
         if topic in self._warned:
             return
         self._warned.add(topic)
+        if self._marked(topic, create=True):
+            return  # another process of this build warned
         print(f"domarkx: warning: {message}", file=sys.stderr, flush=True)
+
+    def _marked(self, topic: str, create: bool) -> bool:
+        """Whether a process of the running build marked ``topic``; ``create``: mark it now.
+
+        Outside a build (no one holds the build lock) nothing is marked.
+        """
+        build = self._build()
+        if build is None or self.marks is None:
+            return False
+        name = f"{build}-{hashlib.sha256(topic.encode()).hexdigest()[:16]}"
+        path = os.path.join(self.marks, name)
+        if not create:
+            return os.path.exists(path)
+        try:
+            os.makedirs(self.marks, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return True
+        except OSError:
+            return False  # a read-only store: each process warns for itself
+        for entry in os.listdir(self.marks):  # earlier builds' marks
+            if not entry.startswith(build):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.marks, entry))
+        return False
+
+    def _build(self) -> str | None:
+        """The build holding the lock: its holder's line and when it was written (None: none)."""
+        if self.lock_file is None:
+            return None
+        try:
+            with open(self.lock_file, "rb") as handle:
+                holder = handle.read()
+                written = os.fstat(handle.fileno()).st_mtime_ns
+        except OSError:
+            return None
+        if not holder.strip():
+            return None
+        return hashlib.sha256(holder + str(written).encode()).hexdigest()[:16]
 
 
 def _is_digest(text: str) -> bool:
@@ -294,7 +348,14 @@ def for_project(root: str | os.PathLike[str]) -> SharedCache | None:
     with _caches_lock:
         found = _caches.get(signature)
         if found is None:
-            found = SharedCache(settings.url, open_store(settings), write=write)
+            layout = Layout.at(str(root))
+            found = SharedCache(
+                settings.url,
+                open_store(settings),
+                write=write,
+                lock_file=layout.abs(layout.lock_file),
+                marks=layout.abs(layout.shared_cache_marks_dir),
+            )
             _caches[signature] = found
     return found
 
