@@ -157,3 +157,33 @@ def test_sandboxes_run_on_the_engine_of_the_docker_context(
     assert code == 0, out + err
     assert "via-context" in (root / ".domarkx" / "exports" / "a.md").read_text()
     assert tcp_engine.connections > 0
+
+
+@pytest.mark.docker
+def test_prune_looks_on_the_configured_engine(tmp_path: Path, tcp_engine: Forwarder) -> None:
+    import docker
+
+    from domarkx.data.layout import project_id
+    from domarkx.execution.engine import PROJECT_LABEL, SANDBOX_LABEL
+
+    root = new_project(
+        tmp_path / "p",
+        {"domarkx.toml": f'[docker]\nhost = "tcp://127.0.0.1:{tcp_engine.port}"\n'},
+    )
+    (root / ".domarkx").mkdir()
+    # A sandbox of this project that its build left on that engine (killed, say).
+    client = docker.from_env()
+    labels = {SANDBOX_LABEL: "1", PROJECT_LABEL: project_id(str(root / ".domarkx"))}
+    stray = client.containers.create(BUSYBOX_IMAGE, ["sleep", "300"], labels=labels)
+    try:
+        # DOCKER_HOST points nowhere: only the configured host can reach the sandbox.
+        env = trusted({"DOCKER_HOST": f"tcp://127.0.0.1:{free_port()}"})
+        code, out, err = domarkx(root, "prune", env=env)
+        assert code == 0, out + err
+        assert stray.id[:12] in out
+        assert tcp_engine.connections > 0
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(stray.id)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            stray.remove(force=True)

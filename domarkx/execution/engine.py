@@ -218,6 +218,16 @@ class Engine(abc.ABC):
         return []
 
     @classmethod
+    def prune_project(
+        cls, keep: Container[str], project: str, settings: ProjectConfig
+    ) -> list[str]:
+        """``prune`` for the project whose configuration is ``settings``.
+
+        An engine whose sandboxes may run elsewhere (``[docker] host``) looks there.
+        """
+        return cls.prune(keep=keep, project=project)
+
+    @classmethod
     def settings_key(cls, config: ExecutionConfig) -> dict[str, Any]:
         """The settings that can change what blocks print (part of the run cache key)."""
         return {

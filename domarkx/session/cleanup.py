@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from domarkx import config as project_config
 from domarkx import registry
 from domarkx.data import lock
 from domarkx.data.models import SessionInstance, SessionSnapshot
@@ -122,6 +123,7 @@ def engine_classes() -> list[type[Engine]]:
 def prune_sandboxes(store: Store) -> list[str]:
     """Remove this project's sandboxes that no live instance owns."""
     live = LiveInstances(store)
+    settings = project_config.load(store.root)  # [docker] host: where the sandboxes run
     removed: list[str] = []
     for name in registry.names(GROUP):
         try:
@@ -131,7 +133,7 @@ def prune_sandboxes(store: Store) -> list[str]:
             print(f"domarkx: warning: {err.message}; skipped", file=sys.stderr)
             continue
         try:
-            removed += cls.prune(keep=live, project=store.project_id)
+            removed += cls.prune_project(live, store.project_id, settings)
         except EngineError:
             continue  # that engine is not reachable here: nothing of it to prune
     return removed
