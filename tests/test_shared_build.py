@@ -109,7 +109,7 @@ def test_a_second_machine_runs_no_code_and_asks_no_model(
         assert runs(tmp_path) == 1 and len(chat.requests) == 1
         shared = s3_server.objects(bucket)
         kinds = {name.split("/")[2] for name in shared if name.startswith("team/ac/")}
-        assert kinds == {"run", "replay"}
+        assert kinds == {"run", "replay", "snapshot"}
 
         b = machine(tmp_path, source, "b")
         code, out, err = build(b, write=False)
@@ -304,3 +304,63 @@ def test_an_unreachable_cache_is_one_warning_in_a_build_of_many_processes(
         code, out, err = domarkx(a, "build", "-n", "2", "-P", "process", env=env, process=True)
         assert code == 0, out + err
         assert err.count("domarkx: warning:") == 1, err
+
+
+def snapshot_id(root: Path, name: str) -> str:
+    return (root / ".domarkx" / "cache" / "snapshot" / f"{name}.id").read_text().split()[0]
+
+
+def test_a_snapshot_made_elsewhere_comes_from_the_shared_cache(
+    tmp_path: Path,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    with ChatServer() as chat:
+        chat.reply("Hello from the model.")
+        source = origin(tmp_path, s3_server, chat)
+        bucket = bucket_of(source)
+        a = machine(tmp_path, source, "a")
+        code, out, err = build(a, write=True)
+        assert code == 0, out + err
+        ran = snapshot_id(a, "code")
+        assert f"team/ac/snapshot/{ran}" in s3_server.objects(bucket)
+        code, shown_on_a, err = domarkx(a, "export", ran)
+        assert code == 0, err
+
+        # b never built: the id (from a's log, say) is all it has.
+        b = machine(tmp_path, source, "b")
+        env = {**CREDENTIALS, "DOMARKX_TRUST": "1"}
+        code, out, err = domarkx(b, "export", ran, env=env)
+        assert code == 0, out + err
+        assert out == shown_on_a and "hello from code" in out
+        assert (b / ".domarkx" / "snapshots" / f"{ran}.json").exists()  # kept here
+        assert runs(tmp_path) == 1  # exporting a snapshot runs nothing
+
+
+def test_a_snapshot_entry_that_names_another_snapshot_is_refused(
+    tmp_path: Path,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    with ChatServer() as chat:
+        chat.reply("Hello from the model.")
+        source = origin(tmp_path, s3_server, chat)
+        bucket = bucket_of(source)
+        a = machine(tmp_path, source, "a")
+        code, out, err = build(a, write=True)
+        assert code == 0, out + err
+        code_id, ask_id = snapshot_id(a, "code"), snapshot_id(a, "ask")
+        # Someone with write access points the code session's entry at the other snapshot:
+        # a well-formed entry, a blob whose bytes match its digest, the wrong content.
+        objects = s3_server.objects(bucket)
+        entry = json.loads(objects[f"team/ac/snapshot/{code_id}"])
+        other = json.loads(objects[f"team/ac/snapshot/{ask_id}"])
+        entry["digest"] = other["digest"]
+        s3_server.put(bucket, f"team/ac/snapshot/{code_id}", json.dumps(entry).encode())
+
+        b = machine(tmp_path, source, "b")
+        env = {**CREDENTIALS, "DOMARKX_TRUST": "1"}
+        code, out, err = domarkx(b, "export", code_id, env=env)
+        assert code == 1
+        assert f"ac/snapshot/{code_id} names a blob that is not its record" in err
+        assert f"no instance or snapshot matches {code_id!r}" in err
+        assert "Traceback" not in err
+        assert not (b / ".domarkx" / "snapshots" / f"{code_id}.json").exists()

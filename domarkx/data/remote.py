@@ -108,9 +108,7 @@ class SharedCache:
         try:
             entry = json.loads(raw)
             blob_digest = str(entry["digest"])
-            valid = (
-                entry.get("kind") == kind and entry.get("key") == key and _is_digest(blob_digest)
-            )
+            valid = entry.get("kind") == kind and entry.get("key") == key and is_digest(blob_digest)
         except (ValueError, KeyError, TypeError):
             valid = False
         if not valid:
@@ -120,7 +118,7 @@ class SharedCache:
 
     def get_blob(self, blob_digest: str, via: str | None = None) -> bytes | None:
         """The blob named ``blob_digest``, only if its bytes hash to that name."""
-        if not _is_digest(blob_digest):
+        if not is_digest(blob_digest):
             return None
         name = f"cas/{blob_digest}"
         data = self._read(name)
@@ -263,7 +261,8 @@ class SharedCache:
         return hashlib.sha256(holder + str(written).encode()).hexdigest()[:16]
 
 
-def _is_digest(text: str) -> bool:
+def is_digest(text: str) -> bool:
+    """Whether ``text`` is a whole SHA-256 digest (64 lowercase hex digits)."""
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from domarkx.data import remote
 from domarkx.data.atomic import append_line, write_atomic
 from domarkx.data.layout import Layout, project_id
 from domarkx.errors import RefError, StoreError
@@ -139,6 +140,8 @@ class Store:
         from domarkx.data.models import SessionSnapshot
 
         path = self.snapshot_path(snapshot_id)
+        if not path.exists():
+            self.fetch_snapshot(snapshot_id)  # made on another machine: the shared cache
         try:
             return SessionSnapshot.model_validate_json(path.read_bytes())
         except FileNotFoundError:
@@ -226,7 +229,35 @@ class Store:
         tag_path = self._tag_path(ref)
         if ref and tag_path.is_file():
             return _first_line(tag_path.read_text(encoding="utf-8"))
+        if remote.is_digest(ref) and self.fetch_snapshot(ref):
+            return ref  # a whole id made elsewhere, here now from the shared cache
         return _resolve(ref, self.snapshot_ids(), "snapshot", "domarkx snapshots")
+
+    def fetch_snapshot(self, snapshot_id: str) -> bool:
+        """Bring snapshot ``snapshot_id`` from the shared cache (``[cache]``) when it is
+        not here; True when it is here now. What the cache gives must hash to that id."""
+        path = self.snapshot_path(snapshot_id)
+        if path.exists():
+            return True
+        if not remote.is_digest(snapshot_id):
+            return False
+        return remote.fetch(
+            remote.for_project(self.root),
+            "snapshot",
+            snapshot_id,
+            path,
+            valid=lambda data: _snapshot_is(data, snapshot_id),
+        )
+
+    def share_snapshot(self, snapshot_id: str) -> None:
+        """Upload snapshot ``snapshot_id`` to the shared cache when this machine may write."""
+        cache = remote.for_project(self.root)
+        if cache is None or not cache.write:
+            return
+        with contextlib.suppress(OSError):
+            remote.share(
+                cache, "snapshot", snapshot_id, self.snapshot_path(snapshot_id).read_bytes()
+            )
 
     # Instances ----------------------------------------------------------------
     def instance_dir(self, instance_id: str) -> Path:
@@ -429,3 +460,15 @@ def _resolve(ref: str, ids: list[str], kind: str, listing: str) -> str:
         f"{ref!r} matches {len(matches)} {kind}s ({shown})",
         hint="give more characters of the id",
     )
+
+
+def _snapshot_is(data: bytes, snapshot_id: str) -> bool:
+    """Whether ``data`` is a snapshot whose content hashes to ``snapshot_id``."""
+    # The pydantic models: only for a snapshot fetched from the shared cache.
+    from domarkx.data.models import SessionSnapshot
+
+    try:
+        snapshot = SessionSnapshot.model_validate_json(data)
+    except ValueError:
+        return False
+    return snapshot.snapshot_id == snapshot_id and snapshot.compute_id() == snapshot_id

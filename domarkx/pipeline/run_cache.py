@@ -277,6 +277,8 @@ def run_for_build(
         # it; nor is one where the user refused code (a later grant runs it), nor a
         # live one, whose replies were not recorded (DOMARKX_LLM=live keeps nothing).
         cache.save(key, RunRecord.of(snapshot, instance, manager.store, seconds))
+        # The snapshot it ran, for whoever meets its id elsewhere (``domarkx export ID``).
+        manager.store.share_snapshot(snapshot.snapshot_id)
         durations.note(layout, session, seconds)
     return instance
 

@@ -201,7 +201,11 @@ def export_ref(store: Store, ref: str, template: Path | None = None) -> str:
     except RefError:
         if ref and sum(i.startswith(ref) for i in store.instance_ids()) > 1:
             raise  # a prefix of several instances: the error lists them
-        if ref and not any(i.startswith(ref) for i in store.snapshot_ids()):
+        if (
+            ref
+            and not any(i.startswith(ref) for i in store.snapshot_ids())
+            and not store.fetch_snapshot(ref)  # a whole id made elsewhere ([cache])
+        ):
             raise RefError(
                 f"no instance or snapshot matches {ref!r}",
                 hint="`domarkx instances --all` and `domarkx snapshots` list them",
