@@ -297,33 +297,17 @@ class DockerEngine(Engine):
 
     @classmethod
     def prune(cls, keep: Container[str] = frozenset(), project: str | None = None) -> list[str]:
-        return cls._prune(keep, project, None)
+        return cls.prune_project(keep, project or "", ProjectConfig())
 
     @classmethod
     def prune_project(
         cls, keep: Container[str], project: str, settings: ProjectConfig
     ) -> list[str]:
         """On the project's engine: ``[docker] host``, else DOCKER_HOST, else the context."""
-        return cls._prune(keep, project, settings.docker.host)
-
-    @classmethod
-    def _prune(cls, keep: Container[str], project: str | None, host: str | None) -> list[str]:
         if not project:
             return []  # unscoped: nothing is known to be this project's
-        import docker  # the SDK costs ~190 ms at start-up: loaded once a container is used
-
-        api = connect(host)
-        removed = []
         labels = [SANDBOX_LABEL, f"{PROJECT_LABEL}={project}"]
-        for info in api.containers(all=True, filters={"label": labels}):
-            if (info.get("Labels") or {}).get(INSTANCE_LABEL) in keep:
-                continue
-            try:
-                api.remove_container(info["Id"], force=True)
-            except docker.errors.NotFound:
-                continue
-            removed.append(info["Id"][:12])
-        return removed
+        return docker_host.remove_containers(settings.docker.host, labels, INSTANCE_LABEL, keep)
 
     # -- blocks
 

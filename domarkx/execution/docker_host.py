@@ -14,6 +14,7 @@ The ``docker`` package is imported inside functions only (its start-up cost).
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from typing import Any
 
 from domarkx.errors import EngineError
@@ -46,6 +47,26 @@ def client(host: str | None = None) -> Any:
                 f"context); `docker -H {host} info` tries the same address"
             )
         raise EngineError(f"cannot reach the Docker engine at {address(host)}", hint=hint) from exc
+
+
+def remove_containers(
+    host: str | None, labels: list[str], keep_label: str, keep: Container[str]
+) -> list[str]:
+    """Remove every container on the engine that has all ``labels``, but those whose
+    ``keep_label`` is in ``keep``; their short ids (``prune``)."""
+    import docker  # the SDK's start-up cost, as above
+
+    api = client(host).api
+    removed = []
+    for info in api.containers(all=True, filters={"label": labels}):
+        if (info.get("Labels") or {}).get(keep_label) in keep:
+            continue
+        try:
+            api.remove_container(info["Id"], force=True)
+        except docker.errors.NotFound:
+            continue
+        removed.append(info["Id"][:12])
+    return removed
 
 
 def _context_endpoint() -> tuple[str | None, Any]:
