@@ -13,7 +13,7 @@ import pytest
 
 from domarkx.data.layout import Layout
 from domarkx.pipeline import shard
-from tests.support import domarkx, local_session, new_project, process_env
+from tests.support import doit, domarkx, local_session, new_project, process_env
 
 NAMES = [f"team{t}/s{i:03d}" for t in range(4) for i in range(60)]
 
@@ -135,8 +135,6 @@ def test_check_of_a_shard_checks_only_its_sessions(tmp_path: Path) -> None:
 
 
 def test_doit_honours_the_shard_variable(tmp_path: Path) -> None:
-    from tests.support import doit
-
     names = [f"s{i}" for i in range(6)]
     root = new_project(
         tmp_path / "p", {f"sessions/{n}.md": local_session(f"echo {n}") for n in names}
@@ -248,6 +246,21 @@ def test_a_broken_durations_file_is_one_error(tmp_path: Path, text: str, message
     # Without --shard the file is not read: the build goes on.
     code, _, err = domarkx(root, "build")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("value, durations", [("abc", None), ("1/2", "{bad")])
+def test_plain_doit_with_a_bad_shard_is_one_error_line(
+    tmp_path: Path, value: str, durations: str | None
+) -> None:
+    root = new_project(tmp_path / "p", {"sessions/a.md": local_session("echo a")})
+    if durations is not None:
+        (root / ".domarkx").mkdir()
+        (root / ".domarkx" / "durations.json").write_text(durations)
+    code, _, err = doit(root, env={shard.ENV: value}, process=True)
+    assert code != 0
+    assert "Traceback" not in err
+    assert err.startswith("ERROR: ") and (shard.ENV in err or "durations.json" in err)
+    assert not (root / ".domarkx" / "exports").exists()  # nothing was built
 
 
 def test_store_durations_then_shards_balanced_by_them(tmp_path: Path) -> None:

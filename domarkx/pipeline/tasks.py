@@ -32,8 +32,11 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from doit.exceptions import InvalidTask
+
 from domarkx import overlap
 from domarkx.data.layout import STAGES, Layout
+from domarkx.errors import DomarkxError
 from domarkx.pipeline import actions, model_sessions, shard, stages, workers
 from domarkx.pipeline.params import CommandLineParams
 from domarkx.pipeline.progress import ProgressReporter
@@ -117,7 +120,11 @@ def session_tasks(
         # Walked as doit read its settings (``doit_config``), or now.
         found = workers.take_scan(layout) or workers.scan(layout, remember=False)
         all_names, odd = found.names, found.odd
-        all_names = shard.select(all_names, layout)  # `--shard I/N`: this shard's sessions only
+        try:
+            all_names = shard.select(all_names, layout)  # `--shard I/N`: this shard's sessions only
+        except DomarkxError as err:
+            # doit prints its own task errors as one line, without a traceback.
+            raise InvalidTask(str(err)) from None
         # Workers start on the stale sessions while doit loads and checks the tasks.
         stages.start_workers(layout, found.stale)
         included = layout.included_files()
