@@ -26,7 +26,7 @@ from domarkx.data.document_file import check_replaceable, replace_document
 from domarkx.data.models import CodeBlock, Message, OutputBlock, SessionInstance, SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
-from domarkx.execution.engine import Engine
+from domarkx.execution.engine import BlockResult, Engine
 from domarkx.llm.builtin_tools import HostTool
 from domarkx.llm.messages import parse_reply
 from domarkx.llm.replay import ENV, ReplayCache, mode_from_env
@@ -283,11 +283,16 @@ class ChatSession:
             return None
         checks = self._checks_of(snapshot)
         timeout = snapshot.config().timeout
-        checks.after(
-            instance.conversation,
-            users[-1],
-            lambda language, code: sandbox.run(language, code, timeout),
-        )
+        layers = self.manager.layer_runs.get(instance.instance_id)
+
+        def in_sandbox(language: str, code: str) -> BlockResult:
+            if layers is not None:
+                # What a check does stays in this sandbox and no layer key says so: the
+                # turns after it in this chat save no layer (a later chat resumes earlier).
+                layers.broken = True
+            return sandbox.run(language, code, timeout)
+
+        checks.after(instance.conversation, users[-1], in_sandbox)
         keys = getattr(checks.grader, "keys", None) or []  # the judge's replay records
         instance.llm_records.extend(k for k in keys if k not in instance.llm_records)
         self.store.put_instance(instance)
