@@ -304,3 +304,72 @@ def test_every_top_level_module_sits_on_a_layer() -> None:
     assert unplaced == [], (
         "modules on no layer of [tool.importlinter] in pyproject.toml: " + ", ".join(unplaced)
     )
+
+
+TESTS = REPO_ROOT / "tests"
+
+
+def named_test_modules(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
+    """The test modules (``tests.test_*``) other than ``importer`` one import statement names."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:  # relative: every module of tests/ sits in the package ``tests``
+            base = ".".join(["tests", *([node.module] if node.module else [])])
+        names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    for name in names:
+        parts = name.split(".")
+        module = ".".join(parts[:2])
+        if (
+            parts[0] == "tests"
+            and parts[1:2]
+            and parts[1].startswith("test_")
+            and module != importer
+        ):
+            yield module
+
+
+def imports_of_test_modules(importer: str, text: str) -> list[tuple[int, str]]:
+    """Every import of another test module in ``text``, at any depth: (line, module)."""
+    found: set[tuple[int, str]] = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= {(node.lineno, name) for name in named_test_modules(importer, node)}
+    return sorted(found)
+
+
+def test_imports_of_test_modules_are_found() -> None:
+    text = (
+        "from tests.support import domarkx\n"
+        "from tests.test_layers import ran\n"
+        "from tests import support, test_checks\n"
+        "from .test_tools import TOOLS\n"
+        "from . import test_llm\n"
+        "import tests.test_chat.sub as chat\n"
+        "from tests.test_x import y\n"  # itself
+        "def f():\n"
+        "    from tests.test_parser import parse\n"
+    )
+    assert imports_of_test_modules("tests.test_x", text) == [
+        (2, "tests.test_layers"),
+        (3, "tests.test_checks"),
+        (4, "tests.test_tools"),
+        (5, "tests.test_llm"),
+        (6, "tests.test_chat"),
+        (9, "tests.test_parser"),
+    ]
+
+
+def test_no_module_of_the_tests_imports_a_test_module() -> None:
+    """What tests share lives in support modules (tests/support.py, tests/*_support.py).
+
+    A test module imported by another runs its module-level code twice over and
+    ties two files together that are collected, sharded and edited apart.
+    """
+    found = []
+    for path in sorted(TESTS.glob("*.py")):
+        importer = f"tests.{path.stem}"
+        for line, name in imports_of_test_modules(importer, path.read_text(encoding="utf-8")):
+            found.append(f"tests/{path.name}:{line}: imports {name}")
+    assert found == [], "test modules imported by other modules of tests/:\n" + "\n".join(found)

@@ -17,9 +17,9 @@ from domarkx.data.models import NOT_RUN_BY_CONFIG
 from domarkx.session.legacy import changes_of, migrate_text
 from tests.chat_server import ChatServer, Response
 from tests.support import domarkx, new_project
+from tests.tool_support import OLDER, tool_results
 
 ENV = {"DOMARKX_LLM": None, "DOMARKX_LLM_RETRIES": "0", "DOMARKX_TRUST": "1"}
-OLDER = Path(__file__).parent / "data" / "older"
 TOOLS = ["read_file", "write_to_file", "list_files", "apply_diff", "execute_command"]
 
 
@@ -30,13 +30,6 @@ def session(base_url: str, tools: list[str], engine: str = "local_shell") -> str
         f"model: {{provider: openai, name: m, base_url: {base_url}, max_turns: 8}}\n"
         f"tools: {json.dumps(tools)}\n```\n\n## user\n\n> Fix the greeting.\n"
     )
-
-
-def tool_results(text: str) -> list[str]:
-    """The text of each ``## tool`` message (after its metadata block)."""
-    return [
-        part.split("```\n", 1)[1].split("\n## ", 1)[0].strip() for part in text.split("## tool")[1:]
-    ]
 
 
 def test_the_file_tools_and_a_diff_that_does_not_apply(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from tests.chat_server import ChatServer
 from tests.dockerutil import PYTHON_IMAGE, require_image
 from tests.support import domarkx, new_project
-from tests.test_builtin_tools import OLDER, tool_results
+from tests.tool_support import OLDER, tool_results
 
 pytestmark = pytest.mark.docker
 

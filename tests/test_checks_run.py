@@ -15,8 +15,8 @@ from importlib.metadata import entry_points
 
 from domarkx.data.store import Store
 from tests.chat_server import ChatServer
+from tests.junit_support import validate_junit
 from tests.support import process_env
-from tests.test_checks import validate_junit
 
 SESSION = """\
 ```yaml session-config

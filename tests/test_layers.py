@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.dockerutil import PYTHON_IMAGE, require_image
+from tests.layer_support import DOCKER, LOCAL, build_and_run, document, ran
 from tests.support import domarkx, new_project
-
-LOCAL = "```yaml session-config\nengine: local_shell\n{extra}```\n\n"
-DOCKER = f"```yaml session-config\nengine: docker\nimage: {PYTHON_IMAGE}\n{{extra}}```\n\n"
 
 
 def message(n: int, log: Path | None, body: str = "", lang: str = "bash") -> str:
@@ -26,31 +24,6 @@ def message(n: int, log: Path | None, body: str = "", lang: str = "bash") -> str
     if lang == "python" and log is not None:
         blocks = f"```bash\n{code.rstrip()}\n```\n\n" + blocks
     return f"## assistant\n\n{blocks}\n"
-
-
-def ran(log: Path) -> list[str]:
-    """Which messages ran, in order (the stamps show each was a new run)."""
-    if not log.exists():
-        return []
-    lines = log.read_text().split()
-    stamps = [int(s) for s in lines[1::2]]
-    assert stamps == sorted(stamps)  # nanosecond stamps: each line a later run
-    return lines[0::2]
-
-
-def document(messages: list[str], head: str = LOCAL, extra: str = "") -> str:
-    return head.format(extra=extra) + "\n".join(messages)
-
-
-def build_and_run(root: Path, name: str = "s") -> str:
-    """Import and run the session in a fresh process; the export of the run."""
-    assert domarkx(root, "import", f"sessions/{name}.md", process=True).code == 0
-    done = domarkx(root, "run", name, process=True)
-    assert done.code == 0, done.err
-    instance = done.out.split()[-1]
-    exported = domarkx(root, "export", instance, process=True)
-    assert exported.code == 0, exported.err
-    return exported.out
 
 
 @pytest.fixture

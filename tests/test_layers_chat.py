@@ -18,8 +18,8 @@ import pytest
 
 from tests.chat_server import ChatServer
 from tests.dockerutil import PYTHON_IMAGE, require_image
+from tests.layer_support import ran
 from tests.support import domarkx, new_project
-from tests.test_layers import ran
 
 SESSION = """\
 ```yaml session-config

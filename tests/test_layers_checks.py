@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.layer_support import build_and_run, ran
 from tests.support import domarkx, new_project
-from tests.test_layers import build_and_run, ran
 
 
 def stamp(name: str, log: Path) -> str:

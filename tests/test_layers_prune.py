@@ -20,8 +20,8 @@ import pytest
 from domarkx.data.layout import project_id
 from domarkx.execution.engine import LAYER_LABEL, PROJECT_LABEL
 from tests.dockerutil import PYTHON_IMAGE, require_image
+from tests.layer_support import DOCKER, build_and_run, document
 from tests.support import OWN_STORE, domarkx, new_project, process_env
-from tests.test_layers import DOCKER, build_and_run, document
 
 # `domarkx run s`, killed once the sandbox's image is committed, before its layer's record.
 KILLED_AT_THE_RECORD = """\

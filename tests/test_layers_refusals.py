@@ -18,8 +18,8 @@ import pytest
 from domarkx.data.models import NOT_RUN, NOT_RUN_BY_CONFIG
 from domarkx.session.blocks import code_digest
 from tests.chat_server import ChatServer
+from tests.layer_support import LOCAL, build_and_run, ran
 from tests.support import domarkx, new_project
-from tests.test_layers import LOCAL, build_and_run, ran
 
 MODEL_METADATA = '```json msg-metadata\n{"provider": "openai", "model": "test-model"}\n```\n\n'
 
