@@ -294,7 +294,8 @@ def test_diagnostics_appear_at_the_cli_line_and_clear_when_fixed(project, lsp_cl
     assert client.diagnostics(uri) == []
 
     # An include that leaves the project, an unknown parameter, a bad config value,
-    # a network the configuration does not grant: each at the line the CLI names.
+    # a network the configuration does not grant, more model calls than its ceiling: each at
+    # the line the CLI names.
     cases = [
         ("_partials/rules.md", "../../../etc/passwd", "leaves the project folder", "[@rules]"),
         ("domarkx://who", "domarkx://whom", "whom", "[@who]"),
@@ -305,6 +306,12 @@ def test_diagnostics_appear_at_the_cli_line_and_clear_when_fixed(project, lsp_cl
             "engine: docker\nimage: busybox\nnetwork: bridge",
             "network",
             "network:",
+        ),
+        (
+            "timeout: 10",
+            "model: {name: m, base_url: 'http://127.0.0.1:9/v1', max_turns: 1000000}",
+            "past the project's ceiling of 50",
+            "max_turns",
         ),
     ]
     for old, new, message, line_text in cases:

@@ -21,6 +21,8 @@ DEFAULT_PIDS_LIMIT = 512
 DEFAULT_MEMORY = "2g"
 # The most text macros may produce for one document (``[limits] expansion``).
 DEFAULT_EXPANSION = "10m"
+# The most model calls a session's ``model.max_turns`` may ask for (``[limits] max_turns``).
+DEFAULT_MAX_TURNS = 50
 
 _MEMORY = re.compile(r"^([0-9]+)\s*([kmg]?)b?$", re.IGNORECASE)
 # Docker refuses a smaller memory limit; 0 would mean "no limit" to it.
@@ -163,6 +165,11 @@ class LimitSettings(BaseModel):
     expansion: str = Field(
         default=DEFAULT_EXPANSION,
         description="The most text macros may produce for one document, e.g. `10m`.",
+    )
+    max_turns: int = Field(
+        default=DEFAULT_MAX_TURNS,
+        ge=1,
+        description="The most model calls a session's `model.max_turns` may ask for in one run.",
     )
 
     @field_validator("expansion")
@@ -360,6 +367,8 @@ class ProjectConfig(BaseModel):
             found.append(f"includes of {', '.join(self.includes.allow)}")
         if size_in_bytes(self.limits.expansion) > size_in_bytes(DEFAULT_EXPANSION):
             found.append(f"limits expansion {self.limits.expansion}")
+        if self.limits.max_turns > DEFAULT_MAX_TURNS:
+            found.append(f"limits max_turns {self.limits.max_turns}")
         for table in _TABLE_GRANTS:
             value = getattr(self, table, None)
             if isinstance(value, BaseModel) and value != type(value)():
@@ -398,7 +407,8 @@ class ProjectConfig(BaseModel):
                 allow=[a for a in self.includes.allow if a in base.includes.allow]
             ),
             "limits": LimitSettings(
-                expansion=min(self.limits.expansion, base.limits.expansion, key=size_in_bytes)
+                expansion=min(self.limits.expansion, base.limits.expansion, key=size_in_bytes),
+                max_turns=min(self.limits.max_turns, base.limits.max_turns),
             ),
         }
         for table in _TABLE_GRANTS:

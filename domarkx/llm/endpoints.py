@@ -153,3 +153,32 @@ def resolve(
         f"if you trust that server with that key, add to {config_file}:\n"
         f'    [endpoints.NAME]\n    base_url = "{url}"\n    api_key_env = "{variable}"',
     )
+
+
+def turns_refusal(
+    settings: ModelSettings,
+    project: ProjectConfig,
+    *,
+    session: str,
+    locate: Callable[[str], int | None],
+) -> LLMError | None:
+    """``model.max_turns`` past the configuration's ceiling (``[limits] max_turns``): the
+    error a run raises before anything starts (None: within it). A raised ceiling is a
+    grant: an untrusted file's is ignored (tools-chat-trust spec, section 3.2)."""
+    asked, ceiling = settings.max_turns, project.limits.max_turns
+    if asked <= ceiling:
+        return None
+    config_file = project.describe()
+    hint = (
+        f"lower `model.max_turns` to {ceiling} or less; or, if sessions of this project may "
+        f"ask the model that often, add to {config_file}:\n    [limits]\n    max_turns = {asked}"
+    )
+    if any(grant.startswith("limits max_turns") for grant in project.ignored):
+        hint += f"; or, if you trust {config_file} as it is, run `domarkx trust`"
+    return LLMError(
+        f"model.max_turns = {asked} is past the project's ceiling of {ceiling} model calls "
+        "per run ([limits] max_turns); nothing was run",
+        file=session,
+        line=locate("max_turns"),
+        hint=hint,
+    )

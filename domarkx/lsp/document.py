@@ -21,7 +21,7 @@ from domarkx.data.models import SessionSnapshot
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
 from domarkx.execution.engine import engine_class
-from domarkx.llm.endpoints import resolve
+from domarkx.llm.endpoints import resolve, turns_refusal
 from domarkx.parsing.markdown import ParsedSession
 from domarkx.session.legacy import config_key_line
 from domarkx.session.names import display_path
@@ -122,6 +122,9 @@ def refusals(doc: Document, snapshot: SessionSnapshot) -> list[DomarkxError]:
         access = resolve(config.model, project, session=doc.display, locate=line_of)
         if access.refusal is not None:
             found.append(access.refusal)
+        too_many = turns_refusal(config.model, project, session=doc.display, locate=line_of)
+        if too_many is not None:
+            found.append(too_many)
     return found
 
 

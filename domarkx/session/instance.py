@@ -34,6 +34,7 @@ from domarkx.execution.engine import (
     engine_class,
 )
 from domarkx.llm import builtin_tools
+from domarkx.llm.endpoints import turns_refusal
 from domarkx.llm.reply import needs_model
 from domarkx.session import cleanup, owners
 from domarkx.session import layers as turn_layers
@@ -165,16 +166,15 @@ class InstanceManager:
         )
 
     def check_grants(self, snapshot: SessionSnapshot, cls: type[Engine]) -> None:
-        """What the session asks of its sandbox and the user has not granted: an error."""
-        refused = cls.refusal(snapshot.config(), project_config.load(self.store.root))
+        """What the session asks of its sandbox or model and the user did not grant: an error."""
+        config, project = snapshot.config(), project_config.load(self.store.root)
+        source, refused = snapshot.metadata.source_file, cls.refusal(config, project)
+        at = partial(config_line, self.store.root, source)
         if refused is not None:
-            source = snapshot.metadata.source_file
-            raise EngineError(
-                refused.message,
-                file=source,
-                line=config_line(self.store.root, source, refused.key),
-                hint=refused.hint,
-            )
+            raise EngineError(refused.message, file=source, line=at(refused.key), hint=refused.hint)
+        model = config.model
+        if model and (too_many := turns_refusal(model, project, session=source, locate=at)):
+            raise too_many
 
     # Running --------------------------------------------------------------------
     def start(
