@@ -1,7 +1,8 @@
 """Chat against the file system and a careless world: what it writes keeps the document's
 mode, never breaks its hard links silently, leaves no temporary file after SIGKILL, copes
-with a long CJK name; what an error said it keeps survives ``prune``; a huge retry-after
-is told as the one request it was. Real processes, real files, a real loopback server.
+with a long CJK name (in chat and in a plain doit build); what an error said it keeps
+survives ``prune``; a huge retry-after is told as the one request it was. Real processes,
+real files, a real loopback server.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from domarkx.data.layout import STAGES
 from tests.chat_server import ChatServer
-from tests.support import domarkx, process_env, wait_for
+from tests.support import doit, domarkx, new_project, process_env, wait_for
 
 SCRIPTED = """\
 ---
@@ -109,6 +111,27 @@ def test_a_session_with_an_80_character_cjk_name_chats_and_builds(project):
     assert name in tags.out  # the tag reads back whole
     ran = domarkx(root, "run", name, process=True)
     assert ran.code == 0, ran.err
+
+
+def test_a_session_with_an_84_character_cjk_name_builds_with_doit_and_chats(tmp_path: Path):
+    name = "会议记录" * 21  # 84 characters, 252 bytes: `.json` would pass the 255 a name may have
+    root = new_project(tmp_path / "p", {f"sessions/{name}.md": SCRIPTED, "sessions/q.md": SCRIPTED})
+    built = doit(root, process=True)
+    assert built.code == 0, built.out + built.err
+    assert "too long" not in built.out + built.err
+    assert {f"export:{name}", "export:q"} <= built.executed
+    cache = root / ".domarkx" / "cache"
+    assert (cache / "parse" / "q.json").is_file()  # a short name's files keep their names
+    assert all(len(p.name.encode()) <= 255 for p in cache.rglob("*"))
+    assert doit(root, process=True).executed == set()  # up to date: its files are found again
+
+    code, _out, err = domarkx(root, "chat", f"sessions/{name}.md", "-m", "hi", process=True)
+    assert code == 0, err
+    assert "Noted." in (root / "sessions" / f"{name}.md").read_text()
+    again = doit(root, process=True)
+    assert again.code == 0, again.out + again.err
+    assert again.executed == {f"{stage}:{name}" for stage in STAGES}  # the edited one only
+    assert "> Noted." in (root / ".domarkx" / "exports" / f"{name}.md").read_text()
 
 
 def test_prune_keeps_the_instance_that_an_error_said_keeps_the_question(project):

@@ -30,6 +30,15 @@ PROJECT_MARKERS = ("dodo.py", SESSIONS_DIR, STORE_DIR)
 HOME_ENV = "DOMARKX_HOME"
 SESSION_SUFFIX = ".md"
 STAGES = ("parse", "expand", "snapshot", "run", "export")
+# The most bytes a file name may have (ext4, XFS, Btrfs, APFS). A session's name is a
+# file name less ``.md``, so its cache files (``.json``, ``.asks``...) can pass it: 84 CJK
+# characters are 252 bytes. Such a name's last part is cut to CUT_NAME bytes (whole
+# characters) and LONG_NAME and a digest of the whole name end it (``cache_name``).
+NAME_MAX = 255
+CUT_NAME = 200
+LONG_NAME = "+"
+# A name of at most this many characters fits whatever its characters (4 bytes at most each).
+SHORT_NAME = (NAME_MAX - len(".json")) // 4
 
 
 def check_store_inside(root: str) -> None:
@@ -59,6 +68,24 @@ def check_store_inside(root: str) -> None:
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def cache_name(name: str, suffix: str) -> str:
+    """``name + suffix``, the path of session ``name``'s file in a cache folder.
+
+    Unchanged while its last part fits in a file name (every name of up to
+    SHORT_NAME characters does); else that part is cut and ends with LONG_NAME
+    and a digest of the whole name, so that it fits and stays the name's own.
+    """
+    if len(name) <= SHORT_NAME:
+        return name + suffix
+    head, slash, last = name.rpartition("/")
+    encoded = last.encode("utf-8", "surrogateescape")
+    if len(encoded) + len(suffix.encode("utf-8")) <= NAME_MAX:
+        return name + suffix
+    cut = encoded[:CUT_NAME].decode("utf-8", "ignore")
+    mark = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{head}{slash}{cut}{LONG_NAME}{mark}{suffix}"
 
 
 def find_root(start: str | None = None) -> str:
@@ -143,42 +170,41 @@ class Layout:
 
     # Outputs, one per stage ------------------------------------------------------
     def parse_out(self, name: str) -> str:
-        return f"{self.home}/cache/parse/{name}.json"
+        return f"{self.home}/cache/parse/{cache_name(name, '.json')}"
 
     def expand_out(self, name: str) -> str:
-        return f"{self.home}/cache/expand/{name}.json"
+        return f"{self.home}/cache/expand/{cache_name(name, '.json')}"
 
     def deps_file(self, name: str) -> str:
         """Files the session included, as the last expand found them (absent: none)."""
-        return f"{self.home}/cache/deps/{name}.json"
+        return f"{self.home}/cache/deps/{cache_name(name, '.json')}"
 
     def replay_deps_file(self, name: str) -> str:
         """Replay records the session's last run used (absent: none), see ``tasks``."""
-        return f"{self.home}/cache/replay-deps/{name}.json"
+        return f"{self.home}/cache/replay-deps/{cache_name(name, '.json')}"
 
     def model_marker(self, name: str) -> str:
         """An empty file for each session whose session-config names a model."""
-        return f"{self.home}/cache/model/{name}.asks"
+        return f"{self.home}/cache/model/{cache_name(name, '.asks')}"
 
     def marked_model_sessions(self) -> list[str] | None:
         """The sessions marked as naming a model, or None when nothing was ever marked."""
-        base = self.abs(f"{self.home}/cache/model")
-        if not os.path.isdir(base):
+        if not os.path.isdir(self.abs(f"{self.home}/cache/model")):
             return None
-        return _walk(base, ".asks")
+        return self.cached_names("cache/model", ".asks")
 
     def params_file(self, name: str) -> str:
         """Parameter names the session's last expand looked up (absent: none), see ``tasks``."""
-        return f"{self.home}/cache/params/{name}.json"
+        return f"{self.home}/cache/params/{cache_name(name, '.json')}"
 
     def replay_record(self, key: str) -> str:
         return f"{self.home}/replay/{key[:2]}/{key}.json"
 
     def snapshot_out(self, name: str) -> str:
-        return f"{self.snapshot_outs_dir}/{name}.id"
+        return f"{self.snapshot_outs_dir}/{cache_name(name, '.id')}"
 
     def run_out(self, name: str) -> str:
-        return f"{self.home}/cache/run/{name}.json"
+        return f"{self.home}/cache/run/{cache_name(name, '.json')}"
 
     def run_record(self, key: str) -> str:
         """The execution cache's record of run key ``key``.
@@ -193,7 +219,7 @@ class Layout:
 
     def seconds_file(self, name: str) -> str:
         """How long the session's run took where it ran (``pipeline.durations``)."""
-        return f"{self.home}/cache/seconds/{name}.txt"
+        return f"{self.home}/cache/seconds/{cache_name(name, '.txt')}"
 
     @property
     def shared_cache_marks_dir(self) -> str:
@@ -310,9 +336,8 @@ class Layout:
 
     def included_files(self) -> dict[str, list[str]]:
         """For each session that includes files, those files (project-relative)."""
-        base = self.abs(f"{self.home}/cache/deps")
         result = {}
-        for name in _walk(base, ".json"):
+        for name in self.cached_names("cache/deps", ".json"):
             included = self.read_deps(name)
             if included:
                 result[name] = included
@@ -320,9 +345,8 @@ class Layout:
 
     def replayed_files(self) -> dict[str, list[str]]:
         """For each session whose run used model replies, their replay records."""
-        base = self.abs(f"{self.home}/cache/replay-deps")
         result = {}
-        for name in _walk(base, ".json"):
+        for name in self.cached_names("cache/replay-deps", ".json"):
             records = self.read_deps(name, self.replay_deps_file(name))
             if records:
                 result[name] = records
@@ -330,13 +354,23 @@ class Layout:
 
     def asked_params(self) -> dict[str, list[str]]:
         """For each session whose macros looked up parameters, their names."""
-        base = self.abs(f"{self.home}/cache/params")
         result = {}
-        for name in _walk(base, ".json"):
+        for name in self.cached_names("cache/params", ".json"):
             asked = self.read_deps(name, self.params_file(name))
             if asked:
                 result[name] = asked
         return result
+
+    def cached_names(self, folder: str, suffix: str) -> list[str]:
+        """The sessions with a ``*suffix`` file in ``folder`` (under the store): a file name
+        cut to fit (``cache_name``) is read back as the session whose file it is."""
+        stems = _walk(self.abs(f"{self.home}/{folder}"), suffix)
+        if not any(_is_cut(stem) for stem in stems):
+            return stems
+        # A name that long is rare: only then are the sessions listed to know them.
+        long = (n for n in self.session_names() if len(n) > SHORT_NAME)
+        whole = {cache_name(n, suffix)[: -len(suffix)]: n for n in long}
+        return sorted({whole.get(stem, stem) for stem in stems})
 
     def read_deps(self, name: str, path: str | None = None) -> list[str]:
         try:
@@ -372,6 +406,12 @@ def is_session_name(name: str) -> bool:
         and all(part and part[0] not in "._" for part in name.split("/"))
         and name.split("/", 1)[0] != TEMPLATES_DIR
     )
+
+
+def _is_cut(stem: str) -> bool:
+    """Whether a cache file's name (less its suffix) may be a long name cut to fit."""
+    last = stem.rpartition("/")[2]
+    return len(last) > 17 and last[-17] == LONG_NAME
 
 
 def _walk(base: str, suffix: str, odd: set[str] | None = None) -> list[str]:

@@ -46,7 +46,7 @@ from typing import Any
 from domarkx import overlap, signals
 from domarkx.data import lock
 from domarkx.data.atomic import remove_orphans
-from domarkx.data.layout import Layout
+from domarkx.data.layout import SHORT_NAME, Layout
 from domarkx.pipeline.selection import stages_wanted
 
 # As many stale sessions as this make a cold build: one worker per core, and the
@@ -121,8 +121,12 @@ def stale_sessions(layout: Layout, names: Iterable[str]) -> list[str]:
             changed = stat(source_head + name + source_tail).st_mtime_ns
         except OSError:
             continue  # its task reports it
+        # A long name's cache file has a name cut to fit (``layout.cache_name``).
+        cache = cache_head + name + cache_tail
+        if len(name) > SHORT_NAME:
+            cache = layout.abs(layout.parse_out(name))
         try:
-            if stat(cache_head + name + cache_tail).st_mtime_ns >= changed:
+            if stat(cache).st_mtime_ns >= changed:
                 continue
         except OSError:
             pass
