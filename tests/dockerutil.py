@@ -10,6 +10,7 @@ and skipped elsewhere with the command that builds it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -120,7 +121,10 @@ def containers_labelled(label: str, value: str) -> list[str]:
     import docker
 
     client = docker.from_env()
-    return [c.id for c in client.containers.list(all=True, filters={"label": f"{label}={value}"})]
+    # sparse: the listing alone, no inspect of each container, which fails on one that a
+    # run removes between the two calls.
+    found = client.containers.list(all=True, sparse=True, filters={"label": f"{label}={value}"})
+    return [c.id for c in found]
 
 
 # Sleeps that only this test run starts, so that a /proc scan cannot mistake
@@ -190,5 +194,8 @@ def unique_test_label() -> Iterator[str]:
     import docker
 
     client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={value}"}):
-        container.remove(force=True)
+    for container in client.containers.list(
+        all=True, sparse=True, filters={"label": f"{TEST_LABEL}={value}"}
+    ):
+        with contextlib.suppress(docker.errors.NotFound):  # gone by itself meanwhile
+            container.remove(force=True)
