@@ -47,13 +47,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from domarkx import config as project_config
 from domarkx.data.atomic import write_atomic
 from domarkx.data.layout import Layout, find_root
 from domarkx.errors import DomarkxError
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig
+
+    from domarkx.config import CacheSettings
 
 WRITE_ENV = "DOMARKX_CACHE_WRITE"
 KINDS = ("run", "replay", "snapshot")
@@ -271,7 +272,7 @@ def _is_permission(err: Exception) -> bool:
     return bool(names & {"PermissionDeniedError", "UnauthenticatedError"})
 
 
-def write_allowed(settings: project_config.CacheSettings) -> bool:
+def write_allowed(settings: CacheSettings) -> bool:
     """``write`` from the file, unless ``DOMARKX_CACHE_WRITE`` says otherwise."""
     value = os.environ.get(WRITE_ENV)
     if value is None:
@@ -287,7 +288,7 @@ def write_allowed(settings: project_config.CacheSettings) -> bool:
     )
 
 
-def open_store(settings: project_config.CacheSettings) -> Any:
+def open_store(settings: CacheSettings) -> Any:
     """The obstore store for ``settings.url`` (credentials from the environment)."""
     url = settings.url
     assert url is not None
@@ -339,6 +340,10 @@ def for_project(root: str | os.PathLike[str]) -> SharedCache | None:
 
     One per configuration per process, so that a failure is warned about once.
     """
+    # reason: pydantic and the settings models (~85 ms): a build's task that only checks
+    # a snapshot's file or moves a tag opens the store without reading the configuration
+    from domarkx import config as project_config
+
     settings = project_config.load(root).cache
     if settings.url is None:
         return None
