@@ -243,6 +243,31 @@ def test_export_with_a_template_of_ones_own(cli, greeting):
     )
 
 
+def test_compiled_templates_are_kept_per_user_and_follow_an_edit(
+    cli, cli_process, greeting, tmp_path
+):
+    """A template is compiled once per user (in jinja2's folder of the user's own, never in
+    the project): the next process reads the compiled code, an edited template is
+    compiled again, and a damaged compiled file is only compiled again."""
+    import_ok(cli, "sessions/greeting.md", "--param", "who=ana")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    template = greeting / "brief.md.j2"
+    template.write_text("first {{ front_matter.title }}\n", encoding="utf-8")
+    code, out, err = cli_process("export", "greeting", "--template", "brief.md.j2", env=env)
+    assert (code, out, err) == (0, "first Greeting\n", "")
+    compiled = sorted(temp.glob("_jinja2-cache-*/__domarkx_*.cache"))
+    assert len(compiled) == 1  # the user's template (the built-in one was not rendered)
+    assert not list(greeting.rglob("*.cache"))
+    template.write_text("second {{ front_matter.title }}\n", encoding="utf-8")
+    code, out, err = cli_process("export", "greeting", "--template", "brief.md.j2", env=env)
+    assert (code, out, err) == (0, "second Greeting\n", "")
+    compiled[0].write_bytes(b"not compiled code")
+    code, out, err = cli_process("export", "greeting", "--template", "brief.md.j2", env=env)
+    assert (code, out, err) == (0, "second Greeting\n", "")
+
+
 def test_a_broken_template_is_one_clear_error(cli, greeting):
     import_ok(cli, "sessions/greeting.md", "--param", "who=ana")
     (greeting / "bad.j2").write_text("line one\n{% for x in %}\n", encoding="utf-8")
