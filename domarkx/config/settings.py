@@ -13,18 +13,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from domarkx.config.sizes import DEFAULT_EXPANSION, SIZE, size_in_bytes
+
 CONFIG_FILE = "domarkx.toml"
 
 # Defaults of the Docker sandbox's limits (``[docker]``), chosen to stop a fork
 # bomb or a runaway allocation without getting in the way of ordinary blocks.
 DEFAULT_PIDS_LIMIT = 512
 DEFAULT_MEMORY = "2g"
-# The most text macros may produce for one document (``[limits] expansion``).
-DEFAULT_EXPANSION = "10m"
 # The most model calls a session's ``model.max_turns`` may ask for (``[limits] max_turns``).
 DEFAULT_MAX_TURNS = 50
 
-_MEMORY = re.compile(r"^([0-9]+)\s*([kmg]?)b?$", re.IGNORECASE)
 # Docker refuses a smaller memory limit; 0 would mean "no limit" to it.
 MIN_MEMORY = 6 << 20
 # The capabilities a configuration may give back: Docker's default set less NET_RAW
@@ -49,15 +48,6 @@ SAFE_CAPABILITIES = frozenset(
 )
 _CAPABILITY = re.compile(r"^(CAP_)?[A-Z][A-Z_]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def size_in_bytes(value: str) -> int:
-    """``512m`` -> bytes, as Docker reads memory sizes (b, k, m, g, kb, mb, gb; powers of 1024)."""
-    match = _MEMORY.match(value.strip())
-    if match is None:
-        raise ValueError(f"{value!r} is not a size")
-    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    return int(match.group(1)) * units[match.group(2).lower()]
 
 
 class Endpoint(BaseModel):
@@ -130,7 +120,7 @@ class DockerSettings(BaseModel):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
-        if not _MEMORY.match(value.strip()):
+        if not SIZE.match(value.strip()):
             raise ValueError("must be a size such as 512m or 2g")
         if size_in_bytes(value) < MIN_MEMORY:
             raise ValueError("must be at least 6m (Docker reads 0 as no limit at all)")
@@ -175,7 +165,7 @@ class LimitSettings(BaseModel):
     @field_validator("expansion")
     @classmethod
     def _size(cls, value: str) -> str:
-        if not _MEMORY.match(value.strip()):
+        if not SIZE.match(value.strip()):
             raise ValueError("must be a size such as 512k or 10m")
         return value.strip().lower()
 
@@ -256,7 +246,7 @@ class LayerSettings(BaseModel):
     @field_validator("max_size")
     @classmethod
     def _size(cls, value: str) -> str:
-        if not _MEMORY.match(value.strip()):
+        if not SIZE.match(value.strip()):
             raise ValueError("must be a size such as 500m or 2g")
         return value.strip().lower()
 

@@ -14,11 +14,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from domarkx import registry
-from domarkx.config import DEFAULT_EXPANSION, ProjectConfig, size_in_bytes
+from domarkx.config import DEFAULT_EXPANSION, size_in_bytes
 from domarkx.data.models import Message, TextBlock
 from domarkx.errors import DocumentError, DomarkxError, MacroError, PluginError
 from domarkx.parsing.blocks import is_open_at_end, quote, trim_blank_lines
@@ -30,6 +30,9 @@ from domarkx.parsing.macro_links import (
     mask_code,
 )
 from domarkx.parsing.markdown import ParsedSession, append_block, parse_body
+
+if TYPE_CHECKING:
+    from domarkx.config import ProjectConfig
 
 GROUP = "domarkx.macros"
 MAX_DEPTH = 32
