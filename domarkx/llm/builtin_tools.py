@@ -29,7 +29,10 @@ Approve = Callable[[str, str, str], str | None]
 FINAL = "attempt_completion"  # the tool whose result ends the loop
 
 
-def _spec(name: str, description: str, **parameters: tuple[dict[str, Any], bool]) -> dict[str, Any]:
+def tool_spec(
+    name: str, description: str, **parameters: tuple[dict[str, Any], bool]
+) -> dict[str, Any]:
+    """A function tool's schema: each parameter is (its JSON schema, whether it is required)."""
     return {
         "name": name,
         "description": description,
@@ -48,13 +51,13 @@ _PATH = {"type": "string", "description": "A path relative to the sandbox's work
 SANDBOX: dict[str, dict[str, Any]] = {
     spec["name"]: spec
     for spec in (
-        _spec(
+        tool_spec(
             "execute_command",
             "Run a shell command in the session's sandbox (its working folder); the result "
             "is what it printed and its exit code.",
             command=({"type": "string", "description": "The command line."}, True),
         ),
-        _spec(
+        tool_spec(
             "read_file",
             "Read a text file of the sandbox's working folder, whole or lines "
             "start_line..end_line (1-based, inclusive).",
@@ -62,7 +65,7 @@ SANDBOX: dict[str, dict[str, Any]] = {
             start_line=({"type": ["integer", "null"]}, False),
             end_line=({"type": ["integer", "null"]}, False),
         ),
-        _spec(
+        tool_spec(
             "write_to_file",
             "Write text to a file of the sandbox's working folder (created with its "
             "folders; replaced, or appended to with append=true).",
@@ -70,13 +73,13 @@ SANDBOX: dict[str, dict[str, Any]] = {
             content=(_TEXT, True),
             append=({"type": "boolean", "default": False}, False),
         ),
-        _spec(
+        tool_spec(
             "list_files",
             "List the files and folders under a folder of the sandbox (folders end in /).",
             path=(dict(_PATH, default="."), False),
             recursive=({"type": "boolean", "default": False}, False),
         ),
-        _spec(
+        tool_spec(
             "apply_diff",
             "Change a file with a unified diff (`@@ -a,b +c,d @@` hunks), or with "
             "search/replace blocks (<<<<<<< SEARCH, :start_line:N, -------, old lines, "
@@ -85,7 +88,7 @@ SANDBOX: dict[str, dict[str, Any]] = {
             path=(_PATH, True),
             diff=(_TEXT, True),
         ),
-        _spec(
+        tool_spec(
             FINAL,
             "Finish: give the final answer. The conversation turn ends with this result.",
             result=({"type": "string", "description": "The final answer."}, True),

@@ -34,7 +34,7 @@ from domarkx.data.layout import SESSIONS_DIR, TEMPLATES_DIR
 from domarkx.data.models import Message, TextBlock
 from domarkx.data.store import Store
 from domarkx.errors import DomarkxError
-from domarkx.llm.builtin_tools import HostTool, HostToolError
+from domarkx.llm.builtin_tools import HostTool, HostToolError, tool_spec
 from domarkx.parsing.source import front_matter_end, split_front_matter
 from domarkx.session.approval import Approval
 from domarkx.session.chat import ChatSession
@@ -44,25 +44,11 @@ from domarkx.session.snapshot import SnapshotManager
 TEMPLATES = TEMPLATES_DIR  # sessions/templates/<name>.md
 ARCHIVE = "archive"  # sessions/archive/<topic>/<name>.md
 
-
-def _spec(name: str, description: str, **parameters: tuple[dict[str, Any], bool]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": description,
-        "parameters": {
-            "type": "object",
-            "properties": {key: schema for key, (schema, _) in parameters.items()},
-            "required": [key for key, (_, required) in parameters.items() if required],
-            "additionalProperties": False,
-        },
-    }
-
-
 _NAME = {"type": "string", "description": "A session's name: its path under sessions/, no .md."}
 SPECS: dict[str, dict[str, Any]] = {
     spec["name"]: spec
     for spec in (
-        _spec(
+        tool_spec(
             "create_session",
             "Create a session from a template of the project (sessions/templates/NAME.md); "
             "the parameters become its macro params.",
@@ -70,20 +56,22 @@ SPECS: dict[str, dict[str, Any]] = {
             session_name=(_NAME, True),
             parameters=({"type": "object", "additionalProperties": {"type": "string"}}, False),
         ),
-        _spec(
+        tool_spec(
             "send_message",
             "Send a message to a session of the project; it answers, and its reply is the "
             "result. The message and the reply are written into that session's document.",
             session_name=(_NAME, True),
             message=({"type": "string"}, True),
         ),
-        _spec(
+        tool_spec(
             "get_messages",
             "The messages of a session of the project, as its document writes them.",
             session_name=(_NAME, True),
         ),
-        _spec("list_sessions", "The project's sessions (not templates or archived), one a line."),
-        _spec(
+        tool_spec(
+            "list_sessions", "The project's sessions (not templates or archived), one a line."
+        ),
+        tool_spec(
             "archive_session",
             "Move a session to sessions/archive/TOPIC/.",
             session_name=(_NAME, True),
