@@ -18,8 +18,9 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
+
+from domarkx.signals import process_alive
 
 # mkstemp makes files 0600; store files and exports get the usual 0666 & ~umask.
 _UMASK = os.umask(0)
@@ -95,8 +96,7 @@ def remove_stale(path: str | os.PathLike[str]) -> int:
     for entry in names:
         if not (entry.startswith(prefix) and entry.endswith(".tmp")):
             continue
-        pid = entry[: -len(".tmp")].rpartition(".")[2]
-        if not pid.isdigit() or _running(int(pid)):
+        if not _writer_gone(entry):
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(folder, entry))
@@ -104,13 +104,10 @@ def remove_stale(path: str | os.PathLike[str]) -> int:
     return removed
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _writer_gone(name: str) -> bool:
+    """Whether the writer of temporary file ``name`` (``...<pid>.tmp``) is dead."""
+    pid = name[: -len(".tmp")].rpartition(".")[2]
+    return pid.isdigit() and not process_alive(int(pid))
     return True
 
 
@@ -144,21 +141,19 @@ atexit.register(_remove_unfinished)
 os.register_at_fork(after_in_child=_forked)
 
 
-def remove_orphans(folder: str | os.PathLike[str], alive: Callable[[int], bool]) -> int:
+def remove_orphans(folder: str | os.PathLike[str]) -> int:
     """Remove the temporary files under ``folder`` whose writer is dead; how many.
 
     A process killed by SIGKILL between creating its temporary file and the
     rename leaves it behind (nothing can run then). Files of live writers
-    (a ``domarkx run`` beside the build) are left alone: ``alive(pid)`` says
-    which (``domarkx.session.owners.alive``).
+    (a ``domarkx run`` beside the build) are left alone.
     """
     removed = 0
     for parent, _dirs, files in os.walk(folder):
         for name in files:
             if not (name.startswith(".") and name.endswith(".tmp")):
                 continue
-            pid = name[: -len(".tmp")].rpartition(".")[2]
-            if not pid.isdigit() or alive(int(pid)):
+            if not _writer_gone(name):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(parent, name))

@@ -219,7 +219,7 @@ def reap_if_killed(layout: Layout, holder: str) -> None:
 
     home = layout.abs(layout.home)
     if holder:
-        remove_orphans(home, owners.alive)  # the files it was writing when killed
+        remove_orphans(home)  # the files it was writing when killed
     if not holder and not owners.dead(home):
         return
     # The instance runtime (pydantic models, engines): only to clean up.

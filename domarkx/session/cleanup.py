@@ -25,6 +25,7 @@ from domarkx.errors import DomarkxError, EngineError, PluginError
 from domarkx.execution.engine import GROUP, Engine, engine_class
 from domarkx.session import layer_admin, owners
 from domarkx.session.blocks import now
+from domarkx.signals import process_alive
 
 
 def stop(store: Store, ref: str) -> SessionInstance:
@@ -56,7 +57,7 @@ def destroy_sandbox(instance: SessionInstance) -> None:
     if not instance.sandbox.get("alive"):
         return
     owner = instance.sandbox.get("owner_pid")
-    if owner and owner != os.getpid() and owners.alive(owner):
+    if owner and owner != os.getpid() and process_alive(owner):
         # An interactive run still owns the sandbox: ask it to end.
         with contextlib.suppress(OSError):
             os.kill(owner, signal.SIGTERM)
@@ -80,7 +81,7 @@ def orphaned(instance: SessionInstance) -> bool:
     if instance.status == "running" and not sandbox.get("alive", True):
         return True
     owner = sandbox.get("owner_pid")
-    if not owner or owners.alive(int(owner)):
+    if not owner or process_alive(int(owner)):
         return False
     return not sandbox.get("keep", False) or instance.engine == "local_shell"
 

@@ -13,6 +13,8 @@ import atexit
 import contextlib
 import os
 
+from domarkx.signals import process_alive
+
 FOLDER = "owners"
 
 # Store folders this process registered in (one file each).
@@ -48,7 +50,7 @@ def dead(home: str | os.PathLike[str]) -> list[int]:
         names = os.listdir(folder)
     except OSError:
         return []
-    return [int(name) for name in names if name.isdigit() and not alive(int(name))]
+    return [int(name) for name in names if name.isdigit() and not process_alive(int(name))]
 
 
 def forget(home: str | os.PathLike[str], pids: list[int]) -> None:
@@ -57,18 +59,3 @@ def forget(home: str | os.PathLike[str], pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(folder, str(pid)))
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
