@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from domarkx.cli.options import Args, Subparsers, add_command, open_store
-from domarkx.data.document_file import replace_document
 from domarkx.errors import DocumentError
 
 
@@ -28,6 +27,7 @@ def register(subparsers: Subparsers) -> None:
 def run(args: Args) -> int:
     # The command's own modules (pydantic models, engines): loaded when it runs,
     # not by every `domarkx` start (`--help`, other commands).
+    from domarkx.data.document_file import replace_document  # (the same: ~4 ms, tempfile)
     from domarkx.session.files import check_document
     from domarkx.session.legacy import changes_of, migrate_text, problems_of  # (the same)
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 
-from domarkx.data.atomic import write_atomic
 from domarkx.data.digest import canonical_json, digest
 
 STORE_DIR = ".domarkx"
@@ -392,6 +391,10 @@ class Layout:
         path = f"{self.home}/cache/config/{kind}-{digest(data)[:16]}.json"
         full = self.abs(path)
         if not os.path.exists(full):
+            # reason: tempfile and the atomic writer (~3 ms) for a first build only, not
+            # for every `domarkx` start (--help, commands that never write a stamp)
+            from domarkx.data.atomic import write_atomic
+
             write_atomic(full, text + "\n")
         return path
 
