@@ -50,6 +50,9 @@ def domarkx_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     # a test's domarkx.toml is trusted unless the test says otherwise (tests/test_trust.py).
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "user-config"))
     monkeypatch.setenv("DOMARKX_TRUST", "1")
+    # Builds start no build daemon (it would outlive the test); tests/test_daemon.py
+    # turns it on, with a folder of its own for the daemon's socket.
+    monkeypatch.setenv("DOMARKX_DAEMON", "0")
     return home
 
 

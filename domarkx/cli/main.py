@@ -36,6 +36,7 @@ COMMANDS = (
     "lsp",
     "trust",
     "test",
+    "daemon",
 )
 
 

@@ -9,7 +9,10 @@ loads the task list and it shows sessions whose parse cache is missing or
 older than the document (``scan``, ``stale_sessions``), worker processes
 start at once (``start_pool``): they run the ``prepare`` function they are
 handed (the stages' imports), overlapping doit's loading and checking, and
-then wait. Nothing is written before the run starts (``begin_run``, once
+then wait. Those imports take longer than the whole of a small project's
+no-op build, so where the build daemon of this installation runs
+(``daemon``), its workers, whose imports are done, are taken instead of
+forked ones. What the pool's processes share is in ``pool_state``. Nothing is written before the run starts (``begin_run``, once
 the build lock is held): only then do the workers learn which stages the
 selection reaches, and take those sessions one by one in doit's order,
 each through the ``work`` function they were handed. What a worker returns
@@ -33,9 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import multiprocessing
 import os
-import queue as queues
+import signal
 import sys
 import threading
 import time
@@ -47,6 +49,8 @@ from domarkx import overlap, signals
 from domarkx.data import lock
 from domarkx.data.atomic import remove_orphans
 from domarkx.data.layout import SHORT_NAME, Layout
+from domarkx.pipeline import daemon, pool_state
+from domarkx.pipeline.pool_state import DISMISSED, WAITING, Shared, Work, frames, work_loop
 from domarkx.pipeline.selection import stages_wanted
 
 # As many stale sessions as this make a cold build: one worker per core, and the
@@ -57,14 +61,8 @@ OFF_SWITCH = "DOMARKX_PREBUILD"
 # (still importing on a busy machine) before it does the work itself.
 PATIENCE = 5.0
 
-# A worker's state (``Pool.state``): waiting for the run, working, told to go.
-WAITING, WORKING, DISMISSED = 0, 1, 2
-
-# What ``Pool.close`` puts in the queue to end this process's reading of it.
-STOP = "stop"
-
-# A worker's work: take one session (by name) as far as the stage bits allow.
-Work = Callable[[str, int], Any]
+# How a pool asks the build daemon for a worker (``daemon.hire``).
+Hire = Callable[[Callable[[], None], Work, list[str], int, int, tuple[int, int, int]], Any]
 
 
 def enabled() -> bool:
@@ -153,16 +151,16 @@ def start_pool(
         previous.close()
     if not stale or not enabled() or (os.cpu_count() or 1) < 2:
         return None
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    if multiprocessing.parent_process() is not None:
-        return None  # inside a worker process of some other pool
+    if not hasattr(os, "fork") or pool_state.worker_process:
+        return None  # no fork here, or inside a worker of some other pool
     if threading.active_count() > 1:
         return None  # a fork copies only this thread: a lock another one holds stays held
     if prepared and len(stale) < MIN_SESSIONS:
         return None  # nothing a worker would do sooner than this process
     workers = 1 if len(stale) < MIN_SESSIONS else min(os.cpu_count() or 1, 8)
-    pool = _pools[home] = Pool(stale, work, prepare, workers)
+    # A fresh process gains most from a daemon's workers: their imports are done.
+    hire = None if prepared else daemon.hire
+    pool = _pools[home] = Pool(stale, work, prepare, workers, hire)
     return pool
 
 
@@ -175,6 +173,7 @@ def current(layout: Layout) -> Pool | None:
     if found.owner != os.getpid():
         # A process of `doit -P process`: its results go to the process that
         # started the workers. Stop them; the tasks here do their own work.
+        found.shared.threads = threading.Lock()  # as another thread may have left it
         found.abandon()
         del _pools[home]
         return None
@@ -237,42 +236,32 @@ def reap_if_killed(layout: Layout, holder: str) -> None:
 
 
 # The pool -----------------------------------------------------------------------
-def _worker(pool: Pool, slot: int, parent: int) -> None:
-    """A worker: prepare, wait for the run, then claim sessions nobody claimed."""
-    signals.in_worker(parent)  # never outlive a killed build (it would wait here forever)
-    pool.prepare()
-    gc.enable()  # off while doit loaded the tasks (see tasks.doit_config)
-    # The run starts when the build's process closes its end of this pipe (an
-    # end of file wakes every worker; a killed one leaves nothing in a bad state).
-    os.close(pool.go_write)
-    os.read(pool.go_read, 1)
-    jobs, claimed, guard, results = pool.names, pool.claimed, pool.lock, pool.queue
-    with guard:
-        if pool.state[slot] == DISMISSED:
-            return
-        pool.state[slot] = WORKING
-    index = 0
-    while True:
-        with guard:
-            while index < len(jobs) and (claimed[index] or not pool.wanted[index]):
-                index += 1
-            if index == len(jobs):
-                break
-            claimed[index] = 1
-        name = jobs[index]
-        try:
-            result = pool.work(name, pool.wanted[index])
-        except Exception:
-            result = None  # the task itself does it again, and reports it
-        results.put((name, result))
-    results.put(None)
+class Handle:
+    """One worker as the build sees it: its result pipe, and how it is reached."""
+
+    __slots__ = ("fd", "gone", "link", "pid")
+
+    def __init__(self, fd: int, pid: int = 0, link: Any = None) -> None:
+        self.fd = fd  # the read end of its result pipe
+        self.pid = pid  # forked by this process: its pid (killed, reaped here)
+        self.link = link  # handed over by the daemon: the connection it watches
+        self.gone = False  # its result pipe reached its end
 
 
 class Pool:
-    """Forked workers handed a work function; results taken by name, in doit's order."""
+    """Workers handed a work function; results taken by name, in doit's order.
+
+    A worker comes from the build daemon when one of this installation runs
+    (``hire``: its imports are done), else is forked from this process.
+    """
 
     def __init__(
-        self, names: list[str], work: Work, prepare: Callable[[], None], workers: int
+        self,
+        names: list[str],
+        work: Work,
+        prepare: Callable[[], None],
+        workers: int,
+        hire: Hire | None = None,
     ) -> None:
         self.names = names
         self.work = work
@@ -285,25 +274,46 @@ class Pool:
         # What a task kept of a result for its session's later stages (see ``stages``).
         self.kept: dict[str, Any] = {}
         self.started = float("inf")  # when the run let the workers begin (``start``)
-        self.arrived = threading.Condition()  # a result came in (see ``_read``)
-        self.reader: threading.Thread | None = None
-        context = multiprocessing.get_context("fork")
-        self.lock = context.Lock()
+        self.arrived = threading.Condition()  # a result came in, or a worker is gone
+        self.readers: list[threading.Thread] = []
+        self.shared = Shared.create(len(names), workers)
         self.go_read, self.go_write = os.pipe()
-        self.claimed = context.RawArray("b", len(names))
-        self.wanted = context.RawArray("b", len(names))
-        self.state = context.RawArray("b", workers)
-        self.queue = context.Queue()
-        self.workers: list[Any] = []
+        self.workers: list[Handle] = []
         for slot in range(workers):
-            worker = context.Process(target=_worker, args=(self, slot, os.getpid()), daemon=True)
-            worker.start()
-            self.workers.append(worker)
+            read_end, write_end = os.pipe()
+            link = None
+            if hire is not None:
+                fds = (self.shared.fd, self.go_read, write_end)
+                link = hire(prepare, work, names, slot, workers, fds)
+            if link is not None:
+                self.workers.append(Handle(read_end, link=link))
+            else:
+                hire = None  # no daemon answers: fork this one and the rest
+                self.workers.append(Handle(read_end, pid=self._fork(slot, read_end, write_end)))
+            os.close(write_end)
+
+    def _fork(self, slot: int, read_end: int, write_end: int) -> int:
+        """A worker forked from this process: prepare, wait for the run, work."""
+        pid = os.fork()
+        if pid:
+            return pid
+        status = 1
+        try:
+            pool_state.worker_process = True
+            for fd in (read_end, self.go_write, *(h.fd for h in self.workers)):
+                os.close(fd)
+            signals.in_worker(self.owner)  # never outlive a killed build
+            self.prepare()
+            gc.enable()  # off while doit loaded the tasks (see tasks.doit_config)
+            work_loop(self.shared, self.names, slot, self.work, self.go_read, write_end)
+            status = 0
+        finally:
+            os._exit(status)
 
     def start(self, wanted: list[int]) -> None:
         """Let the workers begin, each session taken as far as ``wanted`` says."""
         for index, bits in enumerate(wanted):
-            self.wanted[index] = bits
+            self.shared.want(index, bits)
             if not bits:
                 self.index.pop(self.names[index], None)
         self.started = time.monotonic()
@@ -319,20 +329,20 @@ class Pool:
         index = self.index.pop(name, None)
         if index is None:
             return None
-        self._start_reader()
+        self._start_readers()
         while True:
             with self.arrived:
                 if name in self.results:
                     break
-                with self.lock:
-                    if not self.claimed[index] and (
+                with self.shared.locked():
+                    if not self.shared.claimed(index) and (
                         self.steal
                         or self.started == float("inf")
                         or time.monotonic() - self.started > PATIENCE
                     ):
-                        self.claimed[index] = 1  # not started: the caller does it
+                        self.shared.claim(index)  # not started: the caller does it
                         return None
-                if not any(worker.is_alive() for worker in self.workers):
+                if all(worker.gone for worker in self.workers):
                     return None  # every worker is gone (killed?): the caller does it
             with overlap.waiting(), self.arrived:  # the other tasks go on meanwhile
                 if name not in self.results:
@@ -346,33 +356,36 @@ class Pool:
                 os.close(fd)
         self.go_write = self.go_read = -1
 
-    def _start_reader(self) -> None:
-        """One thread of this process moves the workers' results from the queue to ``results``.
+    def _start_readers(self) -> None:
+        """One thread per worker moves its results from its pipe to ``results``.
 
         Started by the first task that takes one (never in a process of ``doit
         -P process``, which forks after the run began), so that each waiting
         task wakes as soon as its own result is in.
         """
-        if self.reader is not None:
+        if self.readers:
             return
-        self.reader = threading.Thread(target=self._read, name="pool-results", daemon=True)
-        self.reader.start()
+        for worker in self.workers:
+            reader = threading.Thread(target=self._read, args=(worker,), daemon=True)
+            reader.start()
+            self.readers.append(reader)
 
-    def _read(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item == STOP:
-                return
-            if item is not None:
+    def _read(self, worker: Handle) -> None:
+        try:
+            for item in frames(worker.fd):
                 with self.arrived:
                     self.results[item[0]] = item[1]
                     self.arrived.notify_all()
+        finally:
+            with self.arrived:
+                worker.gone = True
+                self.arrived.notify_all()
 
     def abandon(self) -> None:
         """Leave every session not yet started to the tasks."""
-        with self.lock:
+        with self.shared.locked():
             for index in range(len(self.names)):
-                self.claimed[index] = 1
+                self.shared.claim(index)
 
     def close(self) -> None:
         """Let the workers finish the session they are on, and stop."""
@@ -380,26 +393,32 @@ class Pool:
             return  # a copy in a process of `doit -P process`: the owner stops them
         self.abandon()
         dismissed = []
-        with self.lock:
-            for slot in range(len(self.workers)):
-                if self.state[slot] == WAITING:
-                    self.state[slot] = DISMISSED
-                    dismissed.append(self.workers[slot])
+        with self.shared.locked():
+            for slot, worker in enumerate(self.workers):
+                if self.shared.state(slot) == WAITING:
+                    self.shared.set_state(slot, DISMISSED)
+                    dismissed.append(worker)
         for worker in dismissed:
             # Still preparing, or waiting for a run that never came (`doit list`):
-            # it has written nothing.
-            worker.kill()
+            # it has written nothing. A daemon's worker is prepared: it reads the
+            # end of the start pipe, sees it is dismissed and goes.
+            if worker.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
         self._let_go()
-        if self.reader is not None:
-            self.queue.put(STOP)
-            self.reader.join()
+        self._start_readers()
+        for reader in self.readers:
+            reader.join()  # a worker's pipe ends when it exits
         for worker in self.workers:
-            while worker.is_alive():
-                # A worker exits once what it put is read.
-                with contextlib.suppress(queues.Empty):
-                    self.queue.get(timeout=0.05)
-                worker.join(0.01)
+            if worker.pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(worker.pid, 0)
+            if worker.link is not None:
+                worker.link.close()
+            os.close(worker.fd)
+        self.shared.close()
         self.workers = []
+        self.readers = []
         self.index.clear()
         self.results.clear()
         self.kept.clear()
