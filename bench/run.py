@@ -112,6 +112,39 @@ def repeat(times: int, args: list[str], cwd, before=None, env=None) -> Timing:
 
 SHM = Path("/dev/shm")
 ENV_NO_PREBUILD = {"DOMARKX_PREBUILD": "0"}
+ENV_NO_DAEMON = {"DOMARKX_DAEMON": "0"}
+
+
+def start_daemon(base: Path) -> Path:
+    """The build daemon of this run, in a socket folder of its own, started and answering.
+
+    As on a user's machine, where the first build that had something to rebuild
+    started it (``DOMARKX_DAEMON=1``: on even where ``CI`` is set). Its folder is
+    returned, for ``stop_daemons``.
+    """
+    runtime = Path(tempfile.mkdtemp(prefix="dmx-run-"))
+    runtime.chmod(0o700)
+    ENV.update({"XDG_RUNTIME_DIR": str(runtime), "DOMARKX_DAEMON": "1"})
+    project = base / "daemon-start"
+    synth.generate(str(project), 2)
+    command(doit("snapshot"), project)
+    from domarkx.pipeline import daemon
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sockets = list((runtime / "domarkx").glob("d-*.sock"))
+        if sockets and daemon.ask(str(sockets[0]), daemon.STATUS):
+            return runtime
+        time.sleep(0.1)
+    raise RuntimeError(f"the build daemon did not start; see {runtime}/domarkx/*.log")
+
+
+def stop_daemons(runtime: Path) -> None:
+    from domarkx.pipeline import daemon
+
+    for path in (runtime / "domarkx").glob("d-*.sock"):
+        daemon.ask(str(path), daemon.QUIT)
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 class FreshCopies:
@@ -315,7 +348,10 @@ class Bench:
         log(f"{n} sessions: cold builds")
         fresh = FreshCopies(project, self.tmp / f"n{n}" / "cold")
         serial = repeat(cold_r, doit("snapshot"), fresh.folder, fresh.next)
-        variants = [("  same, `DOMARKX_PREBUILD=0` (no worker processes)", ENV_NO_PREBUILD)]
+        variants = [
+            ("  same, `DOMARKX_DAEMON=0` (workers forked by the build)", ENV_NO_DAEMON),
+            ("  same, `DOMARKX_PREBUILD=0` (no worker processes)", ENV_NO_PREBUILD),
+        ]
         rows = []
         if SHM.is_dir():
             in_ram = FreshCopies(project, Path(tempfile.mkdtemp(prefix="domarkx-", dir=SHM)))
@@ -334,8 +370,8 @@ class Bench:
                 "cold build to snapshots (`doit snapshot`, on disk)",
                 str(n),
                 fmt(serial.median),
-                goal="<= 2 s" if goal else "",
-                result=verdict(serial.median <= 2) if goal else "",
+                goal="<= 2.5 s" if goal else "",
+                result=verdict(serial.median <= 2.5) if goal else "",
             )
         )
         for label, timing in rows:
@@ -371,8 +407,8 @@ class Bench:
                 fmt(noop.p90),
                 f"doit floor {fmt(floor.median)}",
                 f"{ratio:.2f}x",
-                "<= 1.1x floor" if n >= GOAL_SIZE else "",
-                verdict(ratio <= 1.1) if n >= GOAL_SIZE else "",
+                "<= 0.93x floor" if n >= GOAL_SIZE else "",
+                verdict(ratio <= 0.93) if n >= GOAL_SIZE else "",
             )
         )
         make_dir = self.tmp / f"n{n}" / "make"
@@ -417,6 +453,7 @@ class Bench:
         def edit_one() -> None:
             edited.write_text(original + f"\nEdit number {next(counter)}.\n")
 
+        # The edit's goal holds at every size: an edit must not cost more in a small project.
         one = repeat(r, doit(), project, edit_one)
         extra = one.median - noop.median
         self.add(
@@ -427,8 +464,19 @@ class Bench:
                 fmt(one.p90),
                 f"no-op {fmt(noop.median)}",
                 f"+{extra * 1000:.0f} ms",
-                "<= no-op + 50 ms" if goal else "",
-                verdict(extra <= 0.05) if goal else "",
+                "<= no-op + 50 ms",
+                verdict(extra <= 0.05),
+            )
+        )
+        forked = repeat(r, doit(), project, edit_one, ENV_NO_DAEMON)
+        self.add(
+            Row(
+                "  same, `DOMARKX_DAEMON=0` (the worker forked by the build)",
+                str(n),
+                fmt(forked.median),
+                fmt(forked.p90),
+                f"no-op {fmt(noop.median)}",
+                f"+{(forked.median - noop.median) * 1000:.0f} ms",
             )
         )
         common = project / "sessions" / synth.COMMON
@@ -677,12 +725,16 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         creation = file_creation(folder)
         bench = Bench(args, folder)
-        for n in args.sizes:
-            bench.size(n)
-        bench.blocks()
-        if not args.no_models:
-            bench.models()
-        bench.startup()
+        runtime = start_daemon(folder)
+        try:
+            for n in args.sizes:
+                bench.size(n)
+            bench.blocks()
+            if not args.no_models:
+                bench.models()
+            bench.startup()
+        finally:
+            stop_daemons(runtime)
     print(table(bench.rows))
     line = " ".join(["python bench/run.py", *sys.argv[1:]])
     print(
