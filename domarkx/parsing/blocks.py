@@ -61,11 +61,10 @@ Block = Heading | FencedCode | Text
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
-    from markdown_it import MarkdownIt  # reason: ~40-80 ms at start-up; only a parse needs it
+    # reason: markdown-it, ~40-80 ms at start-up; only a parse needs it
+    from domarkx.parsing.commonmark import block_reader
 
-    parser = MarkdownIt("commonmark")
-    parser.disable(["inline", "text_join"], ignoreInvalid=True)
-    return parser
+    return block_reader()
 
 
 def blocks(lines: list[str]) -> list[Block]:

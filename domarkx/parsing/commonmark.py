@@ -1,0 +1,106 @@
+"""The CommonMark block reader: markdown-it-py's block rules, tried only where they can match.
+
+markdown-it-py tries its block rules one after the other at every line that
+may start a block (ten of them), and again, as "terminators", at every line
+of a paragraph, a list item or a quote (could a fence, a heading, a list...
+start here?). Each try is a Python call and a ``logging.debug`` call, most
+of them to learn that the line's first character cannot start that block:
+about two thirds of a session document's parse.
+
+CommonMark says which characters can start each block (after at most three
+spaces of indent): a fence ``` ` ``` or ``~``, a quote ``>``, a thematic break
+``*``, ``-`` or ``_``, a list item ``*``, ``-``, ``+`` or a digit, a link
+reference definition ``[``, an HTML block ``<``, an ATX heading ``#``; an
+indented code block only a line indented four columns or more. Here each of
+markdown-it's rule chains is one rule that looks at the line's first
+character and tries, in markdown-it's order, only the rules that can start
+with it; a line indented as code, and any rule not named above, is tried as
+before. The rules themselves are markdown-it's own, untouched: the tokens
+are the same (tests/test_block_reader.py compares them on the CommonMark
+spec's examples).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from markdown_it import MarkdownIt
+from markdown_it.parser_block import RuleFuncBlockType
+from markdown_it.ruler import Ruler
+from markdown_it.rules_block import (
+    blockquote,
+    code,
+    fence,
+    heading,
+    hr,
+    html_block,
+    list_block,
+    reference,
+)
+from markdown_it.rules_block.state_block import StateBlock
+
+# The characters a block can start with (after its indent), by markdown-it's rule.
+# ``code`` starts with none: it matches only a line indented as code, which is
+# never filtered.
+_STARTS: dict[RuleFuncBlockType, str] = {
+    code: "",
+    fence: "`~",
+    blockquote: ">",
+    hr: "*-_",
+    list_block: "*-+0123456789",
+    reference: "[",
+    html_block: "<",
+    heading: "#",
+}
+
+
+def _dispatcher(rules: list[RuleFuncBlockType]) -> RuleFuncBlockType:
+    """One rule for a chain: the chain's rules that can start with the line's character."""
+    specific = "".join(sorted({c for rule in rules for c in _STARTS.get(rule, "")}))
+    anywhere = [rule for rule in rules if rule not in _STARTS]  # paragraph, lheading, table...
+    by_char = {
+        char: [rule for rule in rules if rule not in _STARTS or char in _STARTS[rule]]
+        for char in specific
+    }
+
+    def dispatch(state: StateBlock, line: int, end: int, silent: bool) -> bool:
+        if state.sCount[line] - state.blkIndent >= 4:
+            tried = rules  # indented as code (or lazily continued): every rule, as before
+        else:
+            src = state.src
+            pos = state.bMarks[line] + state.tShift[line]
+            tried = by_char.get(src[pos], anywhere) if pos < len(src) else rules
+        for rule in tried:  # noqa: SIM110 (a loop: no generator made at every line)
+            if rule(state, line, end, silent):
+                return True
+        return False
+
+    return dispatch
+
+
+class _DispatchingRuler(Ruler[RuleFuncBlockType]):
+    """markdown-it's block ruler, whose chains are each one ``_dispatcher``."""
+
+    def __init__(self, ruler: Ruler[RuleFuncBlockType]) -> None:
+        super().__init__()
+        self.ruler = ruler
+        self.chains: dict[str, list[RuleFuncBlockType]] = {}
+
+    def getRules(self, chainName: str = "") -> list[RuleFuncBlockType]:
+        found = self.chains.get(chainName)
+        if found is None:
+            rules = self.ruler.getRules(chainName)
+            found = self.chains[chainName] = [_dispatcher(rules)] if rules else []
+        return found
+
+    def get_active_rules(self) -> list[str]:
+        return self.ruler.get_active_rules()
+
+
+@lru_cache(maxsize=1)
+def block_reader() -> MarkdownIt:
+    """A CommonMark parser of blocks only (no inline parsing), built once per process."""
+    parser = MarkdownIt("commonmark")
+    parser.disable(["inline", "text_join"], ignoreInvalid=True)
+    parser.block.ruler = _DispatchingRuler(parser.block.ruler)
+    return parser
