@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
-import tempfile
 import threading
-from pathlib import Path
 
 from domarkx.signals import process_alive
 
-# mkstemp makes files 0600; store files and exports get the usual 0666 & ~umask.
+# Temporary files are made 0600; store files and exports get the usual 0666 & ~umask.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# The numbers in this process's temporary names (with its pid, unique on the machine).
+_serial = itertools.count()
 
 
 def write_atomic(
@@ -41,36 +43,61 @@ def write_atomic(
     ``mode`` and ``owner`` (uid, gid) are the new file's (a document keeps its
     own): by default the usual ``0666 & ~umask`` and this process's.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    target = os.fspath(path)
+    folder, name = os.path.split(target)
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    # The writer's pid in the name: a file left by a killed writer is known as such.
+    head = os.path.join(folder, temporary_prefix(name))
+    tail = f".{os.getpid()}.tmp"
     with _writing_lock:  # not between the exit's clean-up and a new temporary file
         if _exiting:
-            raise OSError(f"{path}: not written, the process is ending")
-        # The writer's pid in the name: a file left by a killed writer is known as such.
-        fd, tmp = tempfile.mkstemp(
-            dir=path.parent, prefix=temporary_prefix(path.name), suffix=f".{os.getpid()}.tmp"
-        )
+            raise OSError(f"{target}: not written, the process is ending")
+        fd, tmp = _create(head, tail, folder)
         _writing.add(tmp)
     try:
-        if owner is not None:
-            with contextlib.suppress(OSError):  # only root may give a file away
-                os.fchown(fd, *owner)
-        os.fchmod(fd, _FILE_MODE if mode is None else mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+        try:
+            if owner is not None:
+                with contextlib.suppress(OSError):  # only root may give a file away
+                    os.fchown(fd, *owner)
+            os.fchmod(fd, _FILE_MODE if mode is None else mode)
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     finally:
         with _writing_lock:
             _writing.discard(tmp)
     if durable:
-        _fsync_folder(path.parent)
+        _fsync_folder(folder or ".")
+
+
+def _create(head: str, tail: str, folder: str) -> tuple[int, str]:
+    """A new temporary file ``<head><n><tail>`` (exclusive; its folder made if missing).
+
+    A serial number, not tempfile's random name (whose draw cost more than the
+    write of a small file): the pid makes the name unique to this process, and
+    ``O_EXCL`` skips one that a dead process of the same pid left.
+    """
+    made = False
+    while True:
+        tmp = f"{head}{next(_serial)}{tail}"
+        try:
+            return os.open(tmp, _CREATE, 0o600), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            if made:
+                raise
+            os.makedirs(folder or ".", exist_ok=True)
+            made = True
 
 
 def temporary_prefix(name: str) -> str:
@@ -83,7 +110,7 @@ def remove_stale(path: str | os.PathLike[str]) -> int:
     """Remove the temporary files that killed writers of ``path`` left beside it; how many.
 
     A writer killed by SIGKILL between creating its temporary file and the
-    rename leaves ``.<name>.<random>.<pid>.tmp``; the next write of the same
+    rename leaves ``.<name>.<n>.<pid>.tmp``; the next write of the same
     file removes those whose process is gone.
     """
     folder, name = os.path.split(os.path.abspath(path))
@@ -161,7 +188,7 @@ def remove_orphans(folder: str | os.PathLike[str]) -> int:
     return removed
 
 
-def _fsync_folder(folder: Path) -> None:
+def _fsync_folder(folder: str) -> None:
     """Make a rename in ``folder`` durable (not every file system allows it)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -175,8 +202,9 @@ def write_if_changed(path: str | os.PathLike[str], data: str | bytes) -> bool:
     """Write only when the content differs, so mtimes (and doit) see no change."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        if Path(path).read_bytes() == payload:
-            return False
+        with open(path, "rb") as handle:
+            if handle.read() == payload:
+                return False
     except OSError:
         pass
     write_atomic(path, payload)
