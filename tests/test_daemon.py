@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -246,3 +248,49 @@ def test_an_idle_daemon_exits_and_stop_ends_a_running_one(tmp_path, runtime):
     assert sockets(runtime) == []
     after = domarkx(root, "daemon", "status", env=on(runtime), process=True)
     assert "no build daemon is running" in after.out
+
+
+def status_as_nobody(path: Path) -> bytes:
+    """What a process of another user (``nobody``) gets when it asks the daemon for its status."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the other user: a forked child, as no interpreter here is theirs to run
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            link.settimeout(10)
+            link.connect(str(path))
+            os.write(write_end, b"connected; ")
+            try:
+                link.sendall(struct.pack("<cI", b"S", 0))
+                os.write(write_end, b"answer: " + link.recv(4096))
+            except (BrokenPipeError, ConnectionResetError):
+                os.write(write_end, b"hung up")
+        except BaseException as err:
+            os.write(write_end, f"error: {err!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    got = b""
+    while chunk := os.read(read_end, 4096):
+        got += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return got
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+def test_the_daemon_answers_no_other_user_even_when_its_socket_is_opened_to_all(tmp_path, runtime):
+    root = new_project(tmp_path / "p", FILES)
+    assert doit(root, env=on(runtime), process=True).code == 0
+    assert wait_for(lambda: statuses(runtime), within=30)
+    (path,) = sockets(runtime)
+    # Opened up by mistake: the folder is no longer private, the socket writable by all.
+    runtime.chmod(0o755)
+    path.parent.chmod(0o755)
+    path.chmod(0o777)
+    # Connected, and hung up on without a word.
+    assert status_as_nobody(path) in (b"connected; hung up", b"connected; answer: ")
+    assert statuses(runtime)  # its own user still gets an answer
