@@ -234,7 +234,7 @@ def test_an_idle_daemon_exits_and_stop_ends_a_running_one(tmp_path, runtime):
     assert wait_for(lambda: statuses(runtime), within=30)
     pid = statuses(runtime)[0]["pid"]
     assert wait_for(lambda: not alive(pid), within=30)
-    assert sockets(runtime) == []
+    assert list((runtime / "domarkx").iterdir()) == []  # no socket, lock or empty log left
 
     edit(root)
     assert doit(root, env=on(runtime), process=True).code == 0

@@ -72,8 +72,8 @@ _started: list[subprocess.Popen[bytes]] = []
 def enabled() -> bool:
     """Whether builds use (and start) a daemon: ``DOMARKX_DAEMON``, off on CI unless on."""
     value = os.environ.get(SWITCH, "").strip().lower()
-    if value in ("0", "off", "no", "false"):
-        return False
+    if value in ("0", "off", "no", "false") or not hasattr(socket, "SO_PEERCRED"):
+        return False  # off, or no way to tell who connects (the daemon answers its user only)
     if value in ("1", "on", "yes", "true"):
         return True
     return os.environ.get("CI", "").strip().lower() in ("", "0", "false", "no")
@@ -282,6 +282,18 @@ def serve(path: str, prepare: str, idle: float) -> None:
             if os.stat(path).st_ino == inode:
                 os.unlink(path)
         listener.close()
+        _remove_leftovers(path)
+        os.close(holder)
+
+
+def _remove_leftovers(path: str) -> None:
+    """An ending daemon's lock file, and its log when empty (a new fingerprint, new files)."""
+    stem = path[: -len(".sock")]
+    with contextlib.suppress(OSError):
+        os.unlink(stem + ".lock")
+    with contextlib.suppress(OSError):
+        if os.stat(stem + ".log").st_size == 0:
+            os.unlink(stem + ".log")
 
 
 def _same_user(link: socket.socket) -> bool:
