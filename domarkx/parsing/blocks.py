@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domarkx.parsing import fences
 
@@ -73,25 +73,49 @@ def blocks(lines: list[str]) -> list[Block]:
 
     tokens = _parser().parse("\n".join(lines))
     found: list[Block] = []
+    # Neighbouring text runs of one kind (quoted or not) join; runs of blank lines
+    # only are dropped. ``run`` is the text run not yet in ``found``: [start, end, quoted].
+    run: list[Any] | None = None
     position = 0
+    # Each top-level block, and the text before it: (start, end, what it is).
+    pieces: list[tuple[int, int, Any]] = []
     for index, token in enumerate(tokens):
         if token.level != 0 or token.nesting == -1 or token.map is None:
             continue
         start, end = token.map
         if start > position:
-            found.append(Text(position, start))
+            pieces.append((position, start, False))
         position = end
-        if token.type == "heading_open" and token.tag == "h2":
-            found.append(Heading(start, end, unescapeAll(tokens[index + 1].content).strip()))
-        elif token.type == "fence":
-            found.append(_fenced(lines, start, end))
-        elif token.type == "blockquote_open":
-            found.append(Text(start, end, quoted=_quotable(lines[start:end])))
+        kind = token.type
+        if kind == "heading_open" and token.tag == "h2":
+            text = unescapeAll(tokens[index + 1].content).strip()
+            pieces.append((start, end, Heading(start, end, text)))
+        elif kind == "fence":
+            pieces.append((start, end, _fenced(lines, start, end)))
+        elif kind == "blockquote_open":
+            pieces.append((start, end, _quotable(lines[start:end])))
         else:
-            found.append(Text(start, end))
+            pieces.append((start, end, False))
     if position < len(lines):
-        found.append(Text(position, len(lines)))
-    return _merge_text(found, lines)
+        pieces.append((position, len(lines), False))
+    for start, end, what in pieces:
+        if what is True or what is False:  # text, quoted or not
+            if not "".join(lines[start:end]).strip():
+                continue  # blank lines only (one join, not a strip of each line)
+            if run is not None and run[2] is what:
+                run[1] = end
+                continue
+            if run is not None:
+                found.append(Text(run[0], run[1], run[2]))
+            run = [start, end, what]
+            continue
+        if run is not None:
+            found.append(Text(run[0], run[1], run[2]))
+            run = None
+        found.append(what)
+    if run is not None:
+        found.append(Text(run[0], run[1], run[2]))
+    return found
 
 
 def top_level_fences(lines: list[str]) -> list[FencedCode]:
@@ -182,21 +206,6 @@ def _fenced(lines: list[str], start: int, end: int) -> FencedCode:
     return FencedCode(
         start, end, fence.info, fences.code_text([fence.content(li) for li in content])
     )
-
-
-def _merge_text(found: list[Block], lines: list[str]) -> list[Block]:
-    """Join neighbouring text runs of the same kind; drop runs that are only blank."""
-    merged: list[Block] = []
-    for block in found:
-        if isinstance(block, Text):
-            if not any(line.strip() for line in lines[block.start : block.end]):
-                continue
-            previous = merged[-1] if merged else None
-            if isinstance(previous, Text) and previous.quoted == block.quoted:
-                merged[-1] = Text(previous.start, block.end, block.quoted)
-                continue
-        merged.append(block)
-    return merged
 
 
 def text_value(lines: list[str], block: Text) -> str:
