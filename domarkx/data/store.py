@@ -176,7 +176,11 @@ class Store:
 
     # Tags ---------------------------------------------------------------------
     def _tag_path(self, name: str) -> Path:
-        return self.tags_dir / tag_file_name(name)
+        return Path(self._tag_file(name))
+
+    def _tag_file(self, name: str) -> str:
+        # A plain string: a cold build tags every session (see ``retag``).
+        return os.path.join(self.layout.abs(self.layout.tags_dir), tag_file_name(name))
 
     def tag(self, name: str, snapshot_id: str) -> None:
         if not valid_tag(name):
@@ -184,24 +188,28 @@ class Store:
                 f"invalid tag {name!r}",
                 hint="a tag is a name that does not start with '.' and has no control characters",
             )
-        path = self._tag_path(name)
+        self._write_tag(self._tag_file(name), name, snapshot_id)
+
+    @staticmethod
+    def _write_tag(path: str, name: str, snapshot_id: str) -> None:
         # A file name cut short to fit (a long name): the name itself is its second line.
-        write_atomic(path, snapshot_id + "\n" + (name + "\n" if LONG_TAG in path.name else ""))
+        long_name = LONG_TAG in os.path.basename(path)
+        write_atomic(path, snapshot_id + "\n" + (name + "\n" if long_name else ""))
 
     def untag(self, name: str) -> None:
         self._tag_path(name).unlink(missing_ok=True)
 
     def retag(self, name: str, snapshot_id: str) -> None:
         """Point tag ``name`` at ``snapshot_id``, unless it does already or cannot be a tag."""
-        if valid_tag(name) and self.tagged(name) != snapshot_id:
-            self.tag(name, snapshot_id)
+        if not valid_tag(name):
+            return
+        path = self._tag_file(name)
+        if _tag_target(path) != snapshot_id:
+            self._write_tag(path, name, snapshot_id)
 
     def tagged(self, name: str) -> str | None:
         """The snapshot id tag ``name`` points at, or None (without listing every tag)."""
-        try:
-            return _first_line(self._tag_path(name).read_text(encoding="utf-8"))
-        except OSError:
-            return None
+        return _tag_target(self._tag_file(name))
 
     def tags(self) -> dict[str, str]:
         result = {}
@@ -367,13 +375,22 @@ def _first_line(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
+def _tag_target(path: str) -> str | None:
+    """The snapshot id the tag file ``path`` names, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return _first_line(handle.read())
+    except OSError:
+        return None
+
+
 def valid_tag(name: str) -> bool:
     """Whether ``name`` can be a tag: a session name may hold spaces (``my notes``).
 
     A leading ``.`` would be a hidden file of ``tags/`` (``.`` and ``..`` the
     folder itself and its parent); control characters have no place in a name.
     """
-    return bool(name) and not name.startswith(".") and all(c.isprintable() for c in name)
+    return bool(name) and not name.startswith(".") and name.isprintable()
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:

@@ -86,20 +86,32 @@ def prepare() -> None:
     engine_class("local_shell")
 
 
+# The store and the snapshot manager of each project (a layout) this process built:
+# neither keeps any state but its paths, and a cold build asks for them ~3,000 times.
+_stores: dict[Layout, Store] = {}
+_managers: dict[Layout, SnapshotManager] = {}
+
+
 def store_of(layout: Layout) -> Store:
     """The project's store."""
-    # ~2 ms of module set-up that a no-op build, which opens no store, does without.
-    from domarkx.data.store import Store
+    found = _stores.get(layout)
+    if found is None:
+        # ~2 ms of module set-up that a no-op build, which opens no store, does without.
+        from domarkx.data.store import Store
 
-    return Store.of(layout)
+        found = _stores[layout] = Store.of(layout)
+    return found
 
 
 def _manager(layout: Layout) -> SnapshotManager:
-    # The parser, macros and pydantic models (~250 ms with run_cache and jinja2):
-    # loaded by the first stage that runs, never by a no-op build's task list.
-    from domarkx.session.snapshot import SnapshotManager
+    found = _managers.get(layout)
+    if found is None:
+        # The parser, macros and pydantic models (~250 ms with run_cache and jinja2):
+        # loaded by the first stage that runs, never by a no-op build's task list.
+        from domarkx.session.snapshot import SnapshotManager
 
-    return SnapshotManager(store_of(layout))
+        found = _managers[layout] = SnapshotManager(store_of(layout))
+    return found
 
 
 def _expanded_model() -> Any:  # a pydantic model class built on first use

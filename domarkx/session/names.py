@@ -25,12 +25,14 @@ def display_path(path: Path, root: Path) -> str:
     ``/dev/zero`` is still ``sessions/zero.md``).
     """
     given = Path(os.path.abspath(path))
-    for candidate, base in ((given, Path(os.path.abspath(root))), (_real(path), _real(root))):
-        try:
-            return candidate.relative_to(base).as_posix()
-        except ValueError:
-            continue
-    return str(given)
+    try:
+        return given.relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        pass
+    try:  # the real paths only when the given one is not under the root
+        return _real(path).relative_to(_real(root)).as_posix()
+    except ValueError:
+        return str(given)
 
 
 def _real(path: Path | str) -> Path:
