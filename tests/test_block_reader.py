@@ -1,8 +1,8 @@
 """The block reader (``parsing.commonmark``) reads every document as markdown-it-py does.
 
 It tries markdown-it's block rules only where the line's first character can
-start them; the tokens must be the very ones markdown-it's own CommonMark
-parser (block rules only) gives: the 652 examples of the CommonMark spec,
+start them, and finds the lines' markers a line at a time; the tokens must be
+the very ones markdown-it's own CommonMark parser (block rules only) gives: the 652 examples of the CommonMark spec,
 each also inside a quote, inside a list item, after a paragraph line, after
 an ordered list item and indented, plus the repository's own documents.
 """
@@ -52,11 +52,29 @@ def _fields(tokens: list[Token]) -> list[tuple[object, ...]]:
     ]
 
 
+# Lines a state's markers must get right: tabs in the indent, a last line of only
+# spaces and tabs with and without its newline, blank lines, a lone newline.
+EDGES = [
+    "",
+    "\n",
+    " ",
+    "\t",
+    "a\n \t",
+    "a\n \t\n",
+    "\n\n\n",
+    " \t x\n\t\ty\n  \t  z",
+    "- a\n\t- b\n \t\tc",
+    "> a\n>\tb\n\t> c",
+    "```\n\tcode\n  \t\n```",
+    "x\n   ",
+]
+
+
 def test_the_spec_examples_give_markdown_its_own_tokens():
     stock, reader = _stock(), block_reader()
     differ = [
         (number, variant)
-        for number, text in enumerate(_examples(), start=1)
+        for number, text in enumerate([*_examples(), *EDGES], start=1)
         for variant in _variants(text)
         if _fields(stock.parse(variant)) != _fields(reader.parse(variant))
     ]

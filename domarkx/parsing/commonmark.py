@@ -18,14 +18,19 @@ with it; a line indented as code, and any rule not named above, is tried as
 before. The rules themselves are markdown-it's own, untouched: the tokens
 are the same (tests/test_block_reader.py compares them on the CommonMark
 spec's examples).
+
+The state of a document's parse (markdown-it's ``StateBlock``) starts with
+each line's start, end and indent; markdown-it finds them a character at a
+time, here a line at a time (``_markers``: the same numbers, half the time).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from markdown_it import MarkdownIt
-from markdown_it.parser_block import RuleFuncBlockType
+from markdown_it.parser_block import ParserBlock, RuleFuncBlockType
 from markdown_it.ruler import Ruler
 from markdown_it.rules_block import (
     blockquote,
@@ -38,6 +43,7 @@ from markdown_it.rules_block import (
     reference,
 )
 from markdown_it.rules_block.state_block import StateBlock
+from markdown_it.token import Token
 
 # The characters a block can start with (after its indent), by markdown-it's rule.
 # ``code`` starts with none: it matches only a line indented as code, which is
@@ -97,10 +103,74 @@ class _DispatchingRuler(Ruler[RuleFuncBlockType]):
         return self.ruler.get_active_rules()
 
 
+def _markers(src: str) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Each line's start, end, indent (characters) and indent width (tabs to 4 columns).
+
+    As markdown-it's ``StateBlock`` finds them character by character, a line at
+    a time: a last line without a newline that holds only spaces and tabs (or
+    nothing) has none.
+    """
+    starts: list[int] = []
+    ends: list[int] = []
+    shifts: list[int] = []
+    widths: list[int] = []
+    start = 0
+    length = len(src)
+    for line in src.split("\n"):
+        end = start + len(line)
+        rest = line.lstrip(" \t")
+        if end == length and not rest:
+            break
+        indent = len(line) - len(rest)
+        width = indent
+        if indent and "\t" in line[:indent]:
+            width = 0
+            for char in line[:indent]:
+                width += 4 - width % 4 if char == "\t" else 1
+        starts.append(start)
+        ends.append(end)
+        shifts.append(indent)
+        widths.append(width)
+        start = end + 1
+    return starts, ends, shifts, widths
+
+
+class _State(StateBlock):
+    """markdown-it's block state, its line markers found a line at a time (``_markers``)."""
+
+    def __init__(self, src: str, md: MarkdownIt, env: Any, tokens: list[Token]) -> None:
+        super().__init__("", md, env, tokens)  # every other field, as markdown-it sets it
+        self.src = src
+        starts, ends, shifts, widths = _markers(src)
+        self.lineMax = len(starts)
+        # The fake last line markdown-it adds, to spare bounds checks.
+        starts.append(len(src))
+        ends.append(len(src))
+        shifts.append(0)
+        widths.append(0)
+        self.bMarks, self.eMarks, self.tShift, self.sCount = starts, ends, shifts, widths
+        self.bsCount = [0] * len(starts)
+
+
+class _BlockParser(ParserBlock):
+    """markdown-it's block parser, with ``_State`` for the state of a document."""
+
+    def parse(
+        self, src: str, md: MarkdownIt, env: Any, outTokens: list[Token]
+    ) -> list[Token] | None:
+        if not src:
+            return None
+        state = _State(src, md, env, outTokens)
+        self.tokenize(state, state.line, state.lineMax)
+        return state.tokens
+
+
 @lru_cache(maxsize=1)
 def block_reader() -> MarkdownIt:
     """A CommonMark parser of blocks only (no inline parsing), built once per process."""
     parser = MarkdownIt("commonmark")
     parser.disable(["inline", "text_join"], ignoreInvalid=True)
-    parser.block.ruler = _DispatchingRuler(parser.block.ruler)
+    block = _BlockParser()
+    block.ruler = _DispatchingRuler(parser.block.ruler)
+    parser.block = block
     return parser
