@@ -232,17 +232,19 @@ class SessionSnapshot(BaseModel):
         """The execution settings with defaults filled in."""
         return self.execution_config or ExecutionConfig()
 
-    def content_dict(self) -> dict[str, Any]:
-        """Everything that defines the snapshot's identity (spec section 3)."""
-        data = self.model_dump(mode="json", exclude_unset=False)
-        data.pop("snapshot_id", None)
-        data["metadata"].pop("import_timestamp", None)
-        data["metadata"].pop("source_file", None)
+    def _stored(self) -> dict[str, Any]:
+        """The snapshot as its file holds it: the config as the user wrote it (only the
+        keys that were set), no ``setup_output`` when it is empty."""
+        data = self.model_dump(mode="json")
         if self.execution_config is not None:
             data["execution_config"] = dump_config(self.execution_config)
         if not self.setup_output:  # the ids of documents without one stay as they were
             data.pop("setup_output", None)
         return data
+
+    def content_dict(self) -> dict[str, Any]:
+        """Everything that defines the snapshot's identity (spec section 3)."""
+        return _content(self._stored())
 
     def compute_id(self) -> str:
         return digest(self.content_dict())
@@ -251,15 +253,35 @@ class SessionSnapshot(BaseModel):
         return self.model_copy(update={"snapshot_id": self.compute_id()})
 
     def to_json(self) -> str:
-        data = self.model_dump(mode="json")
-        if self.execution_config is not None:
-            data["execution_config"] = dump_config(self.execution_config)
-        if not self.setup_output:
-            data.pop("setup_output", None)
-        if _encodes_alike(data):
-            # pydantic's encoder (in Rust) writes the same bytes ~10x faster.
-            return to_json(data, indent=2).decode("utf-8") + "\n"
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        return _file_text(self._stored())
+
+    def with_id_and_json(self) -> tuple[SessionSnapshot, str]:
+        """``with_id()`` and that snapshot's ``to_json()``, from one dump of the model
+        (a cold build needs both for every session)."""
+        data = self._stored()
+        snapshot_id = digest(_content(data))
+        data["snapshot_id"] = snapshot_id  # what the dump of the snapshot with its id holds
+        return self.model_copy(update={"snapshot_id": snapshot_id}), _file_text(data)
+
+
+def _content(stored: dict[str, Any]) -> dict[str, Any]:
+    """What of a stored snapshot (``_stored``) defines its identity: not the id itself,
+    nor where and when it was imported. ``stored`` is left as it is."""
+    content = {key: value for key, value in stored.items() if key != "snapshot_id"}
+    content["metadata"] = {
+        key: value
+        for key, value in stored["metadata"].items()
+        if key not in ("import_timestamp", "source_file")
+    }
+    return content
+
+
+def _file_text(data: dict[str, Any]) -> str:
+    """A snapshot file's text: ``data`` as JSON, indented by two spaces."""
+    if _encodes_alike(data):
+        # pydantic's encoder (in Rust) writes the same bytes ~10x faster.
+        return to_json(data, indent=2).decode("utf-8") + "\n"
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def _encodes_alike(data: Any) -> bool:

@@ -122,16 +122,20 @@ class Store:
     def snapshot_path(self, snapshot_id: str) -> Path:
         return self._path(self.layout.snapshot_file(snapshot_id))
 
-    def put_snapshot(self, snapshot: SessionSnapshot) -> Path:
-        """Store ``snapshot`` under its id; the same content is the same file."""
+    def put_snapshot(self, snapshot: SessionSnapshot, text: str | None = None) -> Path:
+        """Store ``snapshot`` under its id; the same content is the same file.
+
+        ``text``: its ``to_json()``, when the caller has it already.
+        """
         if not snapshot.snapshot_id:
             snapshot = snapshot.with_id()
+            text = None
         path = self.snapshot_path(snapshot.snapshot_id)
         if path.is_file():
             # Immutable, like an image digest: the first import's file (and its
             # timestamp) stays; the same content has nothing new to write.
             return path
-        write_atomic(path, snapshot.to_json())
+        write_atomic(path, snapshot.to_json() if text is None else text)
         return path
 
     def get_snapshot(self, snapshot_id: str) -> SessionSnapshot:

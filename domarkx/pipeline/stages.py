@@ -183,9 +183,9 @@ def make_snapshot(layout: Layout, expanded: bytes) -> str:
     """Store the snapshot of an expand cache (content-addressed); its id."""
     session = _expanded_model().model_validate_json(expanded).session
     manager = _manager(layout)
-    built = manager.build(session)
+    built, text = manager.build_with_json(session)  # one dump of the model for both
     if not os.path.exists(manager.store.snapshot_path(built.snapshot_id)):
-        manager.store.put_snapshot(built)
+        manager.store.put_snapshot(built, text)
     return built.snapshot_id
 
 

@@ -66,6 +66,13 @@ class SnapshotManager:
 
     def build(self, expanded: ParsedSession) -> SessionSnapshot:
         """The snapshot of an expanded session, its id computed."""
+        return self._snapshot(expanded).with_id()
+
+    def build_with_json(self, expanded: ParsedSession) -> tuple[SessionSnapshot, str]:
+        """``build(expanded)`` and the text of its file (``SessionSnapshot.to_json``)."""
+        return self._snapshot(expanded).with_id_and_json()
+
+    def _snapshot(self, expanded: ParsedSession) -> SessionSnapshot:
         config = None
         if expanded.execution_config is not None:
             config = ExecutionConfig.model_validate(expanded.execution_config)
@@ -89,7 +96,7 @@ class SnapshotManager:
             preamble=expanded.preamble,
             conversation=expanded.messages,
         )
-        return snapshot.with_id()
+        return snapshot
 
     def import_file(
         self,
