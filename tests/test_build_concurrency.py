@@ -415,3 +415,57 @@ def test_importing_the_dodo_and_reading_its_settings_start_no_process(tmp_path):
         process.kill()
         process.wait()
     assert not list((root / ".domarkx").glob("cache/parse/**/*.json"))
+
+
+INCLUDERS = {
+    "sessions/_common.md": "Common words.\n",
+    **{
+        f"sessions/inc{n}.md": session(f"Q{n}", extra="[@c](domarkx://include?path=_common.md)")
+        for n in range(3)
+    },
+    # Its expansion looks up a parameter: a worker leaves it to its task.
+    "sessions/asks.md": session(
+        "Hello [@user](domarkx://user)", extra="[@c](domarkx://include?path=_common.md)"
+    ),
+    "sessions/plain.md": session("A plain question"),
+}
+
+
+@pytest.mark.slow(4)
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="worker processes need 2 cores")
+def test_an_include_edit_built_by_a_worker_is_the_build_without_workers(tmp_path):
+    # The sessions that include an edited file are parsed already: a worker
+    # expands them again (from their parse cache) and takes them on from there.
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    trees, seen = {}, {}
+    for switch in ("1", "0"):
+        root = new_project(tmp_path / f"p{switch}", INCLUDERS)
+        run_env = {**env, "DOMARKX_PREBUILD": switch}
+        assert doit(root, "user=ana", env=run_env, process=True).code == 0
+        with open(root / "sessions" / "_common.md", "a") as handle:
+            handle.write("A new rule.\n")
+        process = spawn(
+            root,
+            "doit",
+            "user=bob",
+            env={**OWN_STORE, **run_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        most = 0
+        while process.poll() is None:
+            most = max(most, len(children_of(process.pid)))
+            time.sleep(0.002)
+        assert process.wait() == 0
+        seen[switch] = most
+        exports = root / ".domarkx" / "exports"
+        for n in range(3):
+            assert "A new rule." in (exports / f"inc{n}.md").read_text()
+        asks = (exports / "asks.md").read_text()
+        assert "A new rule." in asks and "Hello bob" in asks
+        again = doit(root, "user=bob", env=run_env)
+        assert again.code == 0 and again.executed == set(), again.out
+        trees[switch] = store_tree(root)
+    assert seen["1"] >= 1
+    assert seen["0"] == 0
+    assert trees["1"] == trees["0"]

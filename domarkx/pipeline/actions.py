@@ -41,6 +41,7 @@ from domarkx.pipeline.stages import (
     make_parse,
     make_run,
     make_snapshot,
+    parsed_digest,
     read,
     run_record,
     store_of,
@@ -134,8 +135,10 @@ def _drop(layout: Layout, name: str) -> None:
 @_stage
 def parse(layout: Layout, name: str) -> None:
     """``sessions/<name>.md`` -> ``cache/parse/<name>.json`` (a ``ParsedSession``)."""
-    if _from_worker(layout, name) is not None:
+    result = _from_worker(layout, name)
+    if result is not None and not result.from_cache:
         return  # a worker of this build wrote it
+    # The later tasks compare what the worker made with what this parse gives.
     make_parse(layout, name)
 
 
@@ -162,7 +165,22 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
                 task.file_dep = set(task.file_dep)
             return
         _drop(layout, name)
-    output, included = make_expand(layout, data, lookup)
+        output, included = make_expand(layout, data, lookup)
+    else:
+        # Its parse task ran and kept a worker's result, or did not run (an include
+        # changed) and the worker's result is taken here.
+        result = _kept(layout, name) or _from_worker(layout, name)
+        if (
+            result is not None
+            and result.expanded is not None
+            and result.included is not None
+            and result.parsed == parsed_digest(data)
+        ):
+            # A worker expanded these very bytes, with no parameter (it looked up none).
+            output, included = result.expanded, list(result.included)
+        else:
+            _drop(layout, name)
+            output, included = make_expand(layout, data, lookup)
     asked = sorted(lookup.asked)
     if task is not None:
         previous = set(layout.read_deps(name))

@@ -18,12 +18,13 @@ task in every no-op build.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
@@ -34,6 +35,7 @@ from domarkx.data.digest import digest
 from domarkx.data.layout import Layout
 from domarkx.errors import RefError
 from domarkx.pipeline import model_sessions, workers
+from domarkx.pipeline.params import CommandLineParams
 from domarkx.pipeline.selection import EXPAND, EXPORT, RUN, SNAPSHOT
 
 if TYPE_CHECKING:
@@ -284,6 +286,29 @@ class Result:
     snapshot: str | None = None  # the snapshot's id (stored, tagged, its id file written)
     run: tuple[str, list[str]] | None = None  # the run cache file and its replay records
     export: str | None = None  # the export's text
+    # A session with macros: the files its expansion included, and the digest of the
+    # parse cache it expanded (the expand task takes it only for those very bytes).
+    included: tuple[str, ...] | None = None
+    parsed: str | None = None
+    # It read the parse cache, current by its date, rather than parse the document:
+    # the parse task, if it runs (the document changed after all), parses it itself.
+    from_cache: bool = False
+
+
+class ParameterAsked(Exception):
+    """A macro looked up a parameter: a worker leaves the expansion to the task."""
+
+
+class NoParameters(CommandLineParams):
+    """A worker's parameters: none (doit's command-line variables are the task's)."""
+
+    def get_value(self, name: str) -> str | None:
+        raise ParameterAsked(name)
+
+
+def parsed_digest(data: bytes) -> str:
+    """What tells a parse cache's bytes apart, cheaply."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def build_one(layout: Layout, name: str, wanted: int) -> Result:
@@ -299,29 +324,46 @@ def build_one(layout: Layout, name: str, wanted: int) -> Result:
     """
     source = layout.abs(layout.source(name))
     before = os.stat(source)
-    data = make_parse(layout, name)
     stamp = (before.st_mtime_ns, before.st_size)
-    if not wanted & EXPAND or MACRO_MARK in data:
-        return Result(stamp)
-    if os.path.exists(layout.abs(layout.deps_file(name))):
-        return Result(stamp)  # its task drops the old includes from file_dep
-    output, _ = make_expand(layout, data, {})
-    assert isinstance(output, bytes)
+    parse_out = layout.abs(layout.parse_out(name))
+    try:
+        # Parsed since its last edit (an include changed): its parse cache is current.
+        current = os.stat(parse_out).st_mtime_ns >= before.st_mtime_ns
+    except OSError:
+        current = False
+    data = read(layout, layout.parse_out(name)) if current else make_parse(layout, name)
+    if not wanted & EXPAND:
+        return Result(stamp, from_cache=current)
+    included: tuple[str, ...] | None = None
+    digest_of_parsed: str | None = None
+    if MACRO_MARK in data:
+        try:
+            expanded, files = make_expand(layout, data, NoParameters())
+        except ParameterAsked:
+            return Result(stamp, from_cache=current)
+        output = expanded.encode() if isinstance(expanded, str) else expanded
+        included, digest_of_parsed = tuple(files), parsed_digest(data)
+    elif os.path.exists(layout.abs(layout.deps_file(name))):
+        return Result(stamp, from_cache=current)  # its task drops the old includes
+    else:
+        output = expand_output(data)
     write_if_changed(layout.abs(layout.expand_out(name)), output)
+    done = Result(stamp, output, included=included, parsed=digest_of_parsed, from_cache=current)
     if not wanted & SNAPSHOT:
-        return Result(stamp, output)
+        return done
     snapshot = make_snapshot(layout, output)
     # The task's output too: creating files is a good part of a cold build's cost.
     write_snapshot_out(layout, name, snapshot)
+    done = replace(done, snapshot=snapshot)
     if not wanted & RUN:
-        return Result(stamp, output, snapshot)
+        return done
     instance = make_run(layout, snapshot, name, cached_only=True)
     if instance is None or instance.status == "failed":
-        return Result(stamp, output, snapshot)  # it runs: its task does that
-    run = run_record(layout, snapshot, instance)
+        return done  # it runs: its task does that
+    done = replace(done, run=run_record(layout, snapshot, instance))
     if not wanted & EXPORT:
-        return Result(stamp, output, snapshot, run)
-    return Result(stamp, output, snapshot, run, instance_text(store_of(layout), instance))
+        return done
+    return replace(done, export=instance_text(store_of(layout), instance))
 
 
 def start_workers(layout: Layout, stale: list[str]) -> None:

@@ -68,13 +68,14 @@ def doit_config(layout: Layout | None = None, names: list[str] | None = None) ->
     if names is None:
         # The walk of the sessions, shared with the task list (it starts nothing).
         found = workers.scan(layout)
-        names, stale = found.names, found.stale
+        names, stale, many = found.names, found.stale, len(found.to_build())
     else:
         stale = workers.stale_sessions(layout, names)
+        many = len(stale)
     if (
         threads > 1
         and not overlap.chosen()
-        and len(stale) >= workers.MIN_SESSIONS
+        and many >= workers.MIN_SESSIONS
         and not model_sessions.may_ask(layout, names, stale)
     ):
         # Many sessions to parse and none may ask a model: no wait to overlap, and
@@ -126,8 +127,8 @@ def session_tasks(
             # doit prints its own task errors as one line, without a traceback.
             raise InvalidTask(str(err)) from None
         # Workers start on the stale sessions while doit loads and checks the tasks.
-        stages.start_workers(layout, found.stale)
-        included = layout.included_files()
+        stages.start_workers(layout, found.to_build())
+        included = found.included
         replayed = layout.replayed_files()
         asked = layout.asked_params()
     else:

@@ -72,11 +72,26 @@ def enabled() -> bool:
 
 @dataclass(frozen=True)
 class Scan:
-    """The sessions of a project as a build starts: every name, the odd ones, the stale ones."""
+    """The sessions of a project as a build starts: every name, the odd ones, the stale ones.
+
+    ``stale``: parse cache missing or older than the document; ``included``:
+    the files each session included last time; ``reexpand``: sessions parsed
+    since their last edit, but that include a file changed since their
+    expansion (an edit of a shared include).
+    """
 
     names: list[str]
     odd: set[str]
     stale: list[str]
+    included: dict[str, list[str]]
+    reexpand: list[str]
+
+    def to_build(self) -> list[str]:
+        """The sessions a worker may take on, in doit's order."""
+        if not self.reexpand:
+            return self.stale
+        wanted = {*self.stale, *self.reexpand}
+        return [name for name in self.names if name in wanted]
 
 
 # What ``scan`` found, for the task list of the same load (``take_scan``).
@@ -93,7 +108,10 @@ def scan(layout: Layout, remember: bool = True) -> Scan:
     ``remember``: keep it for the task list of the same load (``take_scan``).
     """
     names, odd = layout.session_entries()
-    found = Scan(names, odd, stale_sessions(layout, [n for n in names if n not in odd]))
+    stale = stale_sessions(layout, [n for n in names if n not in odd])
+    included = layout.included_files()
+    reexpand = includes_changed(layout, included, set(stale) | odd) if included else []
+    found = Scan(names, odd, stale, included, reexpand)
     if remember:
         _scans[layout.abs(layout.home)] = found
     return found
@@ -102,6 +120,29 @@ def scan(layout: Layout, remember: bool = True) -> Scan:
 def take_scan(layout: Layout) -> Scan | None:
     """What ``scan`` found for this project in this load, if it ran (once)."""
     return _scans.pop(layout.abs(layout.home), None)
+
+
+def includes_changed(layout: Layout, included: dict[str, list[str]], skip: set[str]) -> list[str]:
+    """The sessions (but ``skip``) that include a file changed since their expansion."""
+    changed: dict[str, int] = {}  # each included file's mtime, -1: gone (its task says so)
+    found = []
+    for name, files in included.items():
+        if name in skip:
+            continue
+        try:
+            expanded = os.stat(layout.abs(layout.expand_out(name))).st_mtime_ns
+        except OSError:
+            continue  # never expanded: its parse is stale, or it failed (its task says so)
+        for path in files:
+            if path not in changed:
+                try:
+                    changed[path] = os.stat(layout.abs(path)).st_mtime_ns
+                except OSError:
+                    changed[path] = -1
+            if changed[path] > expanded:
+                found.append(name)
+                break
+    return found
 
 
 def stale_sessions(layout: Layout, names: Iterable[str]) -> list[str]:
