@@ -10,6 +10,7 @@ pieces: the blocks before the first role heading (preamble, ``session-config``,
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -107,7 +108,9 @@ class MarkdownParser:
     def parse_file(self, path: Path, display: str | None = None) -> ParsedSession:
         display = display or str(path)
         data = read_document(path, display)
-        return self.parse_text(decode_document(data, display), display, Path(path).resolve())
+        # Read: no symlink loop (Path.resolve's stat after the realpath looks for one).
+        real = Path(os.path.realpath(path))
+        return self.parse_text(decode_document(data, display), display, real)
 
     def parse_text(self, text: str, display: str, path: Path | None = None) -> ParsedSession:
         front_matter, lines, _ = split_front_matter(text, display)

@@ -32,8 +32,14 @@ def document_root(document: str | os.PathLike[str], project_root: str | os.PathL
     ``project_root`` is the command's project (``Store.root``); it is the
     answer when it is a project and the document lies in it.
     """
+    return _root(document, project_root, os.path.realpath(document))
+
+
+def _root(
+    document: str | os.PathLike[str], project_root: str | os.PathLike[str], real: str
+) -> Path:
+    """``document_root``, the document's real path ``real`` known already."""
     lexical = os.path.abspath(document)
-    real = os.path.realpath(document)
     project = os.path.abspath(project_root)
     if is_project(project) and (
         _within(lexical, project) or _within(real, os.path.realpath(project))
@@ -46,8 +52,8 @@ def check_document(
     document: str | os.PathLike[str], project_root: str | os.PathLike[str], display: str
 ) -> None:
     """A DocumentError unless ``document``'s real path lies inside its root."""
-    root = document_root(document, project_root)
     real = os.path.realpath(document)
+    root = _root(document, project_root, real)
     if not _within(real, str(root)):
         raise DocumentError(
             f"the document is a link to {real}, outside the project folder {root}; it is not read",
