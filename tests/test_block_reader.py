@@ -9,6 +9,7 @@ an ordered list item and indented, plus the repository's own documents.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -46,10 +47,9 @@ def _stock() -> MarkdownIt:
 
 
 def _fields(tokens: list[Token]) -> list[tuple[object, ...]]:
-    return [
-        (t.type, t.tag, t.nesting, t.level, t.map, t.content, t.markup, t.info, t.hidden, t.attrs)
-        for t in tokens
-    ]
+    """Every field of every token (a field the reader left unset fails here)."""
+    names = [field.name for field in dataclasses.fields(Token)]
+    return [(type(t), *(getattr(t, name) for name in names)) for t in tokens]
 
 
 # Lines a state's markers must get right: tabs in the indent, a last line of only
