@@ -148,16 +148,24 @@ def stop_daemons(runtime: Path) -> None:
 
 
 class FreshCopies:
-    """A new copy of a project's sessions and dodo.py for every cold build."""
+    """A new copy of a project's sessions and dodo.py for every cold build.
 
-    def __init__(self, project: Path, base: Path) -> None:
+    The copies are kept until ``remove``, as a fresh clone is built in a folder
+    where nothing was just deleted: on ext4 without a journal, creating a file
+    soon after thousands were deleted costs several times more (the kernel
+    skips the recently freed inodes). ``delete_previous`` measures that case
+    too (a build right after ``rm -rf`` of the last one).
+    """
+
+    def __init__(self, project: Path, base: Path, delete_previous: bool = False) -> None:
         self.project = project
         self.base = base
+        self.delete_previous = delete_previous
         self.count = 0
         self.current: Path | None = None
 
     def next(self) -> None:
-        if self.current is not None:
+        if self.current is not None and self.delete_previous:
             shutil.rmtree(self.current, ignore_errors=True)
         self.count += 1
         self.current = self.base / f"copy{self.count}"
@@ -328,6 +336,8 @@ class Bench:
         self.args = args
         self.tmp = tmp
         self.rows: list[Row] = []
+        # Copies of cold builds, deleted at the end (see ``FreshCopies``).
+        self.leftovers: list[FreshCopies] = []
         self.noop: dict[int, float] = {}
         self.dvc, self.dvc_missing = (None, "left out: --no-dvc")
         if not args.no_dvc:
@@ -360,11 +370,19 @@ class Bench:
             rows.append(("  same, in RAM (tmpfs, /dev/shm)", ram))
         for label, env in variants:
             rows.append((label, repeat(cold_r, doit("snapshot"), fresh.folder, fresh.next, env)))
+
         parallel = repeat(
             cold_r, doit("-n", "2", "-P", "process", "snapshot"), fresh.folder, fresh.next
         )
         rows.append(("  same, `doit -n 2 -P process snapshot`", parallel))
-        fresh.remove()
+        if n == max(self.args.sizes):
+            # Last of all cold builds: the files it deletes slow down creating files
+            # for a while (see ``FreshCopies``), and no cold build comes after it.
+            deleting = FreshCopies(project, self.tmp / f"n{n}" / "cold-deleting", True)
+            after_rm = repeat(cold_r, doit("snapshot"), deleting.folder, deleting.next)
+            rows.append(("  same, right after deleting the last build's files", after_rm))
+            self.leftovers.append(deleting)
+        self.leftovers.append(fresh)
         self.add(
             Row(
                 "cold build to snapshots (`doit snapshot`, on disk)",
@@ -735,6 +753,8 @@ def main() -> int:
             bench.startup()
         finally:
             stop_daemons(runtime)
+            for copies in bench.leftovers:
+                copies.remove()
     print(table(bench.rows))
     line = " ".join(["python bench/run.py", *sys.argv[1:]])
     print(
