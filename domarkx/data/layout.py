@@ -230,10 +230,6 @@ class Layout:
         """The sessions' recorded durations that balance shards; committed, like the exports."""
         return f"{self.home}/durations.json"
 
-    def stage_out(self, stage: str, name: str) -> str:
-        out: str = getattr(self, f"{stage}_out")(name)
-        return out
-
     @property
     def dep_file(self) -> str:
         """doit's state: JSON plus ``doit.json.journal`` of finished tasks (``db``)."""

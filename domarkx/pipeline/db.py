@@ -164,7 +164,9 @@ class JournalDB:
 
     # doit's backend interface -----------------------------------------------------
     def get(self, task_id: str, dependency: str) -> Any:
-        task = self._db.get(task_id)
+        # doit asks ~5 times per task: the state once read, no property in between.
+        state = self._state if self._state is not None else self._db
+        task = state.get(task_id)
         return None if task is None else task.get(dependency)
 
     def in_(self, task_id: str) -> bool:

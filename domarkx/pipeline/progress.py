@@ -255,8 +255,9 @@ class ProgressReporter(BuildReporter):
 
     def skip_uptodate(self, task: Any) -> None:
         super().skip_uptodate(task)
-        self._finished(task.name, timed=False)
-        self._paint()
+        if self.tty:  # a no-op build calls this for every task
+            self._finished(task.name, timed=False)
+            self._paint()
 
     def add_success(self, task: Any) -> None:
         super().add_success(task)
