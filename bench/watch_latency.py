@@ -6,7 +6,7 @@ Makes a synthetic project (``bench/synth.py``: sessions of ~5 KB, every
 tenth including a shared partial), starts ``domarkx watch`` on it in a
 subprocess, waits for its first build, then saves sessions the way editors
 do (a temporary file renamed over the original) and times each save until
-the session's snapshot id (``.domarkx/cache/snapshot/<name>.id``) changes.
+the session's snapshot id (``Layout.snapshot_out``, under ``.domarkx/cache/``) changes.
 Every other save edits the shared partial instead, which rebuilds each
 session that includes it; that latency is until the last of them is
 written. Prints a table of p50 / p90 / max.
@@ -30,6 +30,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from synth import COMMON, generate  # noqa: E402
+
+from domarkx.data.layout import Layout  # noqa: E402
 
 
 def save(path: Path, text: str) -> None:
@@ -113,7 +115,8 @@ def measure(
         if not any(part[:1] in "._" for part in p.relative_to(root / "sessions").parts)
     )
     includers = [n for n in names if "include?path=" in (root / "sessions" / f"{n}.md").read_text()]
-    snapshot_id = root / ".domarkx/cache/snapshot"
+    layout = Layout(str(root))
+    snapshot_id = Path(layout.abs(layout.snapshot_outs_dir))
 
     watch = Watch(root)
     started = time.monotonic()

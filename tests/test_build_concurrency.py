@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.layout import BUILD_CACHES
 from tests.chat_server import ChatServer, Response
 from tests.support import OWN_STORE, doit, domarkx, new_project, process_env, session, spawn
 
@@ -255,7 +256,7 @@ def test_two_sessions_with_the_same_content_get_an_instance_each(tmp_path):
         assert result.code == 0, result.out + result.err
         assert most_at_once(server.arrivals) == 2  # both ran, side by side
     runs = {
-        name: json.loads((root / ".domarkx" / "cache" / "run" / f"{name}.json").read_text())
+        name: json.loads((root / ".domarkx" / BUILD_CACHES / "run" / f"{name}.json").read_text())
         for name in ("a", "b")
     }
     assert runs["a"]["snapshot_id"] == runs["b"]["snapshot_id"]
@@ -363,7 +364,7 @@ def test_an_edit_built_to_snapshots_runs_nothing(tmp_path):
     assert {k: v for k, v in after.items() if k.startswith("exports/")} == {
         k: v for k, v in exports.items() if k.startswith("exports/")
     }
-    assert b"One more line." in after["cache/parse/plain.json"]
+    assert b"One more line." in after[f"{BUILD_CACHES}/parse/plain.json"]
 
 
 def test_listing_the_tasks_of_a_project_never_built_writes_nothing(tmp_path):
@@ -371,7 +372,7 @@ def test_listing_the_tasks_of_a_project_never_built_writes_nothing(tmp_path):
     root = new_project(tmp_path / "p", EDITED)
     code, _ = build_in_process_of_its_own(root, ["list", "--all"], {})
     assert code == 0
-    assert not (root / ".domarkx" / "cache" / "parse").exists()
+    assert not (root / ".domarkx" / BUILD_CACHES / "parse").exists()
     assert not (root / ".domarkx" / "snapshots").exists()
 
 
@@ -414,7 +415,7 @@ def test_importing_the_dodo_and_reading_its_settings_start_no_process(tmp_path):
     finally:
         process.kill()
         process.wait()
-    assert not list((root / ".domarkx").glob("cache/parse/**/*.json"))
+    assert not list((root / ".domarkx" / BUILD_CACHES).glob("parse/**/*.json"))
 
 
 INCLUDERS = {

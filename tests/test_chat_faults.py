@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from domarkx.data.layout import STAGES
+from domarkx.data.layout import BUILD_CACHES, STAGES
 from tests.chat_server import ChatServer
 from tests.support import doit, domarkx, new_project, process_env, wait_for
 
@@ -121,7 +121,9 @@ def test_a_session_with_an_84_character_cjk_name_builds_with_doit_and_chats(tmp_
     assert "too long" not in built.out + built.err
     assert {f"export:{name}", "export:q"} <= built.executed
     cache = root / ".domarkx" / "cache"
-    assert (cache / "parse" / "q.json").is_file()  # a short name's files keep their names
+    assert (
+        root / ".domarkx" / BUILD_CACHES / "parse" / "q.json"
+    ).is_file()  # a short name's files keep their names
     assert all(len(p.name.encode()) <= 255 for p in cache.rglob("*"))
     assert doit(root, process=True).executed == set()  # up to date: its files are found again
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from domarkx.data.layout import BUILD_CACHES
 from domarkx.pipeline import daemon
 from tests.support import (
     OWN_STORE,
@@ -107,7 +108,13 @@ def store_files(root: Path) -> dict[str, bytes]:
     store = root / ".domarkx"
     return {
         path.relative_to(store).as_posix(): path.read_bytes().replace(bytes(root), b"ROOT")
-        for sub in ("snapshots", "tags", "exports", "cache/parse", "cache/expand")
+        for sub in (
+            "snapshots",
+            "tags",
+            "exports",
+            f"{BUILD_CACHES}/parse",
+            f"{BUILD_CACHES}/expand",
+        )
         for path in sorted((store / sub).rglob("*"))
         if path.is_file()
     }

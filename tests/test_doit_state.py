@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.layout import BUILD_CACHES
 from domarkx.pipeline.db import JournalDB
 from tests.support import (
     OWN_STORE,
@@ -49,7 +50,7 @@ def test_after_sigkill_the_next_build_redoes_only_unfinished_tasks(tmp_path, run
     count = 12
     root = new_project(tmp_path / "p", sessions(count, "import time\ntime.sleep(0.2)\nprint(1)"))
     proc = spawn(root, "doit", env={**OWN_STORE, **runner}, stderr=None)
-    runs = root / ".domarkx" / "cache" / "run"
+    runs = root / ".domarkx" / BUILD_CACHES / "run"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(runs.glob("*.json"))) < count // 2:
         time.sleep(0.02)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.layout import BUILD_CACHES
 from tests.dockerutil import docker_session
 from tests.support import (
     WatchProcess,
@@ -160,7 +161,7 @@ def test_doit_into_a_closed_pipe_has_no_traceback(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 0, err
     assert "BrokenPipeError" not in err and "Traceback" not in err
-    assert len(list((root / ".domarkx" / "cache" / "snapshot").glob("*.id"))) == 40
+    assert len(list((root / ".domarkx" / BUILD_CACHES / "snapshot").glob("*.id"))) == 40
 
 
 def test_a_failed_block_is_named_by_file_and_line(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from domarkx.data import lock
+from domarkx.data.layout import BUILD_CACHES, CACHE_FORMAT, STAGES
 from tests.support import (
     doit,
     domarkx,
@@ -72,7 +73,7 @@ def test_doit_list_info_and_stages(root):
     snap = doit(root, "snapshot")
     assert snap.code == 0
     assert snap.executed == stage_tasks("a", stages=("parse", "expand", "snapshot"))
-    snapshot_id = (root / ".domarkx/cache/snapshot/a.id").read_text().split()[0]
+    snapshot_id = (root / ".domarkx" / BUILD_CACHES / "snapshot/a.id").read_text().split()[0]
     assert (root / f".domarkx/snapshots/{snapshot_id}.json").is_file()
     assert (root / ".domarkx/tags/a").read_text().strip() == snapshot_id
     assert not (root / ".domarkx/exports/a.md").exists()
@@ -80,7 +81,7 @@ def test_doit_list_info_and_stages(root):
     info = doit(root, "info", "export:a")
     assert info.code == 1  # doit info: 1 for a task that is not up to date
     assert "The following targets do not exist:\n    - .domarkx/exports/a.md" in info.out
-    assert ".domarkx/cache/run/a.json" in info.out
+    assert f".domarkx/{BUILD_CACHES}/run/a.json" in info.out
     assert doit(root).code == 0
     assert doit(root, "info", "export:a").code == 0
 
@@ -190,7 +191,7 @@ def test_a_prose_edit_resnapshots_and_reexports_but_executes_nothing(root):
     )
     assert doit(root).code == 0
     before = output_of((root / ".domarkx/exports/clock.md").read_text())
-    old_id = (root / ".domarkx/cache/snapshot/clock.id").read_text()
+    old_id = (root / ".domarkx" / BUILD_CACHES / "snapshot/clock.id").read_text()
 
     (root / "sessions/clock.md").write_text(
         session("What time is it now, please?", "import time\nprint(time.time_ns())")
@@ -198,7 +199,7 @@ def test_a_prose_edit_resnapshots_and_reexports_but_executes_nothing(root):
     again = doit(root)
     assert again.code == 0
     assert again.executed == stage_tasks("clock")
-    assert (root / ".domarkx/cache/snapshot/clock.id").read_text() != old_id
+    assert (root / ".domarkx" / BUILD_CACHES / "snapshot/clock.id").read_text() != old_id
     export = (root / ".domarkx/exports/clock.md").read_text()
     assert "What time is it now, please?" in export
     assert output_of(export) == before  # the block did not run again
@@ -227,7 +228,7 @@ def test_clean_forget_and_parallel_builds(root):
     cleaned = doit(root, "clean")
     assert cleaned.code == 0
     assert not (root / ".domarkx/exports/s0.md").exists()
-    assert not (root / ".domarkx/cache/parse/s0.json").exists()
+    assert not (root / ".domarkx" / BUILD_CACHES / "parse/s0.json").exists()
     assert doit(root).executed == stage_tasks(*(f"s{i}" for i in range(4)))
 
     assert doit(root, "forget").code == 0
@@ -413,7 +414,7 @@ def test_two_builds_at_once_one_waits_out_and_the_store_stays_whole(root):
     )
     first = spawn(root, "doit", env={"DOMARKX_HOME": None}, stderr=None)
     deadline = time.monotonic() + 30
-    while not (root / ".domarkx/cache/parse").exists() and time.monotonic() < deadline:
+    while not (root / ".domarkx" / BUILD_CACHES / "parse").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     second = doit(root)
     out, _ = first.communicate(timeout=60)
@@ -510,3 +511,57 @@ def test_progress_line_on_a_terminal_only(root):
     assert "[2/3 sessions done]" in shown, repr(shown)
     assert "\x1b[K" in shown
     assert re.search(r"\x1b\[Kdomarkx: 9 run \(\d+\.\d+ s\)\s*$", shown), repr(shown)
+
+
+# A new domarkx version ------------------------------------------------------------
+AS_VERSION = """\
+import sys
+import domarkx
+domarkx.__version__ = sys.argv.pop(1)  # what an upgraded install would say
+from doit.doit_cmd import DoitMain
+from doit.cmd_base import ModuleTaskLoader
+import dodo
+sys.exit(DoitMain(ModuleTaskLoader(dodo)).run(sys.argv[1:]))
+"""
+
+
+def doit_as_version(root: Path, version: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", AS_VERSION, version],
+        cwd=root,
+        env=process_env({"DOMARKX_HOME": None}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_new_domarkx_version_rebuilds_every_stage_and_removes_the_old_caches(root):
+    new_project(root, {"sessions/a.md": session("A question"), "sessions/b.md": session("B")})
+    cache = root / ".domarkx" / "cache"
+    first = doit_as_version(root, "1.0.0")
+    assert first.returncode == 0, first.stderr
+    assert (cache / f"v1.0.0-{CACHE_FORMAT}" / "parse" / "a.json").is_file()
+    keys = sorted((cache / "run" / "_keys").iterdir())  # the execution cache
+    assert keys
+    # Stage files as an older layout left them, beside the execution cache.
+    (cache / "parse").mkdir()
+    (cache / "parse" / "a.json").write_text("{}")
+    (cache / "run" / "a.json").write_text("{}")
+
+    upgraded = doit_as_version(root, "1.1.0")
+    assert upgraded.returncode == 0, upgraded.stderr
+    executed = {line[3:] for line in upgraded.stdout.splitlines() if line.startswith(".  ")}
+    assert executed == {f"{stage}:{name}" for stage in STAGES for name in ("a", "b")}
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith("v")) == [
+        f"v1.1.0-{CACHE_FORMAT}"
+    ]
+    assert not (cache / "parse").exists() and not (cache / "run" / "a.json").exists()
+    assert sorted((cache / "run" / "_keys").iterdir()) == keys  # kept, and it answered
+    export = (root / ".domarkx" / "exports" / "a.md").read_text()
+    assert "A question" in export
+
+    again = doit_as_version(root, "1.1.0")
+    assert again.returncode == 0, again.stderr
+    assert not [line for line in again.stdout.splitlines() if line.startswith(".  ")]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.layout import BUILD_CACHES
 from tests.chat_server import ChatServer
 from tests.s3server import CREDENTIALS, S3Server, free_port, s3_server  # noqa: F401
 from tests.support import domarkx, local_session, make_files
@@ -307,7 +308,7 @@ def test_an_unreachable_cache_is_one_warning_in_a_build_of_many_processes(
 
 
 def snapshot_id(root: Path, name: str) -> str:
-    return (root / ".domarkx" / "cache" / "snapshot" / f"{name}.id").read_text().split()[0]
+    return (root / ".domarkx" / BUILD_CACHES / "snapshot" / f"{name}.id").read_text().split()[0]
 
 
 def test_a_snapshot_made_elsewhere_comes_from_the_shared_cache(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from domarkx.data.layout import BUILD_CACHES
 from tests.dockerutil import (
     BUSYBOX_IMAGE,
     docker_session,
@@ -216,7 +217,7 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
     files = {f"sessions/s{i:03d}.md": body + f"\n{i}\n" for i in range(400)}
     root = new_project(tmp_path / "p", files, dodo=False)
     trials = 3
-    parse_dir = root / ".domarkx" / "cache" / "parse"
+    parse_dir = root / ".domarkx" / BUILD_CACHES / "parse"
 
     def started() -> bool:
         return parse_dir.is_dir() and any(parse_dir.iterdir())
@@ -238,7 +239,7 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
         again = domarkx(root, "build", "parse", process=True)  # takes the lock at once
         assert again.code == 0, again.out + again.err
         assert "another build is running" not in again.err
-        for cache in (root / ".domarkx" / "cache").glob("parse/*.json"):
+        for cache in (root / ".domarkx" / BUILD_CACHES).glob("parse/*.json"):
             cache.unlink()  # the next trial is a cold build again
 
 

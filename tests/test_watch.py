@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from domarkx.data.layout import Layout
+from domarkx.data.layout import BUILD_CACHES, Layout
 from domarkx.pipeline.watch import Watcher
 from tests.support import WatchProcess, new_project, output_of, save, session
 
@@ -42,7 +42,7 @@ def test_watch_rebuilds_on_save_survives_broken_documents_and_stops_on_ctrl_c(ro
     try:
         watch.expect("built 2 sessions up to snapshot")
         watch.expect("watching sessions")
-        snapshot_id = root / ".domarkx/cache/snapshot/b.id"
+        snapshot_id = root / ".domarkx" / BUILD_CACHES / "snapshot/b.id"
         old = snapshot_id.read_text()
 
         save(root / "sessions/b.md", session("B, edited"))
@@ -52,11 +52,14 @@ def test_watch_rebuilds_on_save_survives_broken_documents_and_stops_on_ctrl_c(ro
         assert not (root / ".domarkx/exports/b.md").exists()  # snapshots only by default
 
         # An included file rebuilds the sessions that include it, and only those.
-        old_a, old_b = (root / ".domarkx/cache/snapshot/a.id").read_text(), snapshot_id.read_text()
+        old_a, old_b = (
+            (root / ".domarkx" / BUILD_CACHES / "snapshot/a.id").read_text(),
+            snapshot_id.read_text(),
+        )
         save(root / "sessions/_common.md", "Common words, edited.\n")
         line = watch.expect("sessions/_common.md changed")
         assert "rebuilt a up to snapshot" in line
-        assert (root / ".domarkx/cache/snapshot/a.id").read_text() != old_a
+        assert (root / ".domarkx" / BUILD_CACHES / "snapshot/a.id").read_text() != old_a
         assert snapshot_id.read_text() == old_b
 
         save(root / "sessions/b.md", "---\ntitle: [unclosed\n---\n")

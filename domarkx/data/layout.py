@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 
+from domarkx import __version__
 from domarkx.data.digest import canonical_json, digest
 
 STORE_DIR = ".domarkx"
@@ -29,6 +30,17 @@ PROJECT_MARKERS = ("dodo.py", SESSIONS_DIR, STORE_DIR)
 HOME_ENV = "DOMARKX_HOME"
 SESSION_SUFFIX = ".md"
 STAGES = ("parse", "expand", "snapshot", "run", "export")
+
+# What the stages' caches were made by: the domarkx version, and the format of the
+# cache files (bumped whenever a stage's output changes shape). The stages' outputs
+# live in a folder named by it (``build_caches``): another version's are other
+# files, which doit sees missing, so it re-runs every stage, with no file of the
+# version listed in 5,000 tasks' dependencies.
+CACHE_FORMAT = 3
+BUILD_VERSION = f"{__version__} cache-{CACHE_FORMAT}"
+BUILD_CACHES = f"cache/v{__version__}-{CACHE_FORMAT}"
+# Where the stages' outputs were before they moved to BUILD_CACHES.
+OLD_STAGE_FOLDERS = ("parse", "expand", "deps", "replay-deps", "params", "snapshot")
 # The most bytes a file name may have (ext4, XFS, Btrfs, APFS). A session's name is a
 # file name less ``.md``, so its cache files (``.json``, ``.asks``...) can pass it: 84 CJK
 # characters are 252 bytes. Such a name's last part is cut to CUT_NAME bytes (whole
@@ -169,18 +181,18 @@ class Layout:
 
     # Outputs, one per stage ------------------------------------------------------
     def parse_out(self, name: str) -> str:
-        return f"{self.home}/cache/parse/{cache_name(name, '.json')}"
+        return f"{self.home}/{BUILD_CACHES}/parse/{cache_name(name, '.json')}"
 
     def expand_out(self, name: str) -> str:
-        return f"{self.home}/cache/expand/{cache_name(name, '.json')}"
+        return f"{self.home}/{BUILD_CACHES}/expand/{cache_name(name, '.json')}"
 
     def deps_file(self, name: str) -> str:
         """Files the session included, as the last expand found them (absent: none)."""
-        return f"{self.home}/cache/deps/{cache_name(name, '.json')}"
+        return f"{self.home}/{BUILD_CACHES}/deps/{cache_name(name, '.json')}"
 
     def replay_deps_file(self, name: str) -> str:
         """Replay records the session's last run used (absent: none), see ``tasks``."""
-        return f"{self.home}/cache/replay-deps/{cache_name(name, '.json')}"
+        return f"{self.home}/{BUILD_CACHES}/replay-deps/{cache_name(name, '.json')}"
 
     def model_marker(self, name: str) -> str:
         """An empty file for each session whose session-config names a model."""
@@ -194,7 +206,7 @@ class Layout:
 
     def params_file(self, name: str) -> str:
         """Parameter names the session's last expand looked up (absent: none), see ``tasks``."""
-        return f"{self.home}/cache/params/{cache_name(name, '.json')}"
+        return f"{self.home}/{BUILD_CACHES}/params/{cache_name(name, '.json')}"
 
     def replay_record(self, key: str) -> str:
         return f"{self.home}/replay/{key[:2]}/{key}.json"
@@ -203,7 +215,7 @@ class Layout:
         return f"{self.snapshot_outs_dir}/{cache_name(name, '.id')}"
 
     def run_out(self, name: str) -> str:
-        return f"{self.home}/cache/run/{cache_name(name, '.json')}"
+        return f"{self.home}/{BUILD_CACHES}/run/{cache_name(name, '.json')}"
 
     def run_record(self, key: str) -> str:
         """The execution cache's record of run key ``key``.
@@ -224,6 +236,30 @@ class Layout:
     def shared_cache_marks_dir(self) -> str:
         """What the shared cache warned about in the running build, seen by all its processes."""
         return f"{self.home}/cache/shared-cache-warned"
+
+    def old_build_caches(self) -> list[str]:
+        """Stage outputs of other domarkx versions (``BUILD_CACHES``), which a build removes.
+
+        Absolute paths: other ``cache/v*`` folders, and the stage folders of the
+        layout before them (``cache/parse`` ... ``cache/run/<name>.json``; the
+        execution cache, ``cache/run/_keys``, stays).
+        """
+        cache = self.abs(f"{self.home}/cache")
+        try:
+            entries = os.listdir(cache)
+        except OSError:
+            return []
+        current = BUILD_CACHES.rpartition("/")[2]
+        old = [
+            os.path.join(cache, entry)
+            for entry in entries
+            if (entry.startswith("v") and entry != current) or entry in OLD_STAGE_FOLDERS
+        ]
+        if "run" in entries:
+            with contextlib.suppress(OSError):
+                run = os.path.join(cache, "run")
+                old += [os.path.join(run, e) for e in os.listdir(run) if e != "_keys"]
+        return old
 
     @property
     def durations_file(self) -> str:
@@ -301,7 +337,7 @@ class Layout:
     @property
     def snapshot_outs_dir(self) -> str:
         """The snapshot stage's outputs (``<name>.id``): the snapshots a build uses."""
-        return f"{self.home}/cache/snapshot"
+        return f"{self.home}/{BUILD_CACHES}/snapshot"
 
     # Which files are sessions -------------------------------------------------
     def session_of(self, path: str) -> str | None:
@@ -332,7 +368,7 @@ class Layout:
     def included_files(self) -> dict[str, list[str]]:
         """For each session that includes files, those files (project-relative)."""
         result = {}
-        for name in self.cached_names("cache/deps", ".json"):
+        for name in self.cached_names(f"{BUILD_CACHES}/deps", ".json"):
             included = self.read_deps(name)
             if included:
                 result[name] = included
@@ -341,7 +377,7 @@ class Layout:
     def replayed_files(self) -> dict[str, list[str]]:
         """For each session whose run used model replies, their replay records."""
         result = {}
-        for name in self.cached_names("cache/replay-deps", ".json"):
+        for name in self.cached_names(f"{BUILD_CACHES}/replay-deps", ".json"):
             records = self.read_deps(name, self.replay_deps_file(name))
             if records:
                 result[name] = records
@@ -350,7 +386,7 @@ class Layout:
     def asked_params(self) -> dict[str, list[str]]:
         """For each session whose macros looked up parameters, their names."""
         result = {}
-        for name in self.cached_names("cache/params", ".json"):
+        for name in self.cached_names(f"{BUILD_CACHES}/params", ".json"):
             asked = self.read_deps(name, self.params_file(name))
             if asked:
                 result[name] = asked

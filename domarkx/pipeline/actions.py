@@ -185,8 +185,9 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
     if task is not None:
         previous = set(layout.read_deps(name))
         stamps = {p for p in task.file_dep if p.startswith(f"{layout.home}/cache/config/expand-")}
-        stamp = expand_stamp(layout, {p: lookup.get_value(p) for p in asked})
-        task.file_dep = (set(task.file_dep) - previous - stamps) | set(included) | {stamp}
+        # The values of the parameters it looked up, if any (see ``tasks``).
+        stamp = {expand_stamp(layout, {p: lookup.get_value(p) for p in asked})} if asked else set()
+        task.file_dep = (set(task.file_dep) - previous - stamps) | set(included) | stamp
     _write_list(layout.abs(layout.deps_file(name)), included)
     _write_list(layout.abs(layout.params_file(name)), asked)
     write_if_changed(layout.abs(layout.expand_out(name)), output)

@@ -9,11 +9,12 @@ of the pool (``workers``), which hands its result to the tasks. Heavy
 imports (markdown-it, pydantic models, jinja2, engines) happen when a stage
 first runs, never when doit loads the task list.
 
-Each stage's output carries the domarkx version (the expand cache, the
-snapshot id file, the run record), so that a new version, which re-runs
-``parse`` and ``expand`` through their stamp files, re-runs every later
-stage too without each of them listing the stamp: one ``stat`` less per
-task in every no-op build.
+The stages' outputs live in a folder named by the domarkx version and the
+caches' format (``layout.BUILD_CACHES``): a new version finds none of them
+and re-runs every stage, with no version file in any task's dependencies
+(two ``stat`` and two state entries less per session in every no-op build).
+Each output also says which version made it (the expand cache, the
+snapshot id file, the run record).
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec
 
-from domarkx import __version__
 from domarkx.data.atomic import write_if_changed
 from domarkx.data.digest import digest
-from domarkx.data.layout import Layout
+from domarkx.data.layout import BUILD_VERSION, Layout
 from domarkx.errors import RefError
 from domarkx.pipeline import model_sessions, workers
 from domarkx.pipeline.params import CommandLineParams
@@ -49,10 +49,6 @@ P = ParamSpec("P")
 # this mark has nothing to expand.
 MACRO_MARK = b"domarkx://"
 
-# What the caches were made by: the domarkx version, and the layout of the
-# cache files (bumped whenever a stage's output changes shape).
-CACHE_FORMAT = 2
-BUILD_VERSION = f"{__version__} cache-{CACHE_FORMAT}"
 _VERSION_JSON = json.dumps(BUILD_VERSION).encode()
 
 # What the stages import when they first run (~250 ms): a worker imports them

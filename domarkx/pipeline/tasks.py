@@ -14,10 +14,11 @@ linked by files: each task's target is the next one's ``file_dep`` (see
 ``layout.Layout`` for the paths), so doit orders them and re-runs a stage
 only when its input changed. ``expand`` also depends on every file the
 session included (read from the small deps file its last run wrote).
-``parse`` depends on the domarkx version and ``expand`` on the version and
-the values of the parameters it looked up (``--param``, read through
-``doit.get_var``), through stamp files (``Layout.stamp``); the later
-stages see a new version through their input, which carries it.
+A session whose macros looked up parameters has its ``expand`` depend on
+their values too (``--param``, read through ``doit.get_var``), through a
+stamp file (``Layout.stamp``). A new domarkx version needs no dependency:
+the stages' outputs are in a folder of that version
+(``layout.BUILD_CACHES``), so every target is missing and every stage runs.
 
 Loading this module happens on every ``doit`` run, even a no-op over
 thousands of sessions, so it imports nothing heavy, never reads a session
@@ -139,8 +140,6 @@ def session_tasks(
         }
         asked = {name: layout.read_deps(name, layout.params_file(name)) for name in all_names}
     exists = os.path.exists
-    version = layout.stamp("version", {"domarkx": stages.BUILD_VERSION})
-    no_params = stages.expand_stamp(layout, {})
     wanted = set(stages_wanted)
     inputs = [layout.source(name) for name in all_names]
 
@@ -157,13 +156,13 @@ def session_tasks(
             if stage == "parse":
                 # A pipe or a looping symlink is no file doit can check: the task
                 # runs each time and reports it (a pipe would make doit wait forever).
-                file_dep = [version] if name in odd else [source, version]
+                file_dep = [] if name in odd else [source]
                 args = (layout, name)
             elif stage == "expand":
                 # The parameters its last expansion looked up, with today's values: a
                 # new value re-expands only the sessions that use that parameter.
                 values = {p: lookup.get_value(p) for p in asked.get(name, ())}
-                file_dep = [source, stages.expand_stamp(layout, values) if values else no_params]
+                file_dep = [source, stages.expand_stamp(layout, values)] if values else [source]
                 # An include that was deleted is left out: the changed list makes
                 # doit re-run the stage, which then reports the missing file.
                 if name in included:

@@ -237,9 +237,26 @@ def begin_run(tasks: dict[str, Any], selected: Sequence[str], wait: bool = False
     lock.acquire(path, wait=wait)
     _locks.append(path)
     reap_if_killed(layout, lock.took_over(path))
+    remove_old_build_caches(layout)
     pool = _pools.get(layout.abs(layout.home))
     if pool is not None and pool.owner == os.getpid():
         pool.start(stages_wanted(tasks, selected, pool.names))
+
+
+def remove_old_build_caches(layout: Layout) -> None:
+    """Remove the stage outputs another domarkx version left (under the build lock)."""
+    old = layout.old_build_caches()
+    if not old:
+        return
+    # reason: only after a new domarkx version (one listdir otherwise)
+    import shutil
+
+    for path in old:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def end_run() -> None:
