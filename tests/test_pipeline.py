@@ -29,6 +29,7 @@ from tests.support import (
     new_project,
     output_of,
     process_env,
+    saved_state,
     session,
     spawn,
     stage_tasks,
@@ -559,6 +560,8 @@ def test_a_new_domarkx_version_rebuilds_every_stage_and_removes_the_old_caches(r
     ]
     assert not (cache / "parse").exists() and not (cache / "run" / "a.json").exists()
     assert sorted((cache / "run" / "_keys").iterdir()) == keys  # kept, and it answered
+    # doit's state keeps no entry of the old folder's files (it would grow with each version).
+    assert not [k for t in saved_state(root).values() for k in t if "v1.0.0" in k]
     export = (root / ".domarkx" / "exports" / "a.md").read_text()
     assert "A question" in export
 

@@ -74,6 +74,22 @@ def _signature(path: str, journal: str) -> tuple[Any, ...]:
     return tuple(result)
 
 
+def _set(state: dict[str, dict[str, Any]], task_id: str, key: str, value: Any) -> None:
+    """Set one key of a task's state; its list of dependencies drops the files no longer in it.
+
+    doit keeps the state of every file a task ever depended on (an include
+    removed, a stage file of an older domarkx version's folder): never read
+    again, they would grow the state file with every change. Its own keys end
+    with ``:``.
+    """
+    task = state.setdefault(task_id, {})
+    task[key] = value
+    if key == "deps:" and isinstance(value, list):
+        keep = set(value)
+        for stale in [k for k in task if not k.endswith(":") and k not in keep]:
+            del task[stale]
+
+
 class JournalDB:
     """A doit state backend that saves each finished task at once (see the module)."""
 
@@ -152,7 +168,7 @@ class JournalDB:
         for change in changes:
             op = change[0]
             if op == "s" and len(change) == 4:
-                state.setdefault(change[1], {})[change[2]] = change[3]
+                _set(state, change[1], change[2], change[3])
             elif op == "r" and len(change) == 2:
                 state.pop(change[1], None)
             elif op == "R":
@@ -173,7 +189,7 @@ class JournalDB:
         return task_id in self._db
 
     def set(self, task_id: str, dependency: str, value: Any) -> None:
-        self._db.setdefault(task_id, {})[dependency] = value
+        _set(self._db, task_id, dependency, value)
         self._log(["s", task_id, dependency, value], flush=dependency in _LAST_KEYS)
 
     def remove(self, task_id: str) -> None:
