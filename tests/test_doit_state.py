@@ -74,10 +74,10 @@ def test_a_torn_journal_line_is_left_out(tmp_path):
 
     path = str(tmp_path / "state.json")
     db = JournalDB(path, JSONCodec())
-    db.set("a", "x", 1)
-    db.set("a", "deps:", ["f"])
+    db.set("a", "x", 1)  # the state of file x, which task a depends on
+    db.set("a", "deps:", ["x"])
     db.set("b", "x", 2)
-    db.set("b", "deps:", ["g"])
+    db.set("b", "deps:", ["x"])
     with open(path + ".journal", "ab") as handle:
         handle.write(b'["s", "c", "deps:", ["h"')  # a kill in the middle of a write
     again = JournalDB(path, JSONCodec())
@@ -102,8 +102,8 @@ def test_the_journal_is_folded_into_the_state_file_once_it_grows(tmp_path):
     sizes = []
     for run in range(400):
         db = JournalDB(path, JSONCodec())
-        db.set(f"task{run % 50}", "value", "x" * 400 + str(run))
-        db.set(f"task{run % 50}", "deps:", [])
+        db.set(f"task{run % 50}", "value", "x" * 400 + str(run))  # a file's state
+        db.set(f"task{run % 50}", "deps:", ["value"])
         db.dump()
         sizes.append(journal.stat().st_size if journal.exists() else 0)
     assert 0 < sizes[0] < FOLD_MIN  # the first runs leave their lines in the journal
