@@ -260,12 +260,12 @@ def serve(path: str, prepare: str, idle: float) -> None:
     last = time.monotonic()
     listener.settimeout(min(CHECK_SECONDS, idle))
     try:
-        while True:
+        while time.monotonic() - last < idle:
             try:
                 link, _ = listener.accept()
             except TimeoutError:
-                if time.monotonic() - last >= idle or fingerprint() != mine:
-                    return
+                if fingerprint() != mine:
+                    return  # outdated: the next build starts the current one
                 with contextlib.suppress(OSError):
                     if os.stat(path).st_ino == inode:
                         continue
@@ -274,9 +274,11 @@ def serve(path: str, prepare: str, idle: float) -> None:
                 if not _same_user(link):
                     continue
                 status["idle_seconds"] = int(time.monotonic() - last)
-                last = time.monotonic()
+                served = status["served"]
                 if _answer(link, listener, status):
                     return
+                if status["served"] != served:
+                    last = time.monotonic()  # a build (a status request is not one)
     finally:
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == inode:
