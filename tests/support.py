@@ -96,6 +96,17 @@ def local_session(code: str) -> str:
     return f"## assistant\n\n```sh\n{code}\n```\n"
 
 
+# A project whose sessions tests edit: a plain one, one with code, one that includes
+# a partial, one in a folder (builds with and without workers are compared on it).
+EDITED: Files = {
+    "sessions/_common.md": "Common words.\n",
+    "sessions/plain.md": session("A plain question"),
+    "sessions/code.md": session("Print it", "print(6 * 7)"),
+    "sessions/includes.md": session("Q", extra="[@c](domarkx://include?path=_common.md)"),
+    "sessions/deep/other.md": session("Another question"),
+}
+
+
 def stage_tasks(
     *names: str, stages: Sequence[str] = ("parse", "expand", "snapshot", "run", "export")
 ) -> set[str]:
@@ -344,6 +355,34 @@ def spawn(
         stderr=stderr,
         text=True,
     )
+
+
+# Processes ------------------------------------------------------------------------
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (read from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 # Waiting and watching -------------------------------------------------------------

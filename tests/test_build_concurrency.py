@@ -19,7 +19,17 @@ import pytest
 
 from domarkx.data.layout import BUILD_CACHES
 from tests.chat_server import ChatServer, Response
-from tests.support import OWN_STORE, doit, domarkx, new_project, process_env, session, spawn
+from tests.support import (
+    EDITED,
+    OWN_STORE,
+    children_of,
+    doit,
+    domarkx,
+    new_project,
+    process_env,
+    session,
+    spawn,
+)
 
 SESSIONS = 4
 DELAY = 1.5  # seconds the server takes per answer
@@ -94,21 +104,6 @@ def test_a_bad_concurrency_value_is_one_clear_error(tmp_path):
     assert result.code == 1
     assert "DOMARKX_LLM_CONCURRENCY='many' is not a whole number >= 1" in result.err
     assert "Traceback" not in result.err
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(entry))
-    return found
 
 
 def most_children_during(root: Path, args: list[str], env: dict[str, str]) -> int:
@@ -313,15 +308,6 @@ def store_tree(root: Path) -> dict[str, bytes]:
     instances = store / "instances"
     tree["instances"] = " ".join(sorted(p.name for p in instances.iterdir())).encode()
     return tree
-
-
-EDITED = {
-    "sessions/_common.md": "Common words.\n",
-    "sessions/plain.md": session("A plain question"),
-    "sessions/code.md": session("Print it", "print(6 * 7)"),
-    "sessions/includes.md": session("Q", extra="[@c](domarkx://include?path=_common.md)"),
-    "sessions/deep/other.md": session("Another question"),
-}
 
 
 @pytest.mark.slow(4)

@@ -25,8 +25,11 @@ import pytest
 from domarkx.data.layout import BUILD_CACHES
 from domarkx.pipeline import daemon
 from tests.support import (
+    EDITED,
     OWN_STORE,
     Env,
+    alive,
+    children_of,
     doit,
     domarkx,
     new_project,
@@ -39,13 +42,6 @@ pytestmark = pytest.mark.skipif(
     not hasattr(os, "fork") or sys.platform != "linux", reason="the daemon forks its workers"
 )
 
-FILES = {
-    "sessions/_common.md": "Common words.\n",
-    "sessions/plain.md": session("A plain question"),
-    "sessions/code.md": session("Print it", "print(6 * 7)"),
-    "sessions/includes.md": session("Q", extra="[@c](domarkx://include?path=_common.md)"),
-    "sessions/deep/other.md": session("Another question"),
-}
 EDITS = ("plain", "code", "includes", "deep/other")
 
 
@@ -56,28 +52,6 @@ def sockets(runtime: Path) -> list[Path]:
 def statuses(runtime: Path) -> list[dict[str, Any]]:
     found = [daemon.ask(str(path), daemon.STATUS) for path in sockets(runtime)]
     return [status for status in found if status is not None]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.add(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 @pytest.fixture
@@ -124,7 +98,7 @@ def store_files(root: Path) -> dict[str, bytes]:
 def test_an_edit_built_by_the_daemons_worker_is_the_build_without_it(tmp_path, runtime):
     built = {}
     for switch in ("on", "off"):
-        root = new_project(tmp_path / switch, FILES)
+        root = new_project(tmp_path / switch, EDITED)
         # SOURCE_DATE_EPOCH: the snapshots' dates, the same in both.
         switched = on(runtime) if switch == "on" else {"DOMARKX_DAEMON": "0"}
         env = {**switched, "SOURCE_DATE_EPOCH": "1700000000"}
@@ -150,7 +124,7 @@ def test_an_edit_built_by_the_daemons_worker_is_the_build_without_it(tmp_path, r
 
 @pytest.mark.slow(4)
 def test_the_daemons_worker_takes_each_builds_folder_and_environment(tmp_path, runtime):
-    first = new_project(tmp_path / "first", FILES)
+    first = new_project(tmp_path / "first", EDITED)
     assert doit(first, env=on(runtime), process=True).code == 0
     assert wait_for(lambda: statuses(runtime), within=30)
     # Another project, whose store is elsewhere (DOMARKX_HOME): same daemon, its own store.
@@ -176,7 +150,7 @@ sys.stdin.readline()
 
 @pytest.mark.slow(4)
 def test_a_daemons_worker_dies_with_a_killed_build(tmp_path, runtime):
-    root = new_project(tmp_path / "p", FILES)
+    root = new_project(tmp_path / "p", EDITED)
     assert doit(root, env=on(runtime), process=True).code == 0
     assert wait_for(lambda: statuses(runtime), within=30)
     (status,) = statuses(runtime)
@@ -221,7 +195,7 @@ def test_no_daemon_starts_when_switched_off_on_ci_or_in_a_folder_others_may_writ
     }
     try:
         for name, (env, folder) in cases.items():
-            root = new_project(tmp_path / name, FILES)
+            root = new_project(tmp_path / name, EDITED)
             assert doit(root, env=env, process=True).code == 0
             edit(root)
             assert doit(root, env=env, process=True).code == 0
@@ -236,7 +210,7 @@ def test_no_daemon_starts_when_switched_off_on_ci_or_in_a_folder_others_may_writ
 
 @pytest.mark.slow(4)
 def test_an_idle_daemon_exits_and_stop_ends_a_running_one(tmp_path, runtime):
-    root = new_project(tmp_path / "p", FILES)
+    root = new_project(tmp_path / "p", EDITED)
     assert doit(root, env=on(runtime, DOMARKX_DAEMON_IDLE="1"), process=True).code == 0
     assert wait_for(lambda: statuses(runtime), within=30)
     pid = statuses(runtime)[0]["pid"]
@@ -292,7 +266,7 @@ def status_as_nobody(path: Path) -> bytes:
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
 def test_the_daemon_answers_no_other_user_even_when_its_socket_is_opened_to_all(tmp_path, runtime):
-    root = new_project(tmp_path / "p", FILES)
+    root = new_project(tmp_path / "p", EDITED)
     assert doit(root, env=on(runtime), process=True).code == 0
     assert wait_for(lambda: statuses(runtime), within=30)
     (path,) = sockets(runtime)

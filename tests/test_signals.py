@@ -7,7 +7,6 @@ a user would, signalled while a block runs, and checked from outside.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from tests.dockerutil import (
 )
 from tests.support import (
     OWN_STORE,
+    alive,
+    children_of,
     domarkx,
     local_session,
     new_project,
@@ -41,29 +42,6 @@ def statuses(root: Path) -> list[str]:
         json.loads(p.read_text())["status"]
         for p in sorted((root / ".domarkx" / "instances").glob("*/instance.json"))
     ]
-
-
-def children(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (from /proc)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
@@ -228,7 +206,7 @@ def test_sigkill_of_a_cold_build_never_leaves_the_lock_held(tmp_path):
             # Kill while the workers run: once the first parse cache is written.
             wait_for(started, within=30)
             time.sleep(0.05 * trial)
-            workers = children(proc.pid)
+            workers = children_of(proc.pid)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         finally:
@@ -284,7 +262,7 @@ def test_sigkill_of_a_parallel_build_leaves_no_worker_and_no_block(tmp_path):
     proc = spawn(root, "domarkx", "build", "-n", "2", env=OWN_STORE)
     try:
         assert wait_for(lambda: len(processes_running(marker)) >= 2), "the blocks never started"
-        workers = children(proc.pid)
+        workers = children_of(proc.pid)
         assert workers
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
