@@ -28,6 +28,23 @@ def test_init_makes_a_project_that_doit_builds(tmp_path):
     assert "nothing to do: all 5 tasks up to date" in second.out
 
 
+def test_the_commented_limits_of_a_new_project_hold_once_uncommented(tmp_path):
+    assert domarkx(tmp_path, "init", "new").code == 0
+    config = tmp_path / "new" / "domarkx.toml"
+    text = config.read_text()
+    assert "# [limits]\n# max_turns = 50" in text
+    lowered = text.replace("# [limits]", "[limits]").replace("# max_turns = 50", "max_turns = 1")
+    config.write_text(lowered.replace('# expansion = "10m"', 'expansion = "10m"'))
+    (tmp_path / "new" / "sessions" / "asks.md").write_text(
+        "```yaml session-config\nmodel:\n  provider: scripted\n  max_turns: 2\n```\n\n"
+        "## user\n\nHello?\n"
+    )
+    built = doit(tmp_path / "new")
+    assert built.code != 0
+    assert "past the project's ceiling of 1 model call" in built.out + built.err
+    assert "([limits] max_turns)" in built.out + built.err
+
+
 def test_init_keeps_files_that_are_there(tmp_path):
     (tmp_path / "sessions").mkdir()
     (tmp_path / "sessions/example.md").write_text("mine\n")
