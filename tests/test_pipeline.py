@@ -226,11 +226,20 @@ def test_clean_forget_and_parallel_builds(root):
     assert parallel.executed == stage_tasks(*(f"s{i}" for i in range(4)))
     assert doit(root).executed == set()  # include deps recorded by worker processes too
 
+    exports = {i: (root / f".domarkx/exports/s{i}.md").read_text() for i in range(4)}
     cleaned = doit(root, "clean")
     assert cleaned.code == 0
     assert not (root / ".domarkx/exports/s0.md").exists()
     assert not (root / ".domarkx" / BUILD_CACHES / "parse/s0.json").exists()
-    assert doit(root).executed == stage_tasks(*(f"s{i}" for i in range(4)))
+    # Every file comes back: parse, run and export run; a cold build's worker, when this
+    # process forks one, may have written the expand and snapshot files first.
+    rebuilt = doit(root)
+    assert rebuilt.code == 0
+    assert stage_tasks(*(f"s{i}" for i in range(4)), stages=("parse", "run", "export")) <= (
+        rebuilt.executed
+    )
+    assert {i: (root / f".domarkx/exports/s{i}.md").read_text() for i in range(4)} == exports
+    assert doit(root).executed == set()
 
     assert doit(root, "forget").code == 0
     forgotten = doit(root)
@@ -568,3 +577,32 @@ def test_a_new_domarkx_version_rebuilds_every_stage_and_removes_the_old_caches(r
     again = doit_as_version(root, "1.1.0")
     assert again.returncode == 0, again.stderr
     assert not [line for line in again.stdout.splitlines() if line.startswith(".  ")]
+
+
+def test_a_grant_taken_back_from_the_configuration_reaches_a_built_include(root):
+    # `[includes] allow` let a session include a dotfile; taking it back must not leave
+    # the built expansion standing: a session that includes files depends on the
+    # configuration files, and only such a session is expanded again.
+    new_project(
+        root,
+        {
+            ".notes": "Kept aside.\n",
+            "sessions/inc.md": session("Q", extra="[@n](domarkx://include?path=../.notes)"),
+            "sessions/plain.md": session("A plain question"),
+            "domarkx.toml": '[includes]\nallow = [".notes"]\n',
+        },
+    )
+    assert doit(root).code == 0
+    assert "Kept aside." in (root / ".domarkx/exports/inc.md").read_text()
+    assert doit(root).executed == set()  # the dependency list the task saved is the one loaded
+    with open(root / "domarkx.toml", "a") as handle:
+        handle.write("# a comment changes nothing the sessions use\n")
+    unchanged = doit(root)
+    assert unchanged.code == 0
+    assert unchanged.executed == {"expand:inc"}  # the same expansion: the rest stops there
+    (root / "domarkx.toml").write_text("[includes]\nallow = []\n")
+    refused = doit(root)
+    assert refused.code == 1
+    assert "sessions/inc.md" in refused.out + refused.err
+    assert "`.notes` is a dotfile" in refused.out + refused.err
+    assert doit(root).code == 1  # and it stays refused

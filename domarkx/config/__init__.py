@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from domarkx.config.loading import (
-        PYPROJECT,
         PYPROJECT_TABLE,
         ConfigError,
         forget,
         load,
         read,
     )
+    from domarkx.config.paths import CONFIG_FILE, PYPROJECT
     from domarkx.config.settings import (
-        CONFIG_FILE,
         DEFAULT_MEMORY,
         DEFAULT_PIDS_LIMIT,
         MIN_MEMORY,
@@ -56,9 +55,10 @@ if TYPE_CHECKING:
 # loaded on first use (PEP 562), not on import.
 _HOMES = {
     **dict.fromkeys(
-        ("PYPROJECT", "PYPROJECT_TABLE", "ConfigError", "forget", "load", "read"),
+        ("PYPROJECT_TABLE", "ConfigError", "forget", "load", "read"),
         "domarkx.config.loading",
     ),
+    **dict.fromkeys(("CONFIG_FILE", "PYPROJECT"), "domarkx.config.paths"),
     **dict.fromkeys(("DEFAULT_EXPANSION", "size_in_bytes"), "domarkx.config.sizes"),
 }
 

@@ -19,14 +19,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from domarkx.config.settings import CONFIG_FILE, ProjectConfig
+from domarkx.config.paths import CONFIG_FILE, PYPROJECT, user_config_path
+from domarkx.config.settings import ProjectConfig
 from domarkx.config.toml_lines import key_line
-from domarkx.config.trust import is_trusted, settings_digest, user_config_dir
+from domarkx.config.trust import is_trusted, settings_digest
 from domarkx.errors import DomarkxError
 
-PYPROJECT = "pyproject.toml"
-# The user's own configuration, in ``user_config_dir()`` beside the record of trusted files.
-USER_FILE = "config.toml"
 # Where the settings sit inside pyproject.toml.
 PYPROJECT_TABLE = ("tool", "domarkx")
 
@@ -62,12 +60,6 @@ def load(root: str | os.PathLike[str]) -> ProjectConfig:
     with _lock:
         _cache[folder] = (signature, config)
     return config
-
-
-def user_config_path() -> Path:
-    """The user's own configuration: ``$XDG_CONFIG_HOME/domarkx/config.toml``. It holds
-    the keys of ``domarkx.toml`` and grants them to every project, with no trust asked."""
-    return user_config_dir() / USER_FILE
 
 
 def _user() -> ProjectConfig | None:

@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from domarkx.config.paths import CONFIG_FILE
 from domarkx.config.sizes import DEFAULT_EXPANSION, SIZE, size_in_bytes
-
-CONFIG_FILE = "domarkx.toml"
 
 # Defaults of the Docker sandbox's limits (``[docker]``), chosen to stop a fork
 # bomb or a runaway allocation without getting in the way of ordinary blocks.

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from domarkx.config.paths import user_config_dir
+
 ENV = "DOMARKX_TRUST"
 FILE_NAME = "trusted.toml"
 
@@ -42,14 +44,6 @@ def settings_digest(settings: Any) -> str:
 def from_env() -> bool:
     """Whether ``DOMARKX_TRUST`` trusts every project for this command (1, true, yes)."""
     return os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-def user_config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/domarkx`` (``~/.config/domarkx`` when unset or relative)."""
-    base = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    if not base or not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "domarkx"
 
 
 def record_path() -> Path:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 from doit.exceptions import TaskFailed
 
 from domarkx import overlap
+from domarkx.config.paths import setting_files
 from domarkx.data.atomic import write_if_changed
 from domarkx.data.layout import Layout
 from domarkx.errors import DomarkxError
@@ -187,7 +188,10 @@ def expand(layout: Layout, name: str, params: dict[str, str], task: Any) -> None
         stamps = {p for p in task.file_dep if p.startswith(f"{layout.home}/cache/config/expand-")}
         # The values of the parameters it looked up, if any (see ``tasks``).
         stamp = {expand_stamp(layout, {p: lookup.get_value(p) for p in asked})} if asked else set()
-        task.file_dep = (set(task.file_dep) - previous - stamps) | set(included) | stamp
+        # A session that includes files depends on the configuration too (``tasks``).
+        settings = set(setting_files(layout.root))
+        kept = set(task.file_dep) - previous - stamps - settings
+        task.file_dep = kept | set(included) | stamp | (settings if included else set())
     _write_list(layout.abs(layout.deps_file(name)), included)
     _write_list(layout.abs(layout.params_file(name)), asked)
     write_if_changed(layout.abs(layout.expand_out(name)), output)

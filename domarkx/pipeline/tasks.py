@@ -36,6 +36,7 @@ from typing import Any
 from doit.exceptions import InvalidTask
 
 from domarkx import overlap
+from domarkx.config.paths import setting_files
 from domarkx.data.layout import STAGES, Layout
 from domarkx.errors import DomarkxError
 from domarkx.pipeline import actions, model_sessions, shard, stages, workers
@@ -140,6 +141,9 @@ def session_tasks(
         }
         asked = {name: layout.read_deps(name, layout.params_file(name)) for name in all_names}
     exists = os.path.exists
+    # An include's refusal ([includes] allow) is the configuration's: a session that
+    # includes files is expanded again when a configuration file changes.
+    settings = setting_files(layout.root)
     wanted = set(stages_wanted)
     inputs = [layout.source(name) for name in all_names]
 
@@ -167,6 +171,7 @@ def session_tasks(
                 # doit re-run the stage, which then reports the missing file.
                 if name in included:
                     file_dep += [p for p in included[name] if exists(layout.abs(p))]
+                    file_dep += settings
                 known = dict(params) if params is not None else {}
                 known.update({p: v for p, v in values.items() if v is not None})
                 args = (layout, name, known)
