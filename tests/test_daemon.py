@@ -211,7 +211,8 @@ def test_no_daemon_starts_when_switched_off_on_ci_or_in_a_folder_others_may_writ
 @pytest.mark.slow(4)
 def test_an_idle_daemon_exits_and_stop_ends_a_running_one(tmp_path, runtime):
     root = new_project(tmp_path / "p", EDITED)
-    assert doit(root, env=on(runtime, DOMARKX_DAEMON_IDLE="1"), process=True).code == 0
+    # Idle for 4 s: long enough to be seen up on a loaded machine, short for a test.
+    assert doit(root, env=on(runtime, DOMARKX_DAEMON_IDLE="4"), process=True).code == 0
     assert wait_for(lambda: statuses(runtime), within=30)
     pid = statuses(runtime)[0]["pid"]
     # Asking for its status all along keeps no daemon up: only builds do.
