@@ -60,7 +60,7 @@ from domarkx.execution.engine import (
     BlockResult,
     Engine,
     Refusal,
-    canonical_language,
+    block_language,
 )
 from domarkx.execution.protocol import (
     MARKER_VAR,
@@ -327,12 +327,7 @@ class DockerEngine(Engine):
         internal: bool = False,
         count: int | None = None,
     ) -> BlockResult:
-        lang = canonical_language(language)
-        if lang is None:
-            raise EngineError(
-                f"the {self.name} engine cannot run {language!r} blocks",
-                hint="use bash, sh, shell or python, or mark the block `norun`",
-            )
+        lang = block_language(self.name, language)
         if timeout is None:
             timeout = self.config.timeout
         self.start()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from domarkx import registry
 from domarkx.data.models import NOT_RUN, ExecutionConfig
+from domarkx.errors import EngineError
 
 if TYPE_CHECKING:
     from domarkx.config import ProjectConfig
@@ -49,6 +50,17 @@ LAYER_LABEL = "io.domarkx.layer"
 def canonical_language(language: str) -> str | None:
     """``bash`` or ``python`` for a runnable info-string language, else None."""
     return LANGUAGE_ALIASES.get(language.strip().lower())
+
+
+def block_language(engine: str, language: str) -> str:
+    """The canonical language of a block ``engine`` is asked to run; an error for any other."""
+    lang = canonical_language(language)
+    if lang is None:
+        raise EngineError(
+            f"the {engine} engine cannot run {language!r} blocks",
+            hint="use bash, sh, shell or python, or mark the block `norun`",
+        )
+    return lang
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from typing import Any
 from domarkx.data.layer_files import missing_objects, restore_tree, save_tree
 from domarkx.data.models import ExecutionConfig
 from domarkx.errors import EngineError
-from domarkx.execution.engine import BlockResult, Engine, canonical_language
+from domarkx.execution.engine import BlockResult, Engine, block_language, canonical_language
 from domarkx.execution.protocol import (
     MARKER_VAR,
     PYTHON_DRIVER,
@@ -361,12 +361,7 @@ class LocalShellEngine(Engine):
         internal: bool = False,
         count: int | None = None,
     ) -> BlockResult:
-        lang = canonical_language(language)
-        if lang is None:
-            raise EngineError(
-                f"the {self.name} engine cannot run {language!r} blocks",
-                hint="use bash, sh, shell or python, or mark the block `norun`",
-            )
+        lang = block_language(self.name, language)
         if self._stopped:
             raise EngineError("this sandbox was stopped", hint="create a new engine to run again")
         if not self._started:
