@@ -20,7 +20,7 @@ from domarkx.errors import DomarkxError
 from domarkx.lsp.document import Document
 from domarkx.parsing.blocks import FencedCode, blocks
 from domarkx.parsing.fences import parse_info
-from domarkx.parsing.macro_links import find_macros
+from domarkx.parsing.macro_links import command_and_params, find_macros
 from domarkx.parsing.markdown import ROLE_ALIASES, load_json, load_yaml, split_front_matter
 from domarkx.session.files import document_root
 from domarkx.session.snapshot import SnapshotManager
@@ -35,7 +35,6 @@ COMMANDS = (ANSWER, REGENERATE, FORK, RUN)
 # How many lines of an included file a hover shows.
 HOVER_LINES = 12
 
-_EXTRA = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
 _ROLE_PREFIX = re.compile(r"^ {0,3}##[ \t]+(?P<word>\w*)$")
 _KEY_PREFIX = re.compile(r"^(?P<indent>[ \t]*)(?P<word>[A-Za-z_]*)$")
 _VALUE_PREFIX = re.compile(r"^[ \t]*(?P<key>endpoint|engine|provider)[ \t]*:[ \t]*(?P<word>\S*)$")
@@ -120,16 +119,8 @@ def macro_at(doc: Document, line: int, column: int) -> Macro | None:
             return None
         if _fence_at(doc, line) is not None or line < _body_start(doc):
             return None
-        url = match.group("url")[len("domarkx://") :]
-        command, _, query = url.partition("?")
-        params: dict[str, str] = {}
-        for part in query.split("&"):
-            if part:
-                key, _, value = part.partition("=")
-                params[unquote(key)] = unquote(value.replace("+", " "))
-        for extra in _EXTRA.finditer(match.group("extra")):
-            params[unquote(extra.group("key"))] = unquote(extra.group("value"))
-        return Macro(line, start, match.end(), match.group(0), command.strip("/"), params)
+        command, params = command_and_params(match)
+        return Macro(line, start, match.end(), match.group(0), command, params)
     return None
 
 

@@ -14,6 +14,7 @@ import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from domarkx.parsing.blocks import code_line_ranges
 
@@ -85,6 +86,24 @@ def find_macros(text: str) -> Iterator[MacroMatch]:
             (head.group("text"), text[url_start:url_end], extras.group()),
         )
         position = extras.end()
+
+
+# One ``[key](value)`` parameter after a macro link.
+_EXTRA_PARAM = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
+
+
+def command_and_params(match: MacroMatch) -> tuple[str, dict[str, str]]:
+    """A macro link's command (``include``) and parameters: its query, then ``[key](value)``s."""
+    url = match.group("url")[len("domarkx://") :]
+    command, _, query = url.partition("?")
+    params: dict[str, str] = {}
+    for part in query.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            params[unquote(key)] = unquote(value.replace("+", " "))
+    for extra in _EXTRA_PARAM.finditer(match.group("extra")):
+        params[unquote(extra.group("key"))] = unquote(extra.group("value"))
+    return command.strip("/"), params
 
 
 def is_macro(text: str, match: MacroMatch) -> bool:

@@ -10,12 +10,10 @@ file it read, because the build graph declares them as dependencies.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote
 
 from domarkx import registry
 from domarkx.config import DEFAULT_EXPANSION, size_in_bytes
@@ -24,6 +22,7 @@ from domarkx.errors import DocumentError, DomarkxError, MacroError, PluginError
 from domarkx.parsing.blocks import is_open_at_end, quote, trim_blank_lines
 from domarkx.parsing.macro_links import (
     MacroMatch,
+    command_and_params,
     escape_macros,
     find_macros,
     is_macro,
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 GROUP = "domarkx.macros"
 MAX_DEPTH = 32
 
-_EXTRA_PARAM = re.compile(r"\[(?P<key>[^\]\n]*)\]\((?P<value>[^)\s]*)\)")
 # Expansion of one document, by default (``[limits] expansion`` in domarkx.toml).
 DEFAULT_MAX_EXPANSION = size_in_bytes(DEFAULT_EXPANSION)
 
@@ -301,13 +299,9 @@ class MacroExpander:
     def _call(
         self, match: MacroMatch, file: Path, line: int, chain: tuple[tuple[Path, int], ...]
     ) -> MacroCall:
-        url = match.group("url")[len("domarkx://") :]
-        command, _, query = url.partition("?")
-        params = _parse_query(query)
-        for extra in _EXTRA_PARAM.finditer(match.group("extra")):
-            params[unquote(extra.group("key"))] = unquote(extra.group("value"))
+        command, params = command_and_params(match)
         return MacroCall(
-            command=command.strip("/"),
+            command=command,
             params=params,
             text=match.group("text"),
             file=file,
@@ -356,16 +350,6 @@ def _left_open(file: str, line: int) -> DocumentError:
         line=line,
         hint="close the block in the macro's value (e.g. `-->` after `<!--`)",
     )
-
-
-def _parse_query(query: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for part in query.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        params[unquote(key)] = unquote(value.replace("+", " "))
-    return params
 
 
 def _size(size: int) -> str:
