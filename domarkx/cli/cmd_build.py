@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from domarkx.cli.options import Args, Subparsers, add_command, parse_params
+from domarkx.cli.options import Args, Subparsers, add_command, add_yes, parse_params
 from domarkx.errors import DomarkxError
 
 if TYPE_CHECKING:
@@ -90,13 +90,7 @@ def register(subparsers: Subparsers) -> None:
         help="record how long each session's run took in .domarkx/durations.json (commit it: "
         "--shard balances the shards by it)",
     )
-    parser.add_argument(
-        "-y",
-        "--yes",
-        action="store_true",
-        help="run model-written code on this machine without asking (local_shell); "
-        "the same as DOMARKX_YES=1 doit",
-    )
+    add_yes(parser, "; the same as DOMARKX_YES=1 doit")
 
 
 def doit_argv(args: Args, tasks: list[str]) -> list[str]:

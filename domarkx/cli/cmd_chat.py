@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domarkx.cli.options import Args, Subparsers, add_command, open_store, parse_params
+from domarkx.cli.options import Args, Subparsers, add_command, add_yes, open_store, parse_params
 from domarkx.errors import UsageError
 
 if TYPE_CHECKING:
@@ -44,12 +44,7 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="replace the messages after the last user message with a fresh answer",
     )
-    parser.add_argument(
-        "-y",
-        "--yes",
-        action="store_true",
-        help="run the model's code on this machine without asking (local_shell)",
-    )
+    add_yes(parser)
     parser.add_argument(
         "--model", metavar="NAME", help="ask this model for this chat (the document keeps its own)"
     )

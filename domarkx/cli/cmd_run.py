@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domarkx.cli.options import Args, Subparsers, add_command, open_store
+from domarkx.cli.options import Args, Subparsers, add_command, add_yes, open_store
 
 if TYPE_CHECKING:
     from domarkx.data.store import Store
@@ -33,12 +33,7 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a code block fails or times out"
     )
-    parser.add_argument(
-        "-y",
-        "--yes",
-        action="store_true",
-        help="run model-written code on this machine without asking (local_shell)",
-    )
+    add_yes(parser)
 
 
 def run(args: Args) -> int:

@@ -10,7 +10,7 @@ writes JUnit XML for CI.
 
 from __future__ import annotations
 
-from domarkx.cli.options import Args, Subparsers, add_command
+from domarkx.cli.options import Args, Subparsers, add_command, add_yes
 
 
 def register(subparsers: Subparsers) -> None:
@@ -38,12 +38,7 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="ask the model again and keep its replies as the new replay records",
     )
-    parser.add_argument(
-        "-y",
-        "--yes",
-        action="store_true",
-        help="run model-written code on this machine without asking (local_shell)",
-    )
+    add_yes(parser)
 
 
 def run(args: Args) -> int:

@@ -79,3 +79,13 @@ def add_command(
         help="show the Python traceback of an error",
     )
     return parser
+
+
+def add_yes(parser: argparse.ArgumentParser, also: str = "") -> None:
+    """``-y/--yes``: run model-written code on this machine without asking (docs/security.md)."""
+    parser.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="run model-written code on this machine without asking (local_shell)" + also,
+    )
