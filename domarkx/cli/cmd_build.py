@@ -9,12 +9,17 @@ differs from what the build produces, writing none (for CI).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from domarkx.cli.options import Args, Subparsers, add_command, add_yes, parse_params
+from domarkx.cli.options import (
+    Args,
+    Subparsers,
+    add_command,
+    add_yes,
+    environment,
+    parse_params,
+)
 from domarkx.errors import DomarkxError
 
 if TYPE_CHECKING:
@@ -154,43 +159,21 @@ def _shard(args: Args, layout: Layout) -> Shard | None:
     return chosen
 
 
-@contextlib.contextmanager
-def _sharded(chosen: Shard | None) -> Iterator[None]:
+def _sharded(chosen: Shard | None) -> contextlib.AbstractContextManager[None]:
     """The shard for the build's task list (``DOMARKX_SHARD``), in this process and its own."""
     from domarkx.pipeline import shard  # see ``_shard``
 
-    if chosen is None:
-        yield
-        return
-    before = os.environ.get(shard.ENV)
-    os.environ[shard.ENV] = str(chosen)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(shard.ENV, None)
-        else:
-            os.environ[shard.ENV] = before
+    return environment(shard.ENV, None if chosen is None else str(chosen))
 
 
-@contextlib.contextmanager
-def _granted(yes: bool) -> Iterator[None]:
+def _granted(yes: bool) -> contextlib.AbstractContextManager[None]:
     """``--yes`` for the build's tasks, in this process and the ones it starts."""
+    if not yes:
+        return contextlib.nullcontext()
     # The approval rules and the models (~100 ms): not for every `domarkx` start.
     from domarkx.session.approval import YES_ENV
 
-    if not yes:
-        yield
-        return
-    before = os.environ.get(YES_ENV)
-    os.environ[YES_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(YES_ENV, None)
-        else:
-            os.environ[YES_ENV] = before
+    return environment(YES_ENV, "1")
 
 
 def _store_durations(layout: Layout, chosen: Shard | None) -> None:

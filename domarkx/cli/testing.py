@@ -19,7 +19,6 @@ import io
 import os
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from domarkx.checks.junit import SessionReport, write
 from domarkx.checks.results import outcomes
 from domarkx.checks.turns import TurnChecks, has_checks
-from domarkx.cli.options import Args, open_store
+from domarkx.cli.options import Args, environment, open_store
 from domarkx.config import load
 from domarkx.data.layout import SESSIONS_DIR, Layout
 from domarkx.data.store import Store
@@ -55,23 +54,6 @@ def run(args: Args) -> int:
     if args.junit:
         write(Path(args.junit), reports)
     return summary(reports)
-
-
-@contextlib.contextmanager
-def environment(name: str, value: str | None) -> Iterator[None]:
-    """``name=value`` in this process (and the build's) while the block runs (None: as is)."""
-    if value is None:
-        yield
-        return
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def test_sessions(store: Store, paths: list[Path], *, fresh: bool = False) -> list[SessionReport]:
