@@ -75,6 +75,15 @@ class DomarkxServer(LanguageServer):
         text_document = self.workspace.get_text_document(uri)
         return text_document, open_document(Path(path), text_document.source)
 
+    def document_at(
+        self, uri: str, position: lsp.Position
+    ) -> tuple[TextDocument, Document, ServerTextPosition] | None:
+        """The document and the position a request names, in the server's own units."""
+        opened = self.document(uri)
+        if opened is None:
+            return None
+        return (*opened, opened[0].position_from_client_units(position))
+
     def schedule_check(self, uri: str, delay: float = DEBOUNCE) -> None:
         previous = self.checks.pop(uri, None)
         if previous is not None:
@@ -243,11 +252,10 @@ def make_server() -> DomarkxServer:
 
     @server.feature(lsp.TEXT_DOCUMENT_HOVER)
     def hover(ls: DomarkxServer, params: lsp.HoverParams) -> lsp.Hover | None:
-        opened = ls.document(params.text_document.uri)
-        if opened is None:
+        located = ls.document_at(params.text_document.uri, params.position)
+        if located is None:
             return None
-        text_document, doc = opened
-        at = text_document.position_from_client_units(params.position)
+        text_document, doc, at = located
         text = features.hover(doc, at.line, at.character)
         if text is None:
             return None
@@ -269,11 +277,10 @@ def make_server() -> DomarkxServer:
         lsp.CompletionOptions(trigger_characters=[" ", "/", "=", ":", "#"]),
     )
     def completion(ls: DomarkxServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-        opened = ls.document(params.text_document.uri)
+        located = ls.document_at(params.text_document.uri, params.position)
         items: list[lsp.CompletionItem] = []
-        if opened is not None:
-            text_document, doc = opened
-            at = text_document.position_from_client_units(params.position)
+        if located is not None:
+            _, doc, at = located
             items = [
                 lsp.CompletionItem(label=c.label, kind=_KINDS[c.kind], detail=c.detail or None)
                 for c in features.complete(doc, at.line, at.character)
@@ -282,11 +289,10 @@ def make_server() -> DomarkxServer:
 
     @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
     def definition(ls: DomarkxServer, params: lsp.DefinitionParams) -> lsp.Location | None:
-        opened = ls.document(params.text_document.uri)
-        if opened is None:
+        located = ls.document_at(params.text_document.uri, params.position)
+        if located is None:
             return None
-        text_document, doc = opened
-        at = text_document.position_from_client_units(params.position)
+        _, doc, at = located
         macro = features.macro_at(doc, at.line, at.character)
         target = features.include_target(doc, macro) if macro is not None else None
         if target is None:
