@@ -95,18 +95,22 @@ def bucket_of(root: Path) -> str:
     return text.split('url = "s3://', 1)[1].split("/", 1)[0]
 
 
+def first_machine(tmp_path: Path, server: S3Server, chat: ChatServer) -> tuple[Path, str, Path]:
+    """The project, its bucket, and machine ``a`` after a build that wrote the shared cache."""
+    chat.reply("Hello from the model.")
+    source = origin(tmp_path, server, chat)
+    a = machine(tmp_path, source, "a")
+    code, out, err = build(a, write=True)
+    assert code == 0, out + err
+    return source, bucket_of(source), a
+
+
 def test_a_second_machine_runs_no_code_and_asks_no_model(
     tmp_path: Path,
     s3_server: S3Server,  # noqa: F811
 ) -> None:
     with ChatServer() as chat:
-        chat.reply("Hello from the model.")
-        source = origin(tmp_path, s3_server, chat)
-        bucket = bucket_of(source)
-
-        a = machine(tmp_path, source, "a")
-        code, out, err = build(a, write=True)
-        assert code == 0, out + err
+        source, bucket, a = first_machine(tmp_path, s3_server, chat)
         assert runs(tmp_path) == 1 and len(chat.requests) == 1
         shared = s3_server.objects(bucket)
         kinds = {name.split("/")[2] for name in shared if name.startswith("team/ac/")}
@@ -138,11 +142,7 @@ def test_a_poisoned_object_is_detected_and_not_used(
     s3_server: S3Server,  # noqa: F811
 ) -> None:
     with ChatServer() as chat:
-        chat.reply("Hello from the model.")
-        source = origin(tmp_path, s3_server, chat)
-        bucket = bucket_of(source)
-        code, out, err = build(machine(tmp_path, source, "a"), write=True)
-        assert code == 0, out + err
+        source, bucket, _ = first_machine(tmp_path, s3_server, chat)
         honest = exports(tmp_path / "a")
 
         # An attacker with write access swaps the bytes of the code session's run record.
@@ -187,11 +187,7 @@ def test_replies_are_shared_without_the_run_records(
     s3_server: S3Server,  # noqa: F811
 ) -> None:
     with ChatServer() as chat:
-        chat.reply("Hello from the model.")
-        source = origin(tmp_path, s3_server, chat)
-        bucket = bucket_of(source)
-        code, out, err = build(machine(tmp_path, source, "a"), write=True)
-        assert code == 0, out + err
+        source, bucket, _ = first_machine(tmp_path, s3_server, chat)
         for name in s3_server.objects(bucket):
             if name.startswith("team/ac/run/"):
                 s3_server.delete(bucket, name)
@@ -316,12 +312,7 @@ def test_a_snapshot_made_elsewhere_comes_from_the_shared_cache(
     s3_server: S3Server,  # noqa: F811
 ) -> None:
     with ChatServer() as chat:
-        chat.reply("Hello from the model.")
-        source = origin(tmp_path, s3_server, chat)
-        bucket = bucket_of(source)
-        a = machine(tmp_path, source, "a")
-        code, out, err = build(a, write=True)
-        assert code == 0, out + err
+        source, bucket, a = first_machine(tmp_path, s3_server, chat)
         ran = snapshot_id(a, "code")
         assert f"team/ac/snapshot/{ran}" in s3_server.objects(bucket)
         code, shown_on_a, err = domarkx(a, "export", ran)
@@ -342,12 +333,7 @@ def test_a_snapshot_entry_that_names_another_snapshot_is_refused(
     s3_server: S3Server,  # noqa: F811
 ) -> None:
     with ChatServer() as chat:
-        chat.reply("Hello from the model.")
-        source = origin(tmp_path, s3_server, chat)
-        bucket = bucket_of(source)
-        a = machine(tmp_path, source, "a")
-        code, out, err = build(a, write=True)
-        assert code == 0, out + err
+        source, bucket, a = first_machine(tmp_path, s3_server, chat)
         code_id, ask_id = snapshot_id(a, "code"), snapshot_id(a, "ask")
         # Someone with write access points the code session's entry at the other snapshot:
         # a well-formed entry, a blob whose bytes match its digest, the wrong content.
@@ -359,7 +345,7 @@ def test_a_snapshot_entry_that_names_another_snapshot_is_refused(
 
         b = machine(tmp_path, source, "b")
         env = {**CREDENTIALS, "DOMARKX_TRUST": "1"}
-        code, out, err = domarkx(b, "export", code_id, env=env)
+        code, _out, err = domarkx(b, "export", code_id, env=env)
         assert code == 1
         assert f"ac/snapshot/{code_id} names a blob that is not its record" in err
         assert f"no instance or snapshot matches {code_id!r}" in err
