@@ -117,12 +117,21 @@ def fingerprint() -> str:
 
 
 def socket_path() -> str | None:
-    """The socket of this installation's daemon (None: no safe folder, or too long a path)."""
-    where = folder()
-    if where is None:
-        return None
-    path = os.path.join(where, f"d-{fingerprint()[:16]}.sock")
-    return path if len(path.encode()) <= _MAX_PATH else None
+    """The socket of this installation's daemon (None: no safe folder, or too long a path).
+
+    Found once per build process (a pool asks for each of its workers): the
+    fingerprint walks domarkx's files (~1 ms).
+    """
+    key = (os.environ.get("XDG_RUNTIME_DIR", ""), os.environ.get("PYTHONPATH", ""))
+    if key not in _paths:
+        where = folder()
+        path = None if where is None else os.path.join(where, f"d-{fingerprint()[:16]}.sock")
+        _paths[key] = path if path is not None and len(path.encode()) <= _MAX_PATH else None
+    return _paths[key]
+
+
+# ``socket_path`` of this process, by the variables that change it.
+_paths: dict[tuple[str, str], str | None] = {}
 
 
 # The build's side ------------------------------------------------------------------
