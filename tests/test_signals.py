@@ -32,6 +32,7 @@ from tests.support import (
     local_session,
     new_project,
     process_env,
+    saved_state,
     spawn,
     wait_for,
 )
@@ -86,11 +87,11 @@ def test_sigterm_to_a_docker_run_removes_its_container(tmp_path):
     assert statuses(root) == ["failed"]
 
 
-def test_sigterm_to_a_build_stops_its_sandbox_and_the_next_build_goes_on(tmp_path):
-    marker = secs("2")
-    files = {f"sessions/s{i}.md": local_session(f"echo {i}") for i in range(3)}
-    files["sessions/slow.md"] = local_session(f"sleep {marker}")
-    root = new_project(tmp_path / "p", files, dodo=False)
+def build_stopped_by_sigterm(root: Path, marker: str) -> tuple[str, str]:
+    """``domarkx build`` sent SIGTERM once the block marked ``marker`` runs; its output.
+
+    It ends as a shell reports a process ended by SIGTERM (143).
+    """
     proc = spawn(root, "domarkx", "build", env=OWN_STORE)
     try:
         assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
@@ -100,6 +101,15 @@ def test_sigterm_to_a_build_stops_its_sandbox_and_the_next_build_goes_on(tmp_pat
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143, out + err
+    return out, err
+
+
+def test_sigterm_to_a_build_stops_its_sandbox_and_the_next_build_goes_on(tmp_path):
+    marker = secs("2")
+    files = {f"sessions/s{i}.md": local_session(f"echo {i}") for i in range(3)}
+    files["sessions/slow.md"] = local_session(f"sleep {marker}")
+    root = new_project(tmp_path / "p", files, dodo=False)
+    out, err = build_stopped_by_sigterm(root, marker)
     assert "Traceback" not in out + err
     assert "interrupted by SIGTERM" in out
     assert processes_running(marker, within=5) == []
@@ -278,19 +288,9 @@ def test_sigkill_of_a_parallel_build_leaves_no_worker_and_no_block(tmp_path):
 
 
 def test_an_interrupted_build_counts_only_the_tasks_it_saved(tmp_path):
-    from tests.support import saved_state
-
     marker = secs("4")
     root = new_project(tmp_path / "p", {"sessions/slow.md": local_session(f"sleep {marker}")})
-    proc = spawn(root, "domarkx", "build", env=OWN_STORE)
-    try:
-        assert wait_for(lambda: bool(processes_running(marker))), "the block never started"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, out + err
+    out, _err = build_stopped_by_sigterm(root, marker)
     [line] = [line for line in out.splitlines() if "interrupted by SIGTERM" in line]
     said = int(line.split(": ")[2].split(" task")[0])
     saved = [name for name in saved_state(root) if ":" in name and not name.startswith("_")]
